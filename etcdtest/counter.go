@@ -1,0 +1,139 @@
+package etcdtest
+
+import (
+	"context"
+	"maps"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+)
+
+// Counter counts the etcd RPCs a client makes, by method, so tests and
+// benchmarks can state "RPCs per operation". Unary calls are counted once
+// per attempt (retries included). On streams, every message the client
+// sends is counted as its own RPC under a name that says what it was:
+// "Watch.Create", "Watch.Cancel", "LeaseKeepAlive". A Counter is safe for
+// concurrent use; attach it with WithCounter.
+type Counter struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+// NewCounter returns an empty Counter.
+func NewCounter() *Counter { return &Counter{n: map[string]int64{}} }
+
+func (c *Counter) add(method string) {
+	c.mu.Lock()
+	c.n[method]++
+	c.mu.Unlock()
+}
+
+// Get returns the count for one method, such as "Txn" or "Range".
+func (c *Counter) Get(method string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[method]
+}
+
+// Snapshot returns a copy of all counts.
+func (c *Counter) Snapshot() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.n)
+}
+
+// Total returns the sum over the given methods, or over all when none
+// are named.
+func (c *Counter) Total(methods ...string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var t int64
+	if len(methods) == 0 {
+		for _, v := range c.n {
+			t += v
+		}
+		return t
+	}
+	for _, m := range methods {
+		t += c.n[m]
+	}
+	return t
+}
+
+// Reset sets every count to zero.
+func (c *Counter) Reset() {
+	c.mu.Lock()
+	c.n = map[string]int64{}
+	c.mu.Unlock()
+}
+
+// String lists the counts in a stable order, e.g. "Put=1 Txn=2".
+func (c *Counter) String() string {
+	snap := c.Snapshot()
+	names := make([]string, 0, len(snap))
+	for k := range snap {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, k := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(strconv.FormatInt(snap[k], 10))
+	}
+	return b.String()
+}
+
+// DialOptions returns the gRPC options that make a client report to c.
+// Append them to clientv3.Config.DialOptions.
+func (c *Counter) DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			c.add(shortMethod(method))
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			s, err := streamer(ctx, desc, cc, method, opts...)
+			if err != nil {
+				return s, err
+			}
+			return &countingStream{ClientStream: s, c: c, method: shortMethod(method)}, nil
+		}),
+	}
+}
+
+func shortMethod(full string) string {
+	if i := strings.LastIndexByte(full, '/'); i >= 0 {
+		return full[i+1:]
+	}
+	return full
+}
+
+type countingStream struct {
+	grpc.ClientStream
+	c      *Counter
+	method string
+}
+
+func (s *countingStream) SendMsg(m any) error {
+	name := s.method
+	if w, ok := m.(*pb.WatchRequest); ok {
+		switch {
+		case w.GetCreateRequest() != nil:
+			name = "Watch.Create"
+		case w.GetCancelRequest() != nil:
+			name = "Watch.Cancel"
+		default:
+			name = "Watch.Progress"
+		}
+	}
+	s.c.add(name)
+	return s.ClientStream.SendMsg(m)
+}

@@ -1,0 +1,60 @@
+package etcdtest
+
+import (
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Option configures a Server or Cluster.
+type Option func(*config)
+
+type config struct {
+	fsync           bool
+	logOutput       io.Writer
+	dataDir         string
+	maxRequestBytes uint
+	tick, election  time.Duration
+}
+
+func newConfig(opts []Option) config {
+	c := config{fsync: true, tick: 100 * time.Millisecond, election: time.Second}
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+// WithoutFsync turns fsync off: faster tests, no durability across a
+// machine crash (member restarts in a test are unaffected). Benchmarks
+// should leave fsync on, as production does.
+func WithoutFsync() Option { return func(c *config) { c.fsync = false } }
+
+// WithLogOutput sends the server's own logs (info level and up) to w.
+// By default the server is silent.
+func WithLogOutput(w io.Writer) Option { return func(c *config) { c.logOutput = w } }
+
+// WithDataDir keeps the data in dir instead of a temporary directory that
+// is removed at cleanup. With a Cluster, member i uses dir/member-i.
+func WithDataDir(dir string) Option { return func(c *config) { c.dataDir = dir } }
+
+// WithMaxRequestBytes sets the server's request size limit (etcd's
+// default is 1.5 MiB).
+func WithMaxRequestBytes(n uint) Option { return func(c *config) { c.maxRequestBytes = n } }
+
+// WithElectionTimeout sets the raft heartbeat interval and election
+// timeout (defaults 100ms and 1s, as etcd's). The server's minimum lease
+// TTL is 1.5 × the election timeout, rounded up to whole seconds.
+func WithElectionTimeout(heartbeat, election time.Duration) Option {
+	return func(c *config) { c.tick, c.election = heartbeat, election }
+}
+
+func (c config) zapLogger() *zap.Logger {
+	if c.logOutput == nil {
+		return zap.NewNop()
+	}
+	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(c.logOutput), zap.InfoLevel))
+}

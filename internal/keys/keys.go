@@ -1,0 +1,165 @@
+// Package keys owns coord's keyspace: it validates every user-supplied name
+// and builds every etcd key, so that no two names can ever share a key or
+// fall inside each other's ranges.
+//
+// Layout: <root><kind>/<escaped name>/<part>/<id>. The escaped name never
+// contains '/', so the prefix "<root><kind>/<escaped name>/" of one name is
+// never a prefix of another name's keys. etcd's concurrency.Mutex puts "a"
+// and "a/b" (or "x" and "xy" when no separator is added) in overlapping
+// ranges; this package exists so that mistake cannot be made twice.
+package keys
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxNameLen is the longest name, in bytes before escaping, that a
+// primitive accepts.
+const MaxNameLen = 512
+
+// DefaultRoot is the root prefix used when a session sets none.
+const DefaultRoot = "coord/"
+
+// ErrInvalidName is wrapped by every name validation error.
+var ErrInvalidName = errors.New("invalid name")
+
+// Kinds of primitive. Each owns its own subtree below the root.
+const (
+	KindLock      = "lock"
+	KindRWLock    = "rwlock"
+	KindElection  = "election"
+	KindSemaphore = "semaphore"
+	KindBarrier   = "barrier"
+	KindDouble    = "dbarrier"
+	KindLatch     = "latch"
+	KindQueue     = "queue"
+	KindSession   = "session"
+)
+
+// ValidateName reports why name cannot be used, or nil.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: name is empty", ErrInvalidName)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: name %.32q... is %d bytes, over the %d-byte limit", ErrInvalidName, name, len(name), MaxNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: name %q is not valid UTF-8", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// NormalizeRoot validates a root prefix and makes sure it ends in '/', so
+// that roots "app" and "app2" cannot overlap either.
+func NormalizeRoot(root string) (string, error) {
+	if root == "" {
+		return "", fmt.Errorf("%w: root prefix is empty", ErrInvalidName)
+	}
+	if !utf8.ValidString(root) {
+		return "", fmt.Errorf("%w: root prefix %q is not valid UTF-8", ErrInvalidName, root)
+	}
+	if len(root) > MaxNameLen {
+		return "", fmt.Errorf("%w: root prefix is %d bytes, over the %d-byte limit", ErrInvalidName, len(root), MaxNameLen)
+	}
+	if !strings.HasSuffix(root, "/") {
+		root += "/"
+	}
+	return root, nil
+}
+
+// Escape maps a name to a form with no '/' in it. It is injective: '%' is
+// escaped too, so "a/b" (a%2Fb) and the literal "a%2Fb" (a%252Fb) differ.
+// Control characters are escaped so keys stay readable in etcdctl.
+func Escape(name string) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '/' || c == '%' || c < 0x20 || c == 0x7f {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// Unescape reverses Escape. It is used by introspection to show names.
+func Unescape(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("%w: bad escape in %q", ErrInvalidName, s)
+		}
+		var c byte
+		if _, err := fmt.Sscanf(s[i+1:i+3], "%02X", &c); err != nil {
+			return "", fmt.Errorf("%w: bad escape in %q", ErrInvalidName, s)
+		}
+		b.WriteByte(c)
+		i += 2
+	}
+	return b.String(), nil
+}
+
+// Space is the key subtree of one named primitive.
+type Space struct {
+	kind, name string
+	base       string // <root><kind>/<escaped>/
+}
+
+// New validates name and returns its subtree under root (already
+// normalized by NormalizeRoot).
+func New(root, kind, name string) (Space, error) {
+	if err := ValidateName(name); err != nil {
+		return Space{}, fmt.Errorf("%s %w", kind, err)
+	}
+	return Space{kind: kind, name: name, base: root + kind + "/" + Escape(name) + "/"}, nil
+}
+
+// Name is the user's name, unescaped.
+func (s Space) Name() string { return s.name }
+
+// Kind is the primitive kind.
+func (s Space) Kind() string { return s.kind }
+
+// Base is the prefix every key of this primitive starts with.
+func (s Space) Base() string { return s.base }
+
+// Part is the prefix of one part, such as the waiters "w/": every key of
+// the part starts with it and no key of another part or name does.
+func (s Space) Part(part string) string { return s.base + part + "/" }
+
+// Key is the key of one member id inside a part.
+func (s Space) Key(part, id string) string { return s.base + part + "/" + id }
+
+// Single is a key that stands alone in the space, such as "capacity".
+func (s Space) Single(leaf string) string { return s.base + leaf }
+
+// RangeEnd returns the etcd range end that covers exactly the keys
+// starting with prefix.
+func RangeEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\x00"
+}
+
+// ID returns the id of a member key: a session's lease in 16 hex digits,
+// then a per-session sequence number, so two holders on one session never
+// share a key (etcd issue 11360).
+func ID(lease int64, seq uint64) string {
+	return fmt.Sprintf("%016x-%d", lease, seq)
+}
