@@ -1,0 +1,50 @@
+package session
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/coord-go/coord/metrics"
+)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	ttl     time.Duration
+	root    string
+	logger  *slog.Logger
+	metrics *metrics.Metrics
+	err     error
+}
+
+// WithTTL sets the lease TTL (default 15s). etcd counts whole seconds, so
+// a fraction is rounded up; a TTL under one second, or under the server's
+// minimum, makes New fail.
+func WithTTL(d time.Duration) Option {
+	return func(o *options) {
+		if d < time.Second {
+			o.err = fmt.Errorf("%w: TTL %v is under one second, the smallest lease etcd grants", ErrInvalid, d)
+		}
+		o.ttl = d
+	}
+}
+
+// WithPrefix sets the root prefix of every key made through the session
+// (default "coord/"); a '/' is appended when missing.
+func WithPrefix(root string) Option { return func(o *options) { o.root = root } }
+
+// WithLogger sets where the session and the primitives on it log. Only
+// the moments that matter (a session, lock or leadership lost) are logged
+// above debug level. By default nothing is logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
+// WithMetrics makes the session, and every primitive on it, report into m.
+func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
