@@ -212,8 +212,8 @@ func Transient(err error) bool {
 
 type backoff struct{ d time.Duration }
 
-func newBackoff() *backoff   { return &backoff{d: 10 * time.Millisecond} }
-func (b *backoff) reset()     { b.d = 10 * time.Millisecond }
+func newBackoff() *backoff { return &backoff{d: 10 * time.Millisecond} }
+func (b *backoff) reset()  { b.d = 10 * time.Millisecond }
 func (b *backoff) sleep(ctx context.Context) {
 	t := time.NewTimer(b.d)
 	defer t.Stop()
