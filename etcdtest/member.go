@@ -40,13 +40,16 @@ func (m *member) embedConfig(newCluster bool) *embed.Config {
 	local := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
 	ec.ListenClientUrls = []url.URL{local}
 	ec.ListenPeerUrls = []url.URL{local}
+	if m.cfg.clientAddr != "" && m.clientFront == nil {
+		ec.ListenClientUrls = []url.URL{{Scheme: "http", Host: m.cfg.clientAddr}}
+	}
 	if m.clientFront != nil {
 		ec.AdvertiseClientUrls = []url.URL{{Scheme: "http", Host: m.clientFront.Addr()}}
 		ec.AdvertisePeerUrls = []url.URL{{Scheme: "http", Host: m.peerFront.Addr()}}
 		ec.InitialCluster = m.cluster
 		ec.InitialClusterToken = m.token
 	} else {
-		ec.AdvertiseClientUrls = []url.URL{local}
+		ec.AdvertiseClientUrls = ec.ListenClientUrls
 		ec.AdvertisePeerUrls = []url.URL{local}
 		ec.InitialCluster = ec.InitialClusterFromName(m.name)
 	}

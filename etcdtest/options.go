@@ -17,6 +17,7 @@ type config struct {
 	dataDir         string
 	maxRequestBytes uint
 	tick, election  time.Duration
+	clientAddr      string
 }
 
 func newConfig(opts []Option) config {
@@ -50,6 +51,11 @@ func WithMaxRequestBytes(n uint) Option { return func(c *config) { c.maxRequestB
 func WithElectionTimeout(heartbeat, election time.Duration) Option {
 	return func(c *config) { c.tick, c.election = heartbeat, election }
 }
+
+// WithClientAddr makes a Server listen for clients on addr ("host:port")
+// instead of a kernel-chosen loopback port, for a local development
+// server that tools find at a known address. Clusters ignore it.
+func WithClientAddr(addr string) Option { return func(c *config) { c.clientAddr = addr } }
 
 func (c config) zapLogger() *zap.Logger {
 	if c.logOutput == nil {
