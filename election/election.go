@@ -1,0 +1,404 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/wait"
+	"github.com/coord-go/coord/session"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrNotLeader is returned by Proclaim when this Election does not hold
+// the leadership: it never won, it resigned, or the leadership was lost.
+var ErrNotLeader = errors.New("election: not leader")
+
+// ErrNoLeader is returned by Leader when no candidate holds the election.
+var ErrNoLeader = errors.New("election: no leader")
+
+// ErrCampaigning is returned by Campaign when another Campaign on the same
+// Election is still in flight. Use one Election per concurrent candidate.
+var ErrCampaigning = errors.New("election: campaign already in progress")
+
+// ErrKeyDeleted is returned by Campaign when the candidate's key was
+// deleted by someone else (an operator, a tool) while it waited.
+var ErrKeyDeleted = errors.New("election: candidate key deleted")
+
+// ErrInvalid is wrapped by the errors every method returns for an Election
+// made with a nil session or a bad name (empty, over 512 bytes, invalid
+// UTF-8), and by Run for bad arguments.
+var ErrInvalid = errors.New("election: invalid argument")
+
+// cleanupTimeout bounds the delete of a failed candidate's key, which runs
+// even when the caller's context is already gone.
+const cleanupTimeout = 5 * time.Second
+
+// kind is the metrics and key kind of this package.
+const kind = keys.KindElection
+
+// Leader is who holds an election: the value it proclaimed and its
+// fencing token (the create revision of its key). The zero Leader, with
+// Token 0, means there is no leader; Observe sends it when that happens.
+type Leader struct {
+	Value string
+	Token int64
+}
+
+// Election is one candidate in the election called name. It campaigns
+// with a key on its session's lease, so its candidacy and leadership end
+// with the session. An Election is safe for concurrent use, but runs one
+// Campaign at a time.
+type Election struct {
+	s      *session.Session
+	cli    *clientv3.Client
+	name   string
+	prefix string // every candidate key starts with it
+	err    error  // why the Election cannot be used, or nil
+
+	mu          sync.Mutex
+	campaigning bool
+	cur         *term // the leadership held, or nil
+}
+
+// term is one leadership: from Campaign's success to Resign or loss.
+type term struct {
+	key      string
+	rev      int64
+	hold     *wait.Hold
+	start    time.Time
+	resigned bool // guarded by Election.mu
+}
+
+// closed is the Done channel of an Election that is not leader.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// New returns a candidate for the election called name on session s.
+// It talks to etcd only when used. A nil session or an invalid name is
+// reported, wrapping ErrInvalid, by every method that can fail.
+func New(s *session.Session, name string) *Election {
+	e := &Election{s: s, name: name}
+	if s == nil {
+		e.err = fmt.Errorf("%w: nil session", ErrInvalid)
+		return e
+	}
+	sp, err := keys.New(s.Prefix(), kind, name)
+	if err != nil {
+		e.err = fmt.Errorf("%w: %w", ErrInvalid, err)
+		return e
+	}
+	e.cli = s.Client()
+	e.prefix = sp.Part("c")
+	return e
+}
+
+// Campaign blocks until this candidate leads the election, then sets the
+// leader's value. Candidates are served in the order they campaigned.
+//
+// It returns nil only after a read showed its own key alive and first in
+// line while its session lived. It fails at once, wrapping
+// session.ErrExpired or session.ErrClosed, when the session ends while
+// waiting, or with ErrKeyDeleted when its key is deleted; on those
+// failures and when ctx ends it deletes its key (with its own timeout),
+// so nothing is left behind. Campaign on a leader proclaims value.
+func (e *Election) Campaign(ctx context.Context, value string) error {
+	if e.err != nil {
+		return e.err
+	}
+	e.mu.Lock()
+	if e.campaigning {
+		e.mu.Unlock()
+		return fmt.Errorf("election %q: %w", e.name, ErrCampaigning)
+	}
+	if t := e.cur; t != nil && t.hold.Err() == nil {
+		e.mu.Unlock()
+		return e.Proclaim(ctx, value)
+	}
+	e.campaigning = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.campaigning = false
+		e.mu.Unlock()
+	}()
+	if err := e.s.Err(); err != nil {
+		return fmt.Errorf("election %q: %w", e.name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("election %q: %w", e.name, err)
+	}
+
+	m := e.s.Metrics()
+	m.Waiting(kind, e.name, 1)
+	defer m.Waiting(kind, e.name, -1)
+	start := time.Now()
+	t, err := e.campaign(ctx, value)
+	if err != nil {
+		e.s.Logger().Debug("coord campaign failed", "election", e.name, "error", err)
+		return fmt.Errorf("election %q: %w", e.name, err)
+	}
+	e.mu.Lock()
+	e.cur = t
+	e.mu.Unlock()
+	m.Acquired(kind, e.name, time.Since(start))
+	m.Leader(e.name, true)
+	e.s.Logger().Info("coord leadership gained", "election", e.name, "token", t.rev)
+	go e.watchLoss(t)
+	return nil
+}
+
+// campaign queues the candidate's key and waits until it is first.
+func (e *Election) campaign(ctx context.Context, value string) (*term, error) {
+	key := e.prefix + e.s.NextID()
+	lease := e.s.Lease()
+	// One Txn puts the key and reads the two newest keys of the line:
+	// ours, and the one just before it, which is the only key we watch.
+	// With no key before ours we lead at once, for one Txn.
+	line := clientv3.OpGet(e.prefix, clientv3.WithRange(keys.RangeEnd(e.prefix)),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
+		clientv3.WithLimit(2), clientv3.WithKeysOnly())
+	resp, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, value, clientv3.WithLease(lease)), line).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return nil, e.sessionErr()
+		}
+		// The Txn may have been applied before the error reached us.
+		e.cleanup(ctx, key, 0)
+		return nil, err
+	}
+	if !resp.Succeeded {
+		// Our ids are unique, so the key can only exist if this very Txn
+		// was applied twice; never treat it as ours.
+		e.cleanup(ctx, key, 0)
+		return nil, fmt.Errorf("candidate key %s already existed", key)
+	}
+	rev := resp.Header.Revision
+	kvs := resp.Responses[1].GetResponseRange().Kvs
+	pred := ""
+	if len(kvs) == 2 {
+		pred = string(kvs[1].Key)
+	}
+	// The hold starts watching right after rev, so it misses nothing:
+	// while we wait it turns our key's deletion into an error at once, and
+	// afterwards it is the leadership's Done.
+	hold := wait.NewHold(e.cli, key, rev, e.s)
+	if pred != "" {
+		q := wait.Queue{Prefix: e.prefix, Own: key, Rev: rev}
+		err = wait.NoneBefore(ctx, e.cli, q, pred, rev, e.s, hold)
+	}
+	if err == nil {
+		// Whatever ended first decides; a win observed by a read that
+		// raced with the session's end is no win.
+		if herr := hold.Err(); herr != nil {
+			err = herr
+		} else if serr := e.s.Err(); serr != nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		hold.Stop()
+		e.cleanup(ctx, key, rev)
+		if errors.Is(err, wait.ErrKeyGone) {
+			if serr := e.s.Err(); serr != nil {
+				return nil, serr
+			}
+			return nil, fmt.Errorf("%w: %s", ErrKeyDeleted, key)
+		}
+		return nil, err
+	}
+	return &term{key: key, rev: rev, hold: hold, start: time.Now()}, nil
+}
+
+// cleanup deletes a failed candidate's key, fenced on its create revision
+// (any when rev is 0) so that a retry can never delete someone else's. A
+// lost session needs nothing: its lease takes the key along, and it may
+// be cut off, which would make us wait out the timeout for nothing.
+func (e *Election) cleanup(ctx context.Context, key string, rev int64) {
+	if e.s.Err() != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	txn := e.cli.Txn(cctx)
+	if rev != 0 {
+		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev))
+	}
+	if _, err := txn.Then(clientv3.OpDelete(key)).Commit(); err != nil {
+		e.s.Logger().Debug("coord campaign cleanup failed; the key goes with the lease", "election", e.name, "key", key, "error", err)
+	}
+}
+
+func (e *Election) sessionErr() error {
+	if err := e.s.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: lease %x not found", session.ErrExpired, int64(e.s.Lease()))
+}
+
+// watchLoss reports a leadership that ends other than by Resign.
+func (e *Election) watchLoss(t *term) {
+	<-t.hold.Done()
+	e.mu.Lock()
+	resigned := t.resigned
+	if !resigned && e.cur == t {
+		// Keep the term (Token stays for fencing) but mark it over.
+		t.resigned = true
+	}
+	e.mu.Unlock()
+	if resigned {
+		return
+	}
+	m := e.s.Metrics()
+	m.Leader(e.name, false)
+	m.Released(kind, e.name, time.Since(t.start), true)
+	e.s.Logger().Warn("coord leadership lost", "election", e.name, "token", t.rev, "error", t.hold.Err())
+}
+
+// Proclaim sets a new value for the leadership this Election holds,
+// without a new election. It is fenced on the leader key's create
+// revision, so it is safe to retry; it returns ErrNotLeader when this
+// Election does not lead.
+func (e *Election) Proclaim(ctx context.Context, value string) error {
+	if e.err != nil {
+		return e.err
+	}
+	t := e.term()
+	if t == nil {
+		return fmt.Errorf("election %q: %w", e.name, ErrNotLeader)
+	}
+	if err := t.hold.Err(); err != nil {
+		return fmt.Errorf("election %q: %w: %w", e.name, ErrNotLeader, err)
+	}
+	resp, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
+		Then(clientv3.OpPut(t.key, value, clientv3.WithLease(e.s.Lease()))).
+		Commit()
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		return fmt.Errorf("election %q: %w: %w", e.name, ErrNotLeader, e.sessionErr())
+	case err != nil:
+		return fmt.Errorf("election %q: proclaim: %w", e.name, err)
+	case !resp.Succeeded:
+		return fmt.Errorf("election %q: %w: key %s is gone", e.name, ErrNotLeader, t.key)
+	}
+	return nil
+}
+
+// Resign gives up the leadership, so the next candidate leads at once,
+// and closes Done. It is one Txn fenced on the leader key's create
+// revision, safe to retry. If the request fails, Resign returns the error
+// and this Election still counts itself leader, since it may well be.
+// Without leadership Resign does nothing and returns nil; to abandon a
+// Campaign still waiting, cancel its ctx.
+func (e *Election) Resign(ctx context.Context) error {
+	if e.err != nil {
+		return e.err
+	}
+	t := e.term()
+	if t == nil {
+		return nil
+	}
+	_, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
+		Then(clientv3.OpDelete(t.key)).
+		Commit()
+	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("election %q: resign: %w", e.name, err)
+	}
+	e.mu.Lock()
+	wasLeading := !t.resigned
+	t.resigned = true
+	if e.cur == t {
+		e.cur = nil
+	}
+	e.mu.Unlock()
+	t.hold.Release(fmt.Errorf("election %q: resigned", e.name))
+	if wasLeading {
+		e.s.Metrics().Leader(e.name, false)
+		e.s.Metrics().Released(kind, e.name, time.Since(t.start), false)
+		e.s.Logger().Debug("coord leadership resigned", "election", e.name, "token", t.rev)
+	}
+	return nil
+}
+
+func (e *Election) term() *term {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cur
+}
+
+// Leader returns the current leader of the election, as any reader sees
+// it, or ErrNoLeader.
+func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	if e.err != nil {
+		return Leader{}, e.err
+	}
+	l, _, _, err := readLeader(ctx, e.cli, e.prefix, 0)
+	if err != nil {
+		return Leader{}, fmt.Errorf("election %q: %w", e.name, err)
+	}
+	if l.Token == 0 {
+		return Leader{}, fmt.Errorf("election %q: %w", e.name, ErrNoLeader)
+	}
+	return l, nil
+}
+
+// Done returns a channel that is closed when the leadership won by the
+// last successful Campaign is lost: the session ended, the key was
+// deleted, or Resign was called. Without leadership it returns a closed
+// channel, so call it after Campaign returns.
+func (e *Election) Done() <-chan struct{} {
+	if t := e.term(); t != nil {
+		return t.hold.Done()
+	}
+	return closed
+}
+
+// Token returns the fencing token of the leadership won by the last
+// successful Campaign: the create revision of its key, strictly
+// increasing across the successive leaders of one election. It stays
+// after a loss, so writes fenced on it are refused; it is 0 before the
+// first Campaign and after Resign.
+func (e *Election) Token() int64 {
+	if t := e.term(); t != nil {
+		return t.rev
+	}
+	return 0
+}
+
+// IsOwner returns a comparison that holds only while this Election's
+// leader key exists, for guarding your own Txns with the leadership.
+// Without leadership it returns a comparison that never holds.
+func (e *Election) IsOwner() clientv3.Cmp {
+	if t := e.term(); t != nil {
+		return clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)
+	}
+	// No key has a negative create revision.
+	return clientv3.Compare(clientv3.CreateRevision(e.prefix), "=", -1)
+}
+
+// readLeader reads the first candidate at revision rev (0 for now) and
+// the revision of the read.
+func readLeader(ctx context.Context, cli *clientv3.Client, prefix string, rev int64) (Leader, string, int64, error) {
+	opts := clientv3.WithFirstCreate() // prefix is '/'-terminated, so WithPrefix is exact
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := cli.Get(ctx, prefix, opts...)
+	if err != nil {
+		return Leader{}, "", 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return Leader{}, "", resp.Header.Revision, nil
+	}
+	kv := resp.Kvs[0]
+	return Leader{Value: string(kv.Value), Token: kv.CreateRevision}, string(kv.Key), resp.Header.Revision, nil
+}
