@@ -336,7 +336,8 @@ func TestWaiterSessionLost(t *testing.T) {
 	if !errors.Is(err, session.ErrExpired) && !errors.Is(err, lock.ErrLost) {
 		t.Fatalf("waiter's Lock: %v, want session.ErrExpired or ErrLost", err)
 	}
-	if !errors.Is(err, session.ErrExpired) && !errors.Is(s.Err(), session.ErrExpired) {
+	closedWithin(t, s.Done(), 2*time.Second, "session Done after revoke")
+	if !errors.Is(s.Err(), session.ErrExpired) {
 		t.Fatalf("session not expired after revoke: %v", s.Err())
 	}
 	holder.Unlock(ctx)
