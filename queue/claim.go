@@ -1,0 +1,362 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/wait"
+	"github.com/coord-go/coord/metrics"
+	"github.com/coord-go/coord/session"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// candidate is an unclaimed message a consumer may try to claim.
+type candidate struct {
+	key    string // the message key
+	part   string // partReady or partTimed
+	suffix string // key below the part, also the claim key below c/<part>/
+	mod    int64  // the message's mod revision when read
+	ord    order
+}
+
+// view is one read of the head of the queue: the unclaimed messages in
+// the first window of each part, and when the next delayed message is due.
+type view struct {
+	rev     int64
+	cands   []candidate
+	nextDue int64 // unix ns of the earliest message not yet due, 0 if none
+	// more[i] says part i (ready, timed) has more messages past the
+	// window, all of whose first window is claimed: page on.
+	more    [2]bool
+	lastKey [2]string
+}
+
+// windowOps reads, keys only, the first window of ready messages from
+// fromR and of due delayed messages from fromT, the claims that can hide
+// them, and the first message not yet due.
+func (q *Queue) windowOps(now int64, fromR, fromT string) []clientv3.Op {
+	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
+	cr, ct := q.claimPrefix(partReady), q.claimPrefix(partTimed)
+	dueEnd := t + encodeTime(now+1)
+	page := func(from, end string) clientv3.Op {
+		return clientv3.OpGet(from, clientv3.WithRange(end), clientv3.WithLimit(window), clientv3.WithKeysOnly())
+	}
+	return []clientv3.Op{
+		page(fromR, keys.RangeEnd(r)),
+		page(cr+strings.TrimPrefix(fromR, r), keys.RangeEnd(cr)),
+		page(fromT, dueEnd),
+		page(ct+strings.TrimPrefix(fromT, t), keys.RangeEnd(ct)),
+		clientv3.OpGet(dueEnd, clientv3.WithRange(keys.RangeEnd(t)), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
+	}
+}
+
+func (q *Queue) claimPrefix(part string) string { return q.sp.Part(partClaim) + part + "/" }
+
+// parseView builds a view from the responses of windowOps.
+func (q *Queue) parseView(rev int64, rs []*pb.ResponseOp) *view {
+	v := &view{rev: rev}
+	parts := [2]string{partReady, partTimed}
+	for i, part := range parts {
+		msgs, claims := rs[2*i].GetResponseRange(), rs[2*i+1].GetResponseRange()
+		prefix, cprefix := q.sp.Part(part), q.claimPrefix(part)
+		held := make(map[string]bool, len(claims.Kvs))
+		for _, kv := range claims.Kvs {
+			held[strings.TrimPrefix(string(kv.Key), cprefix)] = true
+		}
+		found := 0
+		for _, kv := range msgs.Kvs {
+			suffix := strings.TrimPrefix(string(kv.Key), prefix)
+			if held[suffix] {
+				continue
+			}
+			parse := parseReady
+			if part == partTimed {
+				parse = parseTimed
+			}
+			ord, err := parse(suffix)
+			if err != nil {
+				continue // not a key this package wrote; never claim it
+			}
+			found++
+			v.cands = append(v.cands, candidate{key: string(kv.Key), part: part, suffix: suffix, mod: kv.ModRevision, ord: ord})
+		}
+		if found == 0 && msgs.More && len(msgs.Kvs) > 0 {
+			v.more[i] = true
+			v.lastKey[i] = string(msgs.Kvs[len(msgs.Kvs)-1].Key)
+		}
+	}
+	if kvs := rs[4].GetResponseRange().Kvs; len(kvs) > 0 {
+		if o, err := parseTimed(strings.TrimPrefix(string(kvs[0].Key), q.sp.Part(partTimed))); err == nil {
+			v.nextDue = o.ready
+		}
+	}
+	slices.SortFunc(v.cands, func(a, b candidate) int {
+		switch {
+		case a.ord.less(b.ord):
+			return -1
+		case b.ord.less(a.ord):
+			return 1
+		}
+		return 0
+	})
+	return v
+}
+
+// read returns a view with candidates, paging past a head that is all
+// claimed, or the first page when there are none.
+func (q *Queue) read(ctx context.Context) (*view, error) {
+	fromR, fromT := q.sp.Part(partReady), q.sp.Part(partTimed)
+	var first *view
+	for {
+		now := time.Now().UnixNano()
+		resp, err := q.cli.Txn(ctx).Then(q.windowOps(now, fromR, fromT)...).Commit()
+		if err != nil {
+			return nil, err
+		}
+		v := q.parseView(resp.Header.Revision, resp.Responses)
+		if first == nil {
+			first = v
+		}
+		if len(v.cands) > 0 {
+			v.nextDue = first.nextDue
+			return v, nil
+		}
+		if !v.more[0] && !v.more[1] {
+			return first, nil
+		}
+		// A page that is all claimed: go on past it. The part with
+		// nothing more starts past its end so it reads nothing.
+		fromR, fromT = keys.RangeEnd(q.sp.Part(partReady)), keys.RangeEnd(q.sp.Part(partTimed))
+		if v.more[0] {
+			fromR = v.lastKey[0] + "\x00"
+		}
+		if v.more[1] {
+			fromT = v.lastKey[1] + "\x00"
+		}
+	}
+}
+
+// pick chooses which candidate to try. With no contention seen it is the
+// head, so a lone consumer gets strict priority and FIFO order; after
+// conflicts, claims spread at random over the first few candidates so
+// that N consumers stop racing for the same key.
+func (q *Queue) pick(cands []candidate) candidate {
+	q.mu.Lock()
+	n := min(q.spread, len(cands))
+	q.mu.Unlock()
+	if n <= 1 {
+		return cands[0]
+	}
+	return cands[rand.IntN(n)]
+}
+
+// contended adjusts the spread: double it on a lost race, shrink it by
+// one on a claim won at the first try.
+func (q *Queue) contended(lost bool) {
+	q.mu.Lock()
+	if lost {
+		q.spread = min(q.spread*2, window)
+	} else {
+		q.spread = max(q.spread-1, 1)
+	}
+	q.mu.Unlock()
+}
+
+// Claim blocks until a message is ready and claims it under s: while s
+// lives (or until Ack or Nack) no other consumer gets the message. If s
+// ends first, the message becomes claimable again and its Attempt grows.
+//
+// A claim is one read and one Txn; losing a race costs one more Txn,
+// which brings back a fresh read. Claim returns ctx's error when ctx
+// ends, an error wrapping session.ErrExpired or session.ErrClosed when s
+// ends, and ErrInvalid for a nil session. A cancelled Claim leaves no
+// claim behind.
+func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error) {
+	if q.err != nil {
+		return nil, q.err
+	}
+	if s == nil {
+		return nil, fmt.Errorf("queue %q: %w: nil session", q.sp.Name(), ErrInvalid)
+	}
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("queue %q: %w", q.sp.Name(), err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	name, mt := q.sp.Name(), s.Metrics()
+	start := time.Now()
+	mt.Waiting(keys.KindQueue, name, 1)
+	defer mt.Waiting(keys.KindQueue, name, -1)
+	var v *view
+	first := true
+	for {
+		var err error
+		if v == nil {
+			if v, err = q.read(ctx); err != nil {
+				return nil, q.claimErr(ctx, s, err)
+			}
+		}
+		if len(v.cands) == 0 {
+			if v, err = q.await(ctx, s, v); err != nil {
+				return nil, q.claimErr(ctx, s, err)
+			}
+			continue
+		}
+		c := q.pick(v.cands)
+		m, fresh, err := q.try(ctx, s, c)
+		if err != nil {
+			return nil, q.claimErr(ctx, s, err)
+		}
+		if m == nil || first {
+			q.contended(m == nil)
+		}
+		first = false
+		if m == nil {
+			v = fresh
+			continue
+		}
+		if q.opts.maxAttempts > 0 && m.Attempt > q.opts.maxAttempts {
+			// A consumer died holding it for the last allowed time.
+			if err := m.bury(ctx, m.Attempt-1); err != nil && !errors.Is(err, ErrClaimLost) {
+				return nil, err
+			}
+			v = nil
+			continue
+		}
+		mt.Acquired(keys.KindQueue, name, time.Since(start))
+		mt.QueueEvent(name, metrics.QueueClaimed)
+		if m.Attempt > 1 {
+			mt.QueueEvent(name, metrics.QueueRedelivered)
+		}
+		s.Logger().Debug("coord queue message claimed", "queue", name, "id", m.ID, "attempt", m.Attempt)
+		return m, nil
+	}
+}
+
+// try claims c in one Txn. When it loses the race it returns the fresh
+// view the same Txn read instead.
+func (q *Queue) try(ctx context.Context, s *session.Session, c candidate) (*Message, *view, error) {
+	ck := q.claimPrefix(c.part) + c.suffix
+	id := c.ord.id
+	ak := q.sp.Key(partAttempt, id)
+	resp, err := q.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0), clientv3.Compare(clientv3.ModRevision(c.key), "=", c.mod)).
+		Then(
+			clientv3.OpPut(ck, fmt.Sprintf("%016x", int64(s.Lease())), clientv3.WithLease(s.Lease())),
+			// Each claim bumps the attempt key's Version: the attempt
+			// count survives a consumer's crash without a write to the
+			// (possibly large) message.
+			clientv3.OpPut(ak, ""),
+			clientv3.OpGet(c.key),
+			clientv3.OpGet(ak, clientv3.WithKeysOnly()),
+		).
+		Else(q.windowOps(time.Now().UnixNano(), q.sp.Part(partReady), q.sp.Part(partTimed))...).
+		Commit()
+	if err != nil {
+		// The Txn may have been applied: drop a claim that nobody will
+		// ever Ack, or the message stays hidden until s ends.
+		q.dropClaim(ctx, s, ck)
+		return nil, nil, err
+	}
+	if !resp.Succeeded {
+		v := q.parseView(resp.Header.Revision, resp.Responses)
+		if len(v.cands) == 0 {
+			v = nil // all claimed or empty: let read page on or wait
+		}
+		return nil, v, nil
+	}
+	msgKV := resp.Responses[2].GetResponseRange().Kvs
+	attKV := resp.Responses[3].GetResponseRange().Kvs
+	if len(msgKV) == 0 || len(attKV) == 0 {
+		q.dropClaim(ctx, s, ck)
+		return nil, nil, fmt.Errorf("queue %q: message %s vanished inside its claim Txn", q.sp.Name(), id)
+	}
+	rec, err := decodeRecord(msgKV[0].Value)
+	if err != nil {
+		q.dropClaim(ctx, s, ck)
+		return nil, nil, fmt.Errorf("queue %q: message %s: %w", q.sp.Name(), id, err)
+	}
+	m := &Message{
+		ID:         id,
+		Payload:    rec.payload,
+		Attempt:    int(attKV[0].Version),
+		Priority:   rec.prio,
+		Enqueued:   unixTime(rec.enqueued),
+		q:          q,
+		s:          s,
+		rec:        rec,
+		key:        c.key,
+		claimKey:   ck,
+		attemptKey: ak,
+		rev:        resp.Header.Revision,
+		claimedAt:  time.Now(),
+	}
+	return m, nil, nil
+}
+
+// dropClaim deletes a claim key this session may have just made, with a
+// bounded timeout that outlives a cancelled ctx.
+func (q *Queue) dropClaim(ctx context.Context, s *session.Session, ck string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	q.cli.Txn(cctx).If(clientv3.Compare(clientv3.LeaseValue(ck), "=", s.Lease())).Then(clientv3.OpDelete(ck)).Commit()
+}
+
+// await blocks until the view may have changed in a way that matters: a
+// message was added, a claim went away, or the next delayed message is
+// due. It returns a fresh view, or nil to ask for one.
+func (q *Queue) await(ctx context.Context, s *session.Session, v *view) (*view, error) {
+	wctx := ctx
+	if v.nextDue > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, unixTime(v.nextDue))
+		defer cancel()
+	}
+	r, t, c := q.sp.Part(partReady), q.sp.Part(partTimed), q.sp.Part(partClaim)
+	ranges := []wait.Range{
+		{Key: r, End: keys.RangeEnd(r)},
+		{Key: t, End: keys.RangeEnd(t)},
+		// A claim deleted while its message stays (a consumer died)
+		// frees a message; a claim made frees nothing.
+		{Key: c, End: keys.RangeEnd(c), DeletesOnly: true},
+	}
+	var fresh *view
+	err := wait.Until(wctx, q.cli, v.rev, ranges, func(ctx context.Context) (bool, int64, error) {
+		nv, err := q.read(ctx)
+		if err != nil {
+			return false, 0, err
+		}
+		fresh = nv
+		sooner := nv.nextDue != 0 && (v.nextDue == 0 || nv.nextDue < v.nextDue)
+		return len(nv.cands) > 0 || sooner, nv.rev, nil
+	}, s)
+	if err != nil {
+		if ctx.Err() == nil && s.Err() == nil && wctx.Err() != nil {
+			return nil, nil // the next delayed message is due: read again
+		}
+		return nil, err
+	}
+	return fresh, nil
+}
+
+func (q *Queue) claimErr(ctx context.Context, s *session.Session, err error) error {
+	if serr := s.Err(); serr != nil {
+		return fmt.Errorf("queue %q: %w", q.sp.Name(), serr)
+	}
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("queue %q: %w: %w", q.sp.Name(), session.ErrExpired, err)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("queue %q: claim: %w", q.sp.Name(), err)
+}

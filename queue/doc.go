@@ -1,0 +1,35 @@
+// Package queue is an at-least-once work queue on etcd, with priorities,
+// delays, Ack/Nack and a dead-letter list. Producers Enqueue without a
+// session; consumers Claim under a session.Session, and a message claimed
+// by a consumer that dies becomes claimable again.
+//
+// Unlike etcd's recipe Queue, whose Dequeue deletes the item before the
+// worker runs (so a crash loses it), a message here is removed only by an
+// Ack from the consumer that holds its claim.
+//
+// # Order
+//
+// Lower priorities are claimed first; within a priority, messages go in
+// the order they became ready: their enqueue time (strictly increasing
+// per Queue value, so one producer is exactly FIFO; producers on several
+// machines are ordered by their clocks), or for delayed and nacked
+// messages the time their delay ends. One consumer sees that order
+// exactly. Consumers that race for the head spread their claims over the
+// first few ready messages, so N consumers do not all fight for one key;
+// order is then approximate, as it is anyway once work runs in parallel.
+// Delays use the producer's and consumers' clocks.
+//
+// # Safety
+//
+// Message payloads are never attached to a lease, so nothing but an Ack
+// (or Discard of a dead letter) deletes one. A claim is a key on the
+// consumer's session lease: when the session ends, by Close, crash or
+// partition, the claim goes and the message is claimable again with its
+// Attempt increased. Delivery is therefore at least once: a message is
+// processed twice only when a claim was lost while its work ran.
+// Ack and Nack are single Txns fenced on the claim's create revision, so
+// a consumer whose claim was lost gets ErrClaimLost and changes nothing;
+// Message.Token is that revision, to fence side effects elsewhere, and
+// Message.Done closes when the claim ends. A Queue and a Message are safe
+// for concurrent use.
+package queue

@@ -1,0 +1,731 @@
+package queue_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/queue"
+	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var srv *etcdtest.Server
+
+func TestMain(m *testing.M) {
+	var err error
+	srv, err = etcdtest.Start(etcdtest.WithoutFsync())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	srv.Close()
+	os.Exit(code)
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newSession(t *testing.T) *session.Session {
+	t.Helper()
+	s, err := session.New(ctxT(t, 10*time.Second), srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// keysUnder lists every key the queue called name has in etcd.
+func keysUnder(t *testing.T, name string) []string {
+	t.Helper()
+	prefix := "coord/queue/" + name + "/"
+	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, kv := range resp.Kvs {
+		out = append(out, string(kv.Key))
+	}
+	return out
+}
+
+func enqueue(t *testing.T, q *queue.Queue, payload string, opts ...queue.EnqueueOption) string {
+	t.Helper()
+	id, err := q.Enqueue(ctxT(t, 5*time.Second), []byte(payload), opts...)
+	if err != nil {
+		t.Fatalf("Enqueue(%q): %v", payload, err)
+	}
+	return id
+}
+
+func claim(t *testing.T, q *queue.Queue, s *session.Session, d time.Duration) *queue.Message {
+	t.Helper()
+	m, err := q.Claim(ctxT(t, d), s)
+	if err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	return m
+}
+
+// notClaimable asserts that no message can be claimed within d.
+func notClaimable(t *testing.T, q *queue.Queue, s *session.Session, d time.Duration) {
+	t.Helper()
+	m, err := q.Claim(ctxT(t, d), s)
+	if err == nil {
+		t.Fatalf("claimed %q (attempt %d), want nothing claimable", m.Payload, m.Attempt)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Claim: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func stats(t *testing.T, q *queue.Queue) queue.Stats {
+	t.Helper()
+	st, err := q.Stats(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestPriorityAndFIFOWithOneConsumer(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "prio")
+	s := newSession(t)
+	type in struct {
+		payload string
+		prio    int
+	}
+	ins := []in{{"b1", 5}, {"a1", -3}, {"c1", 1 << 40}, {"b2", 5}, {"z1", 0}, {"a2", -3}, {"b3", 5}, {"z2", 0}, {"m1", -1 << 40}}
+	for _, x := range ins {
+		enqueue(t, q, x.payload, queue.WithPriority(x.prio))
+	}
+	want := []string{"m1", "a1", "a2", "z1", "z2", "b1", "b2", "b3", "c1"}
+	for i, w := range want {
+		m := claim(t, q, s, 5*time.Second)
+		if string(m.Payload) != w {
+			t.Fatalf("claim %d = %q (priority %d), want %q", i, m.Payload, m.Priority, w)
+		}
+		if m.Attempt != 1 {
+			t.Errorf("%s: attempt %d, want 1", w, m.Attempt)
+		}
+		if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := q.Len(ctxT(t, 5*time.Second)); err != nil || n != 0 {
+		t.Fatalf("Len = %d, %v; want 0", n, err)
+	}
+	if k := keysUnder(t, "prio"); len(k) != 0 {
+		t.Fatalf("keys left after every ack: %v", k)
+	}
+}
+
+func TestBlockedClaimWakesOnEnqueue(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "wake")
+	s := newSession(t)
+	got := make(chan *queue.Message, 1)
+	errc := make(chan error, 1)
+	go func() {
+		m, err := q.Claim(ctxT(t, 10*time.Second), s)
+		errc <- err
+		got <- m
+	}()
+	// The consumer is blocked: the queue is empty.
+	select {
+	case err := <-errc:
+		t.Fatalf("Claim returned on an empty queue: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	enqueue(t, q, "hello")
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := <-got; string(m.Payload) != "hello" {
+			t.Fatalf("payload %q", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("blocked Claim did not see the new message within 5s")
+	}
+}
+
+func TestDelayedNotClaimableEarly(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "delay")
+	s := newSession(t)
+	const delay = 1500 * time.Millisecond
+	start := time.Now()
+	enqueue(t, q, "later", queue.WithDelay(delay))
+	enqueue(t, q, "now", queue.WithPriority(100))
+	if st := stats(t, q); st.Delayed != 1 || st.Ready != 1 {
+		t.Fatalf("stats %+v, want 1 delayed and 1 ready", st)
+	}
+	// The ready message comes first although its priority is worse.
+	m := claim(t, q, s, 5*time.Second)
+	if string(m.Payload) != "now" {
+		t.Fatalf("claimed %q first, want the ready message", m.Payload)
+	}
+	if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// A Claim blocked on a queue whose only message is delayed returns
+	// it once the delay passes, never before.
+	m = claim(t, q, s, 10*time.Second)
+	if since := time.Since(start); since < delay {
+		t.Fatalf("delayed message claimed after %v, before its delay of %v", since, delay)
+	}
+	if string(m.Payload) != "later" {
+		t.Fatalf("payload %q", m.Payload)
+	}
+	if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNackWithDelay(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "nack")
+	s := newSession(t)
+	id := enqueue(t, q, "job")
+	m := claim(t, q, s, 5*time.Second)
+	if m.ID != id {
+		t.Fatalf("id %q, Enqueue said %q", m.ID, id)
+	}
+	const delay = time.Second
+	nacked := time.Now()
+	if err := m.Nack(ctxT(t, 5*time.Second), delay); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Ack(ctxT(t, 5*time.Second)); !errors.Is(err, queue.ErrFinished) {
+		t.Fatalf("Ack after Nack: %v, want ErrFinished", err)
+	}
+	if st := stats(t, q); st.Delayed != 1 || st.Ready != 0 || st.Claimed != 0 {
+		t.Fatalf("stats after Nack %+v, want 1 delayed", st)
+	}
+	notClaimable(t, q, s, 300*time.Millisecond)
+	m2 := claim(t, q, s, 10*time.Second)
+	if since := time.Since(nacked); since < delay {
+		t.Fatalf("nacked message claimable after %v, before its delay of %v", since, delay)
+	}
+	if m2.ID != id || m2.Attempt != 2 || string(m2.Payload) != "job" {
+		t.Fatalf("redelivered %s attempt %d %q, want %s attempt 2", m2.ID, m2.Attempt, m2.Payload, id)
+	}
+	// Nack(0) makes it claimable at once.
+	if err := m2.Nack(ctxT(t, 5*time.Second), 0); err != nil {
+		t.Fatal(err)
+	}
+	m3 := claim(t, q, s, 5*time.Second)
+	if m3.Attempt != 3 {
+		t.Fatalf("attempt %d, want 3", m3.Attempt)
+	}
+	if err := m3.Nack(ctxT(t, time.Second), -time.Second); !errors.Is(err, queue.ErrInvalid) {
+		t.Fatalf("Nack(-1s): %v, want ErrInvalid", err)
+	}
+	if err := m3.Ack(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if k := keysUnder(t, "nack"); len(k) != 0 {
+		t.Fatalf("keys left: %v", k)
+	}
+}
+
+func TestDeadLetterAfterMaxAttemptsAndRedrive(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "dlq", queue.WithMaxAttempts(2))
+	s := newSession(t)
+	id := enqueue(t, q, "poison", queue.WithPriority(7))
+	enqueue(t, q, "fine", queue.WithPriority(8))
+	for attempt := 1; attempt <= 2; attempt++ {
+		m := claim(t, q, s, 5*time.Second)
+		if m.ID != id || m.Attempt != attempt {
+			t.Fatalf("claimed %s attempt %d, want %s attempt %d", m.ID, m.Attempt, id, attempt)
+		}
+		if err := m.Nack(ctxT(t, 5*time.Second), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The second Nack dead-lettered it: the next claim is the other one.
+	m := claim(t, q, s, 5*time.Second)
+	if string(m.Payload) != "fine" {
+		t.Fatalf("claimed %q, want the healthy message", m.Payload)
+	}
+	if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if st := stats(t, q); st != (queue.Stats{Dead: 1}) {
+		t.Fatalf("stats %+v, want only 1 dead", st)
+	}
+	if n, _ := q.Len(ctxT(t, 5*time.Second)); n != 0 {
+		t.Fatalf("Len %d counts dead letters", n)
+	}
+	dead, err := q.DeadLetters(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || dead[0].ID != id || string(dead[0].Payload) != "poison" || dead[0].Attempts != 2 || dead[0].Priority != 7 {
+		t.Fatalf("dead letters %+v", dead)
+	}
+	if dl, err := q.DeadLetter(ctxT(t, 5*time.Second), id); err != nil || string(dl.Payload) != "poison" {
+		t.Fatalf("DeadLetter(%s) = %+v, %v", id, dl, err)
+	}
+	if err := q.Redrive(ctxT(t, 5*time.Second), id); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Redrive(ctxT(t, 5*time.Second), id); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("second Redrive: %v, want ErrNotFound", err)
+	}
+	m = claim(t, q, s, 5*time.Second)
+	if m.ID != id || m.Attempt != 1 || string(m.Payload) != "poison" || m.Priority != 7 {
+		t.Fatalf("re-driven message %s attempt %d %q prio %d", m.ID, m.Attempt, m.Payload, m.Priority)
+	}
+	if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if k := keysUnder(t, "dlq"); len(k) != 0 {
+		t.Fatalf("keys left: %v", k)
+	}
+}
+
+// A consumer that dies holding a message for the last allowed time does
+// not get to Nack it: the next Claim dead-letters it instead of handing
+// it out again.
+func TestDeadLetterWhenConsumersKeepDying(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "dlq-crash", queue.WithMaxAttempts(1))
+	id := enqueue(t, q, "crashes-workers")
+	s1 := newSession(t)
+	if m := claim(t, q, s1, 5*time.Second); m.ID != id {
+		t.Fatalf("claimed %s", m.ID)
+	}
+	s1.Close() // the consumer "crashes": its claim goes with its lease
+	s2 := newSession(t)
+	notClaimable(t, q, s2, 500*time.Millisecond)
+	dead, err := q.DeadLetters(ctxT(t, 5*time.Second))
+	if err != nil || len(dead) != 1 || dead[0].ID != id || dead[0].Attempts != 1 {
+		t.Fatalf("dead letters %+v, %v", dead, err)
+	}
+	if err := q.Discard(ctxT(t, 5*time.Second), id); err != nil {
+		t.Fatal(err)
+	}
+	if k := keysUnder(t, "dlq-crash"); len(k) != 0 {
+		t.Fatalf("keys left: %v", k)
+	}
+}
+
+func TestAckAfterLostClaim(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "lost")
+	s1, s2 := newSession(t), newSession(t)
+	id := enqueue(t, q, "x")
+	m1 := claim(t, q, s1, 5*time.Second)
+	done := m1.Done()
+
+	// s2 waits: the only message is claimed.
+	got := make(chan *queue.Message, 1)
+	errc := make(chan error, 1)
+	go func() {
+		m, err := q.Claim(ctxT(t, 15*time.Second), s2)
+		errc <- err
+		got <- m
+	}()
+	if _, err := srv.Client().Revoke(ctxT(t, 5*time.Second), s1.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done did not close within 5s of the session's lease being revoked")
+	}
+	var m2 *queue.Message
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2 = <-got
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting consumer did not get the released message within 5s")
+	}
+	if m2.ID != id || m2.Attempt != 2 {
+		t.Fatalf("redelivered %s attempt %d, want %s attempt 2", m2.ID, m2.Attempt, id)
+	}
+	if m2.Token() <= m1.Token() {
+		t.Fatalf("token %d not above the lost claim's %d", m2.Token(), m1.Token())
+	}
+	if err := m1.Ack(ctxT(t, 5*time.Second)); !errors.Is(err, queue.ErrClaimLost) {
+		t.Fatalf("Ack of a lost claim: %v, want ErrClaimLost", err)
+	}
+	if err := m1.Nack(ctxT(t, 5*time.Second), 0); !errors.Is(err, queue.ErrFinished) {
+		t.Fatalf("Nack after the lost Ack: %v, want ErrFinished", err)
+	}
+	// The lost claim's Ack changed nothing: the message is still with s2.
+	if st := stats(t, q); st.Claimed != 1 {
+		t.Fatalf("stats %+v, want it still claimed by the second consumer", st)
+	}
+	if err := m2.Ack(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Ack(ctxT(t, 5*time.Second)); !errors.Is(err, queue.ErrFinished) {
+		t.Fatalf("second Ack: %v, want ErrFinished", err)
+	}
+	select {
+	case <-m2.Done():
+	default:
+		t.Fatal("Done of an acked message is open")
+	}
+}
+
+func TestPayloadLimits(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, 20*time.Second)
+	q := queue.New(srv.Client(), "big")
+	if _, err := q.Enqueue(ctx, make([]byte, queue.DefaultMaxPayload+1)); !errors.Is(err, queue.ErrTooLarge) {
+		t.Fatalf("oversize payload: %v, want ErrTooLarge", err)
+	}
+	// A limit raised past the server's own: the server refuses, and the
+	// error is still ErrTooLarge.
+	loose := queue.New(srv.Client(), "big", queue.WithMaxPayload(4<<20))
+	if _, err := loose.Enqueue(ctx, make([]byte, 3<<19+1)); !errors.Is(err, queue.ErrTooLarge) {
+		t.Fatalf("payload over the server's limit: %v, want ErrTooLarge", err)
+	}
+	if k := keysUnder(t, "big"); len(k) != 0 {
+		t.Fatalf("rejected payloads left keys: %v", k)
+	}
+	// The largest accepted payload round-trips, and so does an empty one.
+	big := bytes.Repeat([]byte("0123456789abcdef"), queue.DefaultMaxPayload/16)
+	s := newSession(t)
+	for _, want := range [][]byte{big, nil} {
+		if _, err := q.Enqueue(ctx, want); err != nil {
+			t.Fatalf("%d-byte payload: %v", len(want), err)
+		}
+		m := claim(t, q, s, 5*time.Second)
+		if !bytes.Equal(m.Payload, want) {
+			t.Fatalf("payload of %d bytes came back as %d bytes", len(want), len(m.Payload))
+		}
+		if err := m.Nack(ctx, 0); err != nil { // re-puts the payload
+			t.Fatal(err)
+		}
+		m = claim(t, q, s, 5*time.Second)
+		if !bytes.Equal(m.Payload, want) {
+			t.Fatalf("after Nack, payload of %d bytes came back as %d bytes", len(want), len(m.Payload))
+		}
+		if err := m.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, 20*time.Second)
+	s := newSession(t)
+	for _, name := range []string{"", strings.Repeat("n", 513), "bad\xffname"} {
+		q := queue.New(srv.Client(), name)
+		if _, err := q.Enqueue(ctx, []byte("x")); !errors.Is(err, queue.ErrInvalid) {
+			t.Errorf("Enqueue on %.10q: %v, want ErrInvalid", name, err)
+		}
+		if _, err := q.Claim(ctx, s); !errors.Is(err, queue.ErrInvalid) {
+			t.Errorf("Claim on %.10q: %v, want ErrInvalid", name, err)
+		}
+		if _, err := q.Len(ctx); !errors.Is(err, queue.ErrInvalid) {
+			t.Errorf("Len on %.10q: %v, want ErrInvalid", name, err)
+		}
+		if _, err := q.DeadLetters(ctx); !errors.Is(err, queue.ErrInvalid) {
+			t.Errorf("DeadLetters on %.10q: %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := queue.New(nil, "x").Enqueue(ctx, nil); !errors.Is(err, queue.ErrInvalid) {
+		t.Errorf("nil client: %v", err)
+	}
+	if _, err := queue.New(srv.Client(), "x", queue.WithMaxAttempts(-1)).Len(ctx); !errors.Is(err, queue.ErrInvalid) {
+		t.Errorf("negative max attempts: %v", err)
+	}
+	if _, err := queue.New(srv.Client(), "x", queue.WithPrefix("")).Len(ctx); !errors.Is(err, queue.ErrInvalid) {
+		t.Errorf("empty prefix: %v", err)
+	}
+
+	q := queue.New(srv.Client(), "bad-input")
+	if _, err := q.Enqueue(ctx, []byte("x"), queue.WithDelay(-time.Second)); !errors.Is(err, queue.ErrInvalid) {
+		t.Errorf("negative delay: %v", err)
+	}
+	if _, err := q.Enqueue(ctx, []byte("x"), queue.WithIdempotencyKey("")); !errors.Is(err, queue.ErrInvalid) {
+		t.Errorf("empty idempotency key: %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := q.Enqueue(cancelled, []byte("x")); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Enqueue: %v", err)
+	}
+	if _, err := q.Claim(cancelled, s); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Claim: %v", err)
+	}
+	if _, err := q.Claim(ctx, nil); !errors.Is(err, queue.ErrInvalid) {
+		t.Errorf("nil session: %v", err)
+	}
+	closed := newSession(t)
+	closed.Close()
+	if _, err := q.Claim(ctx, closed); !errors.Is(err, session.ErrClosed) {
+		t.Errorf("closed session: %v", err)
+	}
+	for _, id := range []string{"", "../r/x", "0000000000000001-zz", strings.Repeat("a", 40)} {
+		if err := q.Redrive(ctx, id); !errors.Is(err, queue.ErrInvalid) {
+			t.Errorf("Redrive(%q): %v, want ErrInvalid", id, err)
+		}
+	}
+	if err := q.Redrive(ctx, "0000000000000001-0000000000000001"); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("Redrive of an unknown id: %v, want ErrNotFound", err)
+	}
+	if _, err := q.DeadLetter(ctx, "0000000000000001-0000000000000001"); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("DeadLetter of an unknown id: %v, want ErrNotFound", err)
+	}
+	if k := keysUnder(t, "bad-input"); len(k) != 0 {
+		t.Fatalf("bad input left keys: %v", k)
+	}
+	for _, k := range keysUnder(t, "") {
+		if !strings.HasPrefix(k, "coord/queue/") || strings.Contains(k, "/x/") {
+			t.Errorf("stray key %q", k)
+		}
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "idem")
+	s := newSession(t)
+	id1 := enqueue(t, q, "once", queue.WithIdempotencyKey("order/42"))
+	id2 := enqueue(t, q, "once", queue.WithIdempotencyKey("order/42"))
+	if id1 != id2 {
+		t.Fatalf("retried Enqueue made a second message: %s, %s", id1, id2)
+	}
+	if n, _ := q.Len(ctxT(t, 5*time.Second)); n != 1 {
+		t.Fatalf("Len %d, want 1", n)
+	}
+	m := claim(t, q, s, 5*time.Second)
+	if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if id3 := enqueue(t, q, "again", queue.WithIdempotencyKey("order/42")); id3 == id1 {
+		t.Fatal("the key outlived its acked message")
+	}
+}
+
+func TestCancelledClaimLeavesNothing(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "cancel")
+	s := newSession(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := q.Claim(ctx, s)
+		errc <- err
+	}()
+	time.AfterFunc(200*time.Millisecond, cancel)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Claim: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancelled Claim did not return within 5s")
+	}
+	if k := keysUnder(t, "cancel"); len(k) != 0 {
+		t.Fatalf("cancelled Claim left keys: %v", k)
+	}
+	// A Claim waiting when its session ends returns the session's error.
+	s2 := newSession(t)
+	go func() {
+		_, err := q.Claim(ctxT(t, 15*time.Second), s2)
+		errc <- err
+	}()
+	time.AfterFunc(200*time.Millisecond, func() { s2.Close() })
+	select {
+	case err := <-errc:
+		if !errors.Is(err, session.ErrClosed) {
+			t.Fatalf("Claim: %v, want session.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Claim did not return within 5s of its session closing")
+	}
+}
+
+func TestStats(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), "stats", queue.WithMaxAttempts(1))
+	s := newSession(t)
+	for i := range 4 {
+		enqueue(t, q, fmt.Sprint(i))
+	}
+	enqueue(t, q, "d", queue.WithDelay(time.Hour))
+	m := claim(t, q, s, 5*time.Second)
+	m2 := claim(t, q, s, 5*time.Second)
+	if err := m2.Nack(ctxT(t, 5*time.Second), 0); err != nil { // attempt 1 of 1: dead
+		t.Fatal(err)
+	}
+	want := queue.Stats{Ready: 2, Claimed: 1, Delayed: 1, Dead: 1}
+	if st := stats(t, q); st != want {
+		t.Fatalf("stats %+v, want %+v", st, want)
+	}
+	if n, _ := q.Len(ctxT(t, 5*time.Second)); n != 4 {
+		t.Fatalf("Len %d, want 4", n)
+	}
+	_ = m
+}
+
+// The acceptance test: 1,000 messages, 4 consumers, one of which
+// has its session revoked while it holds claims. Every message is acked
+// exactly once, none is lost, and only messages whose claim was lost are
+// delivered twice.
+func TestThousandMessagesFourConsumersOneDies(t *testing.T) {
+	t.Parallel()
+	const total, consumers, held = 1000, 4, 5
+	q := queue.New(srv.Client(), "thousand")
+	ctx := ctxT(t, 50*time.Second)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, total)
+	for i := range total {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := q.Enqueue(ctx, []byte(fmt.Sprint(i))); err != nil {
+				errs <- err
+			}
+		}()
+		if i%50 == 49 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	acked := map[string]int{}     // payload -> successful acks
+	delivered := map[string]int{} // payload -> deliveries
+	lostIDs := map[string]bool{}  // payloads whose claim was lost
+	record := func(m *queue.Message, ackErr error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ackErr == nil {
+			acked[string(m.Payload)]++
+		}
+	}
+	deliver := func(m *queue.Message) {
+		mu.Lock()
+		delivered[string(m.Payload)]++
+		mu.Unlock()
+	}
+	finished := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) == total
+	}
+
+	sessions := make([]*session.Session, consumers)
+	for i := range sessions {
+		sessions[i] = newSession(t)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var cwg sync.WaitGroup
+	fail := make(chan error, consumers)
+	for c := range consumers {
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			s := sessions[c]
+			for n := 0; ; n++ {
+				if c == 0 && n == 40 {
+					// The victim claims a few messages and dies with them.
+					var mine []*queue.Message
+					for range held {
+						m, err := q.Claim(cctx, s)
+						if err != nil {
+							fail <- err
+							return
+						}
+						deliver(m)
+						mine = append(mine, m)
+					}
+					if _, err := srv.Client().Revoke(ctx, s.Lease()); err != nil {
+						fail <- err
+						return
+					}
+					for _, m := range mine {
+						mu.Lock()
+						lostIDs[string(m.Payload)] = true
+						mu.Unlock()
+						err := m.Ack(ctx)
+						if !errors.Is(err, queue.ErrClaimLost) {
+							fail <- fmt.Errorf("Ack after revoke: %v, want ErrClaimLost", err)
+							return
+						}
+						record(m, err)
+					}
+					return
+				}
+				m, err := q.Claim(cctx, s)
+				if err != nil {
+					if cctx.Err() == nil {
+						fail <- err
+					}
+					return
+				}
+				deliver(m)
+				err = m.Ack(ctx)
+				if err != nil {
+					fail <- fmt.Errorf("ack %s: %w", m.Payload, err)
+					return
+				}
+				record(m, nil)
+				if finished() {
+					stop()
+				}
+			}
+		}()
+	}
+	cwg.Wait()
+	close(fail)
+	for err := range fail {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lostIDs) != held {
+		t.Fatalf("victim lost %d claims, want %d", len(lostIDs), held)
+	}
+	for i := range total {
+		p := fmt.Sprint(i)
+		if acked[p] != 1 {
+			t.Errorf("message %s acked %d times, want exactly once", p, acked[p])
+		}
+		want := 1
+		if lostIDs[p] {
+			want = 2
+		}
+		if delivered[p] != want {
+			t.Errorf("message %s delivered %d times, want %d (claim lost: %v)", p, delivered[p], want, lostIDs[p])
+		}
+	}
+	if n, err := q.Len(ctx); err != nil || n != 0 {
+		t.Fatalf("Len %d, %v after every message was acked", n, err)
+	}
+}
