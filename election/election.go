@@ -341,14 +341,15 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	if e.err != nil {
 		return Leader{}, e.err
 	}
-	l, _, _, err := readLeader(ctx, e.cli, e.prefix, 0)
+	// The prefix ends in '/', so WithPrefix covers exactly this name.
+	resp, err := e.cli.Get(ctx, e.prefix, clientv3.WithFirstCreate()...)
 	if err != nil {
 		return Leader{}, fmt.Errorf("election %q: %w", e.name, err)
 	}
-	if l.Token == 0 {
+	if len(resp.Kvs) == 0 {
 		return Leader{}, fmt.Errorf("election %q: %w", e.name, ErrNoLeader)
 	}
-	return l, nil
+	return Leader{Value: string(resp.Kvs[0].Value), Token: resp.Kvs[0].CreateRevision}, nil
 }
 
 // Done returns a channel that is closed when the leadership won by the
@@ -383,22 +384,4 @@ func (e *Election) IsOwner() clientv3.Cmp {
 	}
 	// No key has a negative create revision.
 	return clientv3.Compare(clientv3.CreateRevision(e.prefix), "=", -1)
-}
-
-// readLeader reads the first candidate at revision rev (0 for now) and
-// the revision of the read.
-func readLeader(ctx context.Context, cli *clientv3.Client, prefix string, rev int64) (Leader, string, int64, error) {
-	opts := clientv3.WithFirstCreate() // prefix is '/'-terminated, so WithPrefix is exact
-	if rev > 0 {
-		opts = append(opts, clientv3.WithRev(rev))
-	}
-	resp, err := cli.Get(ctx, prefix, opts...)
-	if err != nil {
-		return Leader{}, "", 0, err
-	}
-	if len(resp.Kvs) == 0 {
-		return Leader{}, "", resp.Header.Revision, nil
-	}
-	kv := resp.Kvs[0]
-	return Leader{Value: string(kv.Value), Token: kv.CreateRevision}, string(kv.Key), resp.Header.Revision, nil
 }

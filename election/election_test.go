@@ -492,3 +492,5 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("bad input left %d keys", n)
 	}
 }
+
+func clientLease(id int64) clientv3.LeaseID { return clientv3.LeaseID(id) }

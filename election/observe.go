@@ -31,15 +31,19 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	return ch
 }
 
-// observer follows the first key of a line of candidates.
+// observer follows the first key of a line of candidates. It keeps the
+// whole line in memory (its keys are few: one per candidate), so each
+// event says by itself who leads next, and the sequence it reports needs
+// no read at an old revision that a compaction could have removed.
 type observer struct {
 	cli    *clientv3.Client
 	prefix string
 	out    chan<- Leader
 
-	cur      Leader // the state known at revision seen
+	line     map[string]Leader // every candidate, by key
+	cur      Leader            // the first of line
 	curKey   string
-	seen     int64  // every event up to here is reflected in cur
+	seen     int64  // every event up to here is reflected in line
 	sent     bool   // something was sent
 	lastSent Leader // what was sent last
 	resume   bool   // the watch may resume from seen+1
@@ -75,8 +79,8 @@ func (o *observer) follow(ctx context.Context) bool {
 	var wch clientv3.WatchChan
 	progress := false
 	if o.resume {
-		// Picks up exactly where the last watch broke, so no change in
-		// between is missed.
+		// Picks up exactly where the last watch broke (a reconnect, a
+		// member that lost its leader), so no change in between is missed.
 		wch = o.cli.Watch(wctx, o.prefix, clientv3.WithPrefix(), clientv3.WithRev(o.seen+1))
 	} else {
 		// A watch from now, confirmed by the server before the read, is
@@ -90,11 +94,16 @@ func (o *observer) follow(ctx context.Context) bool {
 		case <-ctx.Done():
 			return false
 		}
-		l, key, rev, err := readLeader(ctx, o.cli, o.prefix, 0)
+		resp, err := o.cli.Get(ctx, o.prefix, clientv3.WithPrefix())
 		if err != nil {
 			return false
 		}
-		o.cur, o.curKey, o.seen, o.resume = l, key, rev, true
+		o.line = make(map[string]Leader, len(resp.Kvs))
+		for _, kv := range resp.Kvs {
+			o.line[string(kv.Key)] = Leader{Value: string(kv.Value), Token: kv.CreateRevision}
+		}
+		o.seen, o.resume = resp.Header.Revision, true
+		o.elect()
 		if !o.emit(ctx) {
 			return false
 		}
@@ -110,57 +119,61 @@ func (o *observer) follow(ctx context.Context) bool {
 		}
 		if !ok || resp.Canceled || resp.Err() != nil {
 			if errors.Is(resp.Err(), rpctypes.ErrCompacted) || resp.CompactRevision != 0 {
+				// The history we would resume from is gone: start over
+				// from the present, which may skip states but never lies.
 				o.resume = false
 			}
 			return progress
 		}
-		if !o.apply(ctx, resp.Events) {
-			return progress
+		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision <= o.seen {
+				continue // already in the read
+			}
+			if !o.apply(ctx, ev) {
+				return progress
+			}
+			progress = true
 		}
-		progress = true
+		// A revision's events always arrive in one response, so seen
+		// moves only past whole revisions.
+		if n := len(resp.Events); n > 0 {
+			o.seen = max(o.seen, resp.Events[n-1].Kv.ModRevision)
+		}
 	}
 }
 
-// apply folds one response's events into the state, sending each change.
-// It returns false when the watch must be reopened.
-func (o *observer) apply(ctx context.Context, events []*clientv3.Event) bool {
-	skip := o.seen // events up to here are already reflected
-	for _, ev := range events {
-		rev := ev.Kv.ModRevision
-		if rev <= skip {
-			continue
-		}
-		key := string(ev.Kv.Key)
+// apply folds one event into the line and sends the leader if it changed.
+func (o *observer) apply(ctx context.Context, ev *clientv3.Event) bool {
+	key := string(ev.Kv.Key)
+	switch ev.Type {
+	case clientv3.EventTypePut:
+		o.line[key] = Leader{Value: string(ev.Kv.Value), Token: ev.Kv.CreateRevision}
 		switch {
-		case ev.Type == clientv3.EventTypeDelete && key == o.curKey:
-			// The leader left. Reading at exactly this revision names the
-			// next leader even if it, too, has left since: we report every
-			// leader, in order, not just the latest.
-			l, k, _, err := readLeader(ctx, o.cli, o.prefix, rev)
-			if err != nil {
-				if errors.Is(err, rpctypes.ErrCompacted) {
-					o.resume = false
-				} else {
-					o.seen = rev - 1 // the reopened watch repeats this event
-				}
-				return false
-			}
-			o.cur, o.curKey, skip = l, k, rev
-		case ev.Type == clientv3.EventTypePut && key == o.curKey && ev.Kv.CreateRevision == o.cur.Token:
-			o.cur.Value = string(ev.Kv.Value)
-		case ev.Type == clientv3.EventTypePut && o.curKey == "" && ev.IsCreate():
-			o.cur, o.curKey = Leader{Value: string(ev.Kv.Value), Token: ev.Kv.CreateRevision}, key
+		case key == o.curKey:
+			o.cur = o.line[key]
+		case o.curKey == "":
+			o.cur, o.curKey = o.line[key], key
 		default:
-			// A candidate joined or left behind the leader: no change.
-			o.seen = max(o.seen, rev)
-			continue
+			return true // a candidate joined behind the leader
 		}
-		o.seen = max(o.seen, rev)
-		if !o.emit(ctx) {
-			return false
+	case clientv3.EventTypeDelete:
+		delete(o.line, key)
+		if key != o.curKey {
+			return true // a candidate left behind the leader
+		}
+		o.elect()
+	}
+	return o.emit(ctx)
+}
+
+// elect makes the oldest candidate of the line the current leader.
+func (o *observer) elect() {
+	o.cur, o.curKey = Leader{}, ""
+	for k, l := range o.line {
+		if o.curKey == "" || l.Token < o.cur.Token {
+			o.cur, o.curKey = l, k
 		}
 	}
-	return true
 }
 
 // emit sends the current state unless it was the last one sent.

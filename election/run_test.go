@@ -1,0 +1,184 @@
+package election_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coord-go/coord/election"
+)
+
+// fnTracker is an fn for Run that records which tokens run, and fails the
+// test if two calls ever run with one token.
+type fnTracker struct {
+	t       *testing.T
+	mu      sync.Mutex
+	active  map[int64]int
+	started chan int64
+}
+
+func newTracker(t *testing.T) *fnTracker {
+	return &fnTracker{t: t, active: map[int64]int{}, started: make(chan int64, 16)}
+}
+
+func (f *fnTracker) fn(ctx context.Context) error {
+	tok, ok := election.TokenFrom(ctx)
+	if !ok || tok == 0 {
+		f.t.Errorf("fn ctx carries no token")
+	}
+	f.mu.Lock()
+	f.active[tok]++
+	if f.active[tok] > 1 {
+		f.t.Errorf("two fn calls run with token %d", tok)
+	}
+	f.mu.Unlock()
+	f.started <- tok
+	<-ctx.Done()
+	f.mu.Lock()
+	f.active[tok]--
+	f.mu.Unlock()
+	return ctx.Err()
+}
+
+func (f *fnTracker) running(tok int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.active[tok] > 0
+}
+
+func (f *fnTracker) next(t *testing.T) int64 {
+	t.Helper()
+	select {
+	case tok := <-f.started:
+		return tok
+	case <-time.After(5 * time.Second):
+		t.Fatal("no fn started within 5s")
+	}
+	return 0
+}
+
+func TestRunSurvivesLeaderSessionKills(t *testing.T) {
+	t.Parallel()
+	r := root(t)
+	ctx := ctxT(t, 40*time.Second)
+	rctx, cancel := context.WithCancel(ctx)
+	f := newTracker(t)
+	results := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			results <- election.Run(rctx, srv.Client(), "svc", fmt.Sprint("replica-", i), f.fn,
+				election.WithPrefix(r), election.WithTTL(5*time.Second))
+		}()
+	}
+	tok := f.next(t)
+	for kill := range 2 {
+		// Kill the leader's session: revoke the lease of the first key.
+		kvs := candidates(t, r)
+		if len(kvs) == 0 || kvs[0].CreateRevision != tok {
+			t.Fatalf("kill %d: leader key is not token %d: %v", kill, tok, kvs)
+		}
+		if _, err := srv.Client().Revoke(ctx, clientLease(kvs[0].Lease)); err != nil {
+			t.Fatal(err)
+		}
+		next := f.next(t)
+		if next <= tok {
+			t.Fatalf("kill %d: new token %d not above %d", kill, next, tok)
+		}
+		old := tok
+		eventually(t, 5*time.Second, "the killed leader's fn returns", func() bool { return !f.running(old) })
+		tok = next
+	}
+	cancel()
+	for range 3 {
+		select {
+		case err := <-results:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run = %v, want context.Canceled", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not return within 5s of ctx ending")
+		}
+	}
+	if f.running(tok) {
+		t.Fatal("fn still running after Run returned")
+	}
+	if n := countCandidates(t, r); n != 0 {
+		t.Fatalf("%d keys left after Run returned", n)
+	}
+}
+
+// TestRunHandsOverOnCancel: a leader whose ctx ends resigns, so its
+// successor leads in a round trip, not after the 15 s TTL; a follower's
+// OnLeader sees both leaders in order.
+func TestRunHandsOverOnCancel(t *testing.T) {
+	t.Parallel()
+	r := root(t)
+	ctx := ctxT(t, 30*time.Second)
+	f := newTracker(t)
+	actx, acancel := context.WithCancel(ctx)
+	aDone := make(chan error, 1)
+	go func() {
+		aDone <- election.Run(actx, srv.Client(), "handover", "a", f.fn, election.WithPrefix(r), election.WithTTL(15*time.Second))
+	}()
+	ta := f.next(t)
+
+	var mu sync.Mutex
+	var seen []election.Leader
+	bctx, bcancel := context.WithCancel(ctx)
+	bDone := make(chan error, 1)
+	go func() {
+		bDone <- election.Run(bctx, srv.Client(), "handover", "b", f.fn, election.WithPrefix(r),
+			election.OnLeader(func(l election.Leader) {
+				mu.Lock()
+				seen = append(seen, l)
+				mu.Unlock()
+			}))
+	}()
+	eventually(t, 5*time.Second, "b queued", func() bool { return countCandidates(t, r) == 2 })
+	start := time.Now()
+	acancel()
+	tb := f.next(t)
+	t.Logf("handover took %v", time.Since(start))
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("handover took %v: the leader did not resign", time.Since(start))
+	}
+	if err := <-aDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run a = %v", err)
+	}
+	eventually(t, 5*time.Second, "OnLeader sees b", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) > 0 && seen[len(seen)-1] == election.Leader{Value: "b", Token: tb}
+	})
+	bcancel()
+	if err := <-bDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run b = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []election.Leader{{Value: "a", Token: ta}, {Value: "b", Token: tb}}
+	if len(seen) != 2 || seen[0] != want[0] || seen[1] != want[1] {
+		t.Fatalf("OnLeader saw %+v, want %+v", seen, want)
+	}
+}
+
+func TestRunReturnsFnError(t *testing.T) {
+	t.Parallel()
+	r := root(t)
+	ctx := ctxT(t, 20*time.Second)
+	boom := errors.New("boom")
+	calls := 0
+	err := election.Run(ctx, srv.Client(), "fails", "v", func(ctx context.Context) error {
+		calls++
+		return boom
+	}, election.WithPrefix(r))
+	if !errors.Is(err, boom) || calls != 1 {
+		t.Fatalf("Run = %v after %d calls, want boom after 1", err, calls)
+	}
+	if n := countCandidates(t, r); n != 0 {
+		t.Fatalf("%d keys left", n)
+	}
+}
