@@ -39,7 +39,15 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 
 // root is a root prefix of the test's own, so that "no stray keys" can be
 // checked by counting everything under it.
-func root(t *testing.T) string { return "t/" + strings.ReplaceAll(t.Name(), "/", "_") + "/" }
+func root(t *testing.T) string {
+	r, _ := roots.LoadOrStore(t, fmt.Sprintf("t/%s-%d/", strings.ReplaceAll(t.Name(), "/", "_"), runs.Add(1)))
+	return r.(string)
+}
+
+var (
+	roots sync.Map // *testing.T -> its root, fresh for every run of -count
+	runs  atomic.Int64
+)
 
 // newSession starts a session under the test's root on cli (the shared
 // client when nil), closed at the end of the test.
@@ -59,18 +67,16 @@ func newSession(t *testing.T, cli *clientv3.Client) *session.Session {
 // lineKeys counts the request keys of every semaphore under the test's root.
 func lineKeys(t *testing.T) int64 {
 	t.Helper()
-	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), root(t)+"semaphore/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), root(t)+"semaphore/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n int64
-	r2, _ := srv.Client().Get(ctxT(t, 5*time.Second), root(t)+"semaphore/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	for _, kv := range r2.Kvs {
+	for _, kv := range resp.Kvs {
 		if !strings.HasSuffix(string(kv.Key), "/capacity") {
 			n++
 		}
 	}
-	_ = resp
 	return n
 }
 
