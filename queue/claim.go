@@ -144,6 +144,35 @@ func (q *Queue) read(ctx context.Context) (*view, error) {
 	}
 }
 
+// cacheViews bounds the views kept from Acks for the next Claims.
+const cacheViews = 8
+
+// keep stores a view read by an Ack's Txn, so that the next Claim on this
+// Queue needs no read of its own: claim + ack is then two Txns.
+func (q *Queue) keep(v *view) {
+	if len(v.cands) == 0 {
+		return // an empty head must be re-read, linearizably, before waiting
+	}
+	q.mu.Lock()
+	if len(q.views) == cacheViews {
+		q.views = q.views[1:]
+	}
+	q.views = append(q.views, v)
+	q.mu.Unlock()
+}
+
+// cached takes the newest kept view, or nil. Each view serves one Claim.
+func (q *Queue) cached() *view {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.views) == 0 {
+		return nil
+	}
+	v := q.views[len(q.views)-1]
+	q.views = q.views[:len(q.views)-1]
+	return v
+}
+
 // pick chooses which candidate to try. With no contention seen it is the
 // head, so a lone consumer gets strict priority and FIFO order; after
 // conflicts, claims spread at random over the first few candidates so
@@ -196,7 +225,7 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 	start := time.Now()
 	mt.Waiting(keys.KindQueue, name, 1)
 	defer mt.Waiting(keys.KindQueue, name, -1)
-	var v *view
+	v := q.cached()
 	first := true
 	for {
 		var err error
@@ -212,7 +241,7 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 			continue
 		}
 		c := q.pick(v.cands)
-		m, fresh, err := q.try(ctx, s, c)
+		m, fresh, err := q.try(ctx, s, c, v.rev)
 		if err != nil {
 			return nil, q.claimErr(ctx, s, err)
 		}
@@ -242,14 +271,33 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 	}
 }
 
-// try claims c in one Txn. When it loses the race it returns the fresh
-// view the same Txn read instead.
-func (q *Queue) try(ctx context.Context, s *session.Session, c candidate) (*Message, *view, error) {
+// try claims c, seen in a view read at revision rev, in one Txn. When it
+// loses the race it returns the fresh view the same Txn read instead.
+//
+// Besides "not claimed" and "unchanged", the Txn checks that no message
+// that would come before c was created after rev: so a view that is not
+// the latest (one kept from an Ack) can never make a consumer skip a
+// newer message of better priority.
+func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, rev int64) (*Message, *view, error) {
 	ck := q.claimPrefix(c.part) + c.suffix
 	id := c.ord.id
 	ak := q.sp.Key(partAttempt, id)
+	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
+	// Ready keys before c: better priorities, and same priority with an
+	// earlier time (ids start with their time). Delayed keys before c:
+	// due before c became ready.
+	readyBefore := r + encodePriority(c.ord.prio) + "-" + encodeTime(c.ord.ready)
+	if c.part == partReady {
+		readyBefore = c.key
+	}
+	timedBefore := t + encodeTime(c.ord.ready)
 	resp, err := q.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(ck), "=", 0), clientv3.Compare(clientv3.ModRevision(c.key), "=", c.mod)).
+		If(
+			clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(c.key), "=", c.mod),
+			clientv3.Compare(clientv3.CreateRevision(r), "<", rev+1).WithRange(readyBefore),
+			clientv3.Compare(clientv3.CreateRevision(t), "<", rev+1).WithRange(timedBefore),
+		).
 		Then(
 			clientv3.OpPut(ck, fmt.Sprintf("%016x", int64(s.Lease())), clientv3.WithLease(s.Lease())),
 			// Each claim bumps the attempt key's Version: the attempt

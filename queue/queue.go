@@ -106,6 +106,7 @@ type Queue struct {
 	mu     sync.Mutex
 	lastNS int64 // keeps ids strictly increasing within this process
 	spread int   // how many head messages claims spread over (1: strict order)
+	views  []*view
 }
 
 // New returns the queue called name. It makes no RPC; an invalid name or

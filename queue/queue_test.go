@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	srv.Close()
+	if benchSrv != nil {
+		benchSrv.Close()
+	}
 	os.Exit(code)
 }
 
