@@ -122,6 +122,15 @@ func New(ctx context.Context, cli *clientv3.Client, opts ...Option) (*Session, e
 		cancel()
 		return nil, fmt.Errorf("session: register: %w", err)
 	}
+	// A grant that took most of the TTL to come back leaves a lease we can
+	// trust only briefly; renew once now rather than hand out a session
+	// that is about to end.
+	if time.Until(s.deadline) < s.ttl/2 {
+		sent := time.Now()
+		if ka, err := cli.KeepAliveOnce(ctx, grant.ID); err == nil && ka.TTL > 0 {
+			s.deadline = sent.Add(time.Duration(ka.TTL)*time.Second - s.margin)
+		}
+	}
 	loopCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.mu.Lock()

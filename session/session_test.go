@@ -246,3 +246,48 @@ func TestDoneFiresBeforeServerExpiry(t *testing.T) {
 	}
 	t.Logf("Done led server-side expiry by %v to %v over %d trials (TTL 2s)", lo, hi, trials)
 }
+
+func TestRetireDeletesNowOrInTheBackground(t *testing.T) {
+	t.Parallel()
+	p := etcdtest.NewProxy(t, srv.Endpoints()[0])
+	cli, err := etcdtest.NewClient(p.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := ctxT(t, 30*time.Second)
+	s, err := session.New(ctx, cli, session.WithTTL(20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	exists := func(k string) bool {
+		resp, err := srv.Client().Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Kvs) == 1
+	}
+	cli.Put(ctx, "retire/now", "x", clientv3.WithLease(s.Lease()))
+	if err := s.Retire(ctx, "retire/now"); err != nil || exists("retire/now") {
+		t.Fatalf("Retire = %v, key still there: %v", err, exists("retire/now"))
+	}
+	cli.Put(ctx, "retire/later", "x", clientv3.WithLease(s.Lease()))
+	p.Blackhole()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel() // Retire must work with a cancelled context too
+	if err := s.Retire(cancelled, "retire/later"); err == nil {
+		t.Fatal("Retire through a blackhole succeeded")
+	}
+	p.Restore()
+	deadline := time.Now().Add(10 * time.Second)
+	for exists("retire/later") {
+		if time.Now().After(deadline) {
+			t.Fatal("background retire did not delete the key within 10s of the network healing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.Err() != nil {
+		t.Fatalf("session ended: %v", s.Err())
+	}
+}
