@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -681,4 +682,73 @@ func TestReleaseUnblocksSeveral(t *testing.T) {
 		}
 		defer mustRelease(t, r.p)
 	}
+}
+
+// TestWaiterSurvivesMemberKill kills the one member a waiter talks to,
+// releases the permit it waits for and compacts while it is down: the
+// waiter must be granted once the member is back, not hang or miss the
+// release.
+func TestWaiterSurvivesMemberKill(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
+	ctx := ctxT(t, 60*time.Second)
+	other, err := c.NewClient([]string{c.Endpoint(1), c.Endpoint(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	only0, err := c.NewClient([]string{c.Endpoint(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := session.New(ctx, other, session.WithTTL(15*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hs.Close()
+	ws, err := session.New(ctx, only0, session.WithTTL(15*time.Second), session.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	holder := semaphore.New(hs, "failover", 2)
+	p := mustAcquire(t, holder, 2)
+	w := acquireAsync(ctx, semaphore.New(ws, "failover", 2), 1)
+	waiting(t, holder, 1)
+	retry := func(f func(context.Context) error) {
+		for {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := f(rctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.Kill(0)
+	retry(p.Release)
+	retry(func(ctx context.Context) error { _, err := other.Put(ctx, "noise", "x"); return err })
+	retry(c.Compact)
+	if err := c.Restart(0); err != nil {
+		t.Fatal(err)
+	}
+	r := within(t, w, 15*time.Second)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	retry(r.p.Release)
+}
+
+// testLogger sends a session's debug logs to the test log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
 }

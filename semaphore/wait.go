@@ -41,6 +41,7 @@ func (s *Semaphore) wait(ctx context.Context, l *line) error {
 	}()
 	base := s.sp.Base()
 	pause := 10 * time.Millisecond
+	reopened := false
 	backoff := func() {
 		t := time.NewTimer(pause)
 		defer t.Stop()
@@ -63,6 +64,10 @@ func (s *Semaphore) wait(ctx context.Context, l *line) error {
 			continue
 		}
 		if created > l.since {
+			if reopened {
+				s.s.Logger().Debug("coord semaphore: watch reopened, re-reading the line", "name", s.name, "since", l.since, "now", created)
+			}
+			reopened = true
 			err := s.reread(ctx, l)
 			switch {
 			case err != nil && wait.Transient(err) && ctx.Err() == nil:
