@@ -42,6 +42,14 @@ func NewCluster(t testing.TB, size int, opts ...Option) *Cluster {
 
 // StartCluster is NewCluster without a testing.TB; the caller must Close.
 func StartCluster(size int, opts ...Option) (*Cluster, error) {
+	c, err := startCluster(size, opts...)
+	if err != nil && newConfig(opts).binary != "" {
+		c, err = startCluster(size, opts...) // a picked port may have been taken
+	}
+	return c, err
+}
+
+func startCluster(size int, opts ...Option) (*Cluster, error) {
 	if size < 1 {
 		return nil, fmt.Errorf("cluster size %d: need at least 1", size)
 	}
@@ -159,19 +167,21 @@ func (c *Cluster) Running(i int) bool { return c.members[i].running() }
 // the running members, or -1 when they do not agree on one.
 func (c *Cluster) Leader() int {
 	lead := -1
-	var id uint64
-	for _, m := range c.members {
+	var agreed uint64
+	ids := make([]uint64, len(c.members))
+	for i, m := range c.members {
 		if !m.running() {
 			continue
 		}
-		l := uint64(m.etcd.Server.Leader())
-		if l == 0 || (id != 0 && l != id) {
+		id, l := m.ids()
+		ids[i] = id
+		if l == 0 || (agreed != 0 && l != agreed) {
 			return -1
 		}
-		id = l
+		agreed = l
 	}
 	for i, m := range c.members {
-		if m.running() && uint64(m.etcd.Server.MemberID()) == id {
+		if m.running() && ids[i] == agreed {
 			lead = i
 		}
 	}
@@ -207,7 +217,7 @@ func (c *Cluster) MoveLeader(ctx context.Context, to int) error {
 	if !tm.running() {
 		return errors.New("etcdtest: target member is not running")
 	}
-	if err := lm.etcd.Server.MoveLeader(ctx, uint64(lm.etcd.Server.MemberID()), uint64(tm.etcd.Server.MemberID())); err != nil {
+	if err := c.moveLeader(ctx, lm, tm); err != nil {
 		return err
 	}
 	for {
@@ -267,4 +277,18 @@ func (c *Cluster) Close() {
 	if c.tmp != "" {
 		os.RemoveAll(c.tmp)
 	}
+}
+
+func (c *Cluster) moveLeader(ctx context.Context, lm, tm *member) error {
+	if lm.proc == nil {
+		return lm.etcd.Server.MoveLeader(ctx, uint64(lm.etcd.Server.MemberID()), uint64(tm.etcd.Server.MemberID()))
+	}
+	to, _ := tm.ids()
+	cli, err := NewClient([]string{"http://" + lm.proc.clientAddr})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	_, err = cli.MoveLeader(ctx, to)
+	return err
 }

@@ -23,6 +23,7 @@ type member struct {
 
 	clientFront, peerFront *Proxy // nil for a single Server (direct)
 	etcd                   *embed.Etcd
+	proc                   *proc // instead of etcd, WithBinary
 }
 
 func (m *member) embedConfig(newCluster bool) *embed.Config {
@@ -64,6 +65,15 @@ func (m *member) embedConfig(newCluster bool) *embed.Config {
 // start launches the member; with wait it also waits until the member
 // has joined a raft group with a leader and serves requests.
 func (m *member) start(newCluster, wait bool) error {
+	if m.cfg.binary != "" && m.clientFront != nil {
+		if err := m.startProcess(newCluster); err != nil {
+			return err
+		}
+		if !wait {
+			return nil
+		}
+		return m.waitReady(60 * time.Second)
+	}
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
 		return err
 	}
@@ -85,6 +95,9 @@ func (m *member) start(newCluster, wait bool) error {
 }
 
 func (m *member) waitReady(d time.Duration) error {
+	if m.proc != nil {
+		return m.waitProcess(d)
+	}
 	select {
 	case <-m.etcd.Server.ReadyNotify():
 		return nil
@@ -103,12 +116,28 @@ func (m *member) clientURL() string {
 	return "http://" + m.etcd.Clients[0].Addr().String()
 }
 
-func (m *member) running() bool { return m.etcd != nil }
+func (m *member) running() bool { return m.etcd != nil || m.proc != nil }
+
+// ids returns the member's raft id and the leader it knows of (0: none).
+func (m *member) ids() (id, leader uint64) {
+	if m.proc != nil {
+		id, leader, err := m.status()
+		if err != nil {
+			return id, 0
+		}
+		return id, leader
+	}
+	return uint64(m.etcd.Server.MemberID()), uint64(m.etcd.Server.Leader())
+}
 
 // stop shuts the member down. A graceful stop hands raft leadership over
 // first, as `etcd` does on SIGTERM; a hard one does not, and cuts every
 // connection at once, as a crash or SIGKILL does.
 func (m *member) stop(hard bool) {
+	if m.proc != nil {
+		m.stopProcess(hard)
+		return
+	}
 	if m.etcd == nil {
 		return
 	}

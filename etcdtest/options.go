@@ -18,6 +18,7 @@ type config struct {
 	maxRequestBytes uint
 	tick, election  time.Duration
 	clientAddr      string
+	binary          string
 }
 
 func newConfig(opts []Option) config {
