@@ -27,11 +27,16 @@
 // a fencing token (the create revision of the permit's key, strictly
 // increasing per semaphore) and Permit.IsOwner a guard for your own Txns.
 //
-// When SetCapacity lowers the capacity, holders keep what they hold, so
-// the permits in use may exceed the new capacity until they are released;
-// no new request is granted until they fit. A waiter whose request no
-// longer fits in the new capacity at all fails with ErrTooLarge instead of
+// When SetCapacity lowers the capacity, holders keep what they hold (the
+// stored capacity records up to which request they were granted), so the
+// permits in use may exceed the new capacity until they are released; no
+// new request is granted until they fit. A waiter whose request no longer
+// fits in the new capacity at all fails with ErrTooLarge instead of
 // waiting forever.
+//
+// Available, Holders and State read the line in one request and apply the
+// same rule Acquire grants by; they show who holds what with which token,
+// readable in etcdctl too (etcdctl get --prefix coord/semaphore/).
 //
 // A Semaphore and a Permit are safe for concurrent use.
 package semaphore
