@@ -301,15 +301,15 @@ func (c *core) wait(ctx context.Context, a *acq, q queued) error {
 	return nil
 }
 
-// cleanup deletes the keys of a request that failed or was cancelled, with
-// a context of its own so that a cancelled caller still leaves nothing
-// behind for the next TryLock to trip over.
+// cleanup deletes the keys of a request that failed or was cancelled.
+// Session.Retire tries at once within its own timeout, even after the
+// caller's context ended, and if etcd is unreachable keeps trying in the
+// background until it can or the session ends, so a failed waiter never
+// blocks the line for longer than etcd itself is down.
 func (c *core) cleanup(ctx context.Context, a *acq) {
 	a.finish()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if _, err := c.remove(ctx, a.keys); err != nil {
-		c.s.Logger().Debug("coord lock cleanup failed; the keys go with the session", "lock", c.label, "err", err)
+	if err := c.s.Retire(ctx, a.keys...); err != nil {
+		c.s.Logger().Debug("coord lock cleanup deferred", "lock", c.label, "err", err)
 	}
 }
 

@@ -1,0 +1,188 @@
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coord-go/coord/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Client is one simulated process: its own etcd client behind its own
+// proxies, so faults can be aimed at it alone.
+type Client struct {
+	ID  int
+	P   etcdtest.Proxies
+	Cli *clientv3.Client
+
+	mu    sync.Mutex
+	stall chan struct{} // non-nil while the process is "paused"
+}
+
+// Stall blocks while the client is paused. Workloads call it at the
+// points where a real process pause (GC, SIGSTOP) would hurt most: right
+// before a fenced write.
+func (c *Client) Stall() {
+	c.mu.Lock()
+	ch := c.stall
+	c.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// Env is one scenario's world.
+type Env struct {
+	T       testing.TB
+	Cluster *etcdtest.Cluster
+	Admin   *clientv3.Client
+	Clients []*Client
+	Root    string
+	TTL     time.Duration
+	Seed    int64
+	Hist    *History
+	Log     *EventLog
+	Stats   *Stats
+
+	rmu  sync.Mutex
+	rand *rand.Rand
+}
+
+// Rand returns a pseudo-random int in [0, n), from the scenario's seed.
+func (e *Env) Rand(n int) int {
+	e.rmu.Lock()
+	defer e.rmu.Unlock()
+	return e.rand.Intn(n)
+}
+
+// Pause stalls client c for d with its traffic blackholed, as a process
+// stopped by SIGSTOP or a long GC pause would be. Its session's own timers
+// keep running (Go cannot stop one goroutine's clock), so Pause is paired
+// with workloads that do not look at Done between Stall and their fenced
+// write: exactly the case fencing exists for.
+func (e *Env) Pause(ctx context.Context, c *Client, d time.Duration) time.Time {
+	ch := make(chan struct{})
+	c.mu.Lock()
+	c.stall = ch
+	c.mu.Unlock()
+	c.P.Blackhole()
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	c.P.Restore()
+	c.mu.Lock()
+	c.stall = nil
+	c.mu.Unlock()
+	close(ch)
+	return time.Now()
+}
+
+// Op is one recorded operation.
+type Op struct {
+	Client  int
+	Kind    string // "lock", "rlock", "sem", "elect", "queue", "barrier"
+	Name    string
+	Op      string // "acquire", "write", "release", "lost", ...
+	Call    time.Time
+	Return  time.Time
+	Rev     int64 // header revision of the deciding etcd response, when there is one
+	Token   int64
+	Outcome string // "ok", "rejected", "fail", "timeout"
+	Detail  string
+}
+
+func (o Op) String() string {
+	return fmt.Sprintf("c%d %s/%s %s tok=%d rev=%d %s %s [%s..%s]", o.Client, o.Kind, o.Name, o.Op,
+		o.Token, o.Rev, o.Outcome, o.Detail, o.Call.Format("15:04:05.000"), o.Return.Format("15:04:05.000"))
+}
+
+// History is the ordered record of every operation in a scenario.
+type History struct {
+	mu  sync.Mutex
+	ops []Op
+}
+
+// Add records op.
+func (h *History) Add(op Op) {
+	h.mu.Lock()
+	h.ops = append(h.ops, op)
+	h.mu.Unlock()
+}
+
+// Ops returns a copy of every op so far.
+func (h *History) Ops() []Op {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Op(nil), h.ops...)
+}
+
+// Dump renders the history, for a failure report.
+func (h *History) Dump() string {
+	var b strings.Builder
+	for _, o := range h.Ops() {
+		b.WriteString(o.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Stats counts what a scenario did.
+type Stats struct {
+	mu         sync.Mutex
+	Ops        int
+	Faults     map[string]int
+	Violations []string
+	Figures    map[string][]time.Duration
+}
+
+func newStats() *Stats {
+	return &Stats{Faults: map[string]int{}, Figures: map[string][]time.Duration{}}
+}
+
+// Fault counts one injected fault.
+func (s *Stats) Fault(kind string) {
+	s.mu.Lock()
+	s.Faults[kind]++
+	s.mu.Unlock()
+}
+
+// Violation records a broken invariant.
+func (s *Stats) Violation(format string, a ...any) {
+	s.mu.Lock()
+	s.Violations = append(s.Violations, fmt.Sprintf(format, a...))
+	s.mu.Unlock()
+}
+
+// Figure records a measured duration under a name.
+func (s *Stats) Figure(name string, d time.Duration) {
+	s.mu.Lock()
+	s.Figures[name] = append(s.Figures[name], d)
+	s.mu.Unlock()
+}
+
+func (s *Stats) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var faults []string
+	for k, v := range s.Faults {
+		faults = append(faults, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(faults)
+	var figs []string
+	for k, v := range s.Figures {
+		lo, hi := v[0], v[0]
+		for _, d := range v {
+			lo, hi = min(lo, d), max(hi, d)
+		}
+		figs = append(figs, fmt.Sprintf("%s: n=%d %v..%v", k, len(v), lo.Round(time.Millisecond), hi.Round(time.Millisecond)))
+	}
+	sort.Strings(figs)
+	return fmt.Sprintf("ops=%d faults=[%s] violations=%d %s", s.Ops, strings.Join(faults, " "), len(s.Violations), strings.Join(figs, "; "))
+}
