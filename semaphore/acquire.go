@@ -18,7 +18,9 @@ import (
 // together, as in golang.org/x/sync/semaphore, so a large request is never
 // starved by later small ones.
 //
-// With enough free permits Acquire costs one Txn. On a cancelled ctx or a
+// With enough free permits Acquire costs one Txn. A waiting Acquire adds
+// no RPC while the Semaphore's shared watch is open, and one watch and one
+// read when it has to open it. On a cancelled ctx or a
 // lost session it removes its request (with its own timeout) and returns
 // the ctx's error or the session's. It returns an error wrapping
 // ErrInvalid for n < 1, ErrTooLarge for n above the capacity,

@@ -5,8 +5,10 @@
 // A request for n permits is granted only when it and every request made
 // before it fit in the capacity together, so a large request is never
 // starved by a stream of small ones. Acquiring free permits costs one Txn;
-// releasing costs one Delete; a waiter wakes (does any RPC at all) only
-// when a release or a capacity change lets it proceed.
+// releasing costs one Delete. Waiters share one watch per Semaphore value,
+// opened by the first wait and kept for a while after the last, so a
+// contended Acquire usually costs its Txn too and nothing more; a waiter
+// does no RPC at all for the releases that do not let it proceed.
 //
 // The capacity is stored with the semaphore. The first user stores the
 // capacity it was made with; a user made with a different one gets

@@ -65,6 +65,8 @@ type Semaphore struct {
 	mu       sync.Mutex
 	stored   string // the capacity value believed to be in etcd
 	capacity int64
+
+	f follower // the watch its waiters share
 }
 
 // New returns the semaphore name with the given capacity on session s.
@@ -72,6 +74,7 @@ type Semaphore struct {
 // by every method (wrapping ErrInvalid), never by a panic.
 func New(s *session.Session, name string, capacity int64) *Semaphore {
 	sem := &Semaphore{s: s, name: name, ctor: capacity, capacity: capacity, stored: strconv.FormatInt(capacity, 10)}
+	sem.f.sem = sem
 	switch {
 	case s == nil:
 		sem.err = fmt.Errorf("%w: nil session", ErrInvalid)

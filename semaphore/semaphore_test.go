@@ -212,7 +212,8 @@ func TestNeverExceedsCapacity(t *testing.T) {
 	}
 }
 
-// TestWeightedNeverExceedsCapacity mixes weights 1..3 under capacity 5.
+// TestWeightedNeverExceedsCapacity mixes weights 1..3 under capacity 5,
+// with goroutines sharing Semaphores (and so their watch).
 func TestWeightedNeverExceedsCapacity(t *testing.T) {
 	t.Parallel()
 	const capacity, workers, rounds = 5, 8, 6
@@ -220,8 +221,13 @@ func TestWeightedNeverExceedsCapacity(t *testing.T) {
 	var cur, peak atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
+	// Two processes, each with one Semaphore its goroutines share.
+	sems := []*semaphore.Semaphore{
+		semaphore.New(newSession(t, nil), "weighted", capacity),
+		semaphore.New(newSession(t, nil), "weighted", capacity),
+	}
 	for i := range workers {
-		sem := semaphore.New(newSession(t, nil), "weighted", capacity)
+		sem := sems[i%2]
 		w := int64(1 + i%3)
 		wg.Add(1)
 		go func() {
@@ -661,6 +667,21 @@ func TestCost(t *testing.T) {
 	} else {
 		mustRelease(t, r.p)
 	}
+
+	// The Semaphore's watch outlives the wait, so the next contended
+	// Acquire costs its Txn and nothing else: no watch, no read.
+	h := mustAcquire(t, other, 4)
+	counter.Reset()
+	w = acquireAsync(ctx, mine, 1)
+	waiting(t, other, 1)
+	mustRelease(t, h)
+	if r = within(t, w, 5*time.Second); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got, want := kv(), "Txn=1 Range=0 Put=0 DeleteRange=0 Watch.Create=0"; got != want {
+		t.Fatalf("contended Acquire with the watch open made %s, want %s", got, want)
+	}
+	mustRelease(t, r.p)
 }
 
 // TestReleaseUnblocksSeveral: one release may let several waiters in.

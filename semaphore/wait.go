@@ -13,8 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// wait blocks until the request l fits, keeping l current from one watch
-// on the semaphore's subtree (its line and its capacity key).
+// wait blocks until the request l fits, keeping l current from the
+// events of the semaphore's subtree (its line and its capacity key).
 //
 // Why not wait.Until: a release must wake only the waiters it lets
 // proceed, and which those are depends on the weights of all the keys
@@ -23,13 +23,15 @@ import (
 // applied to the waiter's own copy of the line, so a waiter that still
 // does not fit costs no RPC at all, and one that does is granted on the
 // event itself: the watch carries every change in revision order, so the
-// copy is exactly what a read at that revision would return. Like Until,
-// the watch opens from "now" with a created notification (a watch from an
-// older revision is served from etcd's slow unsynced set), is followed by
-// one re-read if anything happened since the line was read, and is
-// reopened and re-read whenever it breaks.
+// copy is exactly what a read at that revision would return.
+//
+// The events come from the Semaphore's follower, one watch shared by its
+// waiters and kept a while after the last, with the recent history: a
+// waiter whose Txn is in that history needs no watch and no read of its
+// own. Otherwise it re-reads once; and it re-reads whenever the watch
+// breaks (compaction, no leader, a lost stream), which the follower
+// reopens from "now" with a created notification, as wait.Until does.
 func (s *Semaphore) wait(ctx context.Context, l *line) error {
-	cli := s.s.Client()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -39,87 +41,72 @@ func (s *Semaphore) wait(ctx context.Context, l *line) error {
 		case <-ctx.Done():
 		}
 	}()
-	base := s.sp.Base()
 	pause := 10 * time.Millisecond
-	reopened := false
-	backoff := func() {
-		t := time.NewTimer(pause)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		pause = min(2*pause, 500*time.Millisecond)
-	}
 	for {
 		if ctx.Err() != nil {
 			return s.stopped(ctx)
 		}
-		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := cli.Watch(wctx, base, clientv3.WithRange(keys.RangeEnd(base)), clientv3.WithCreatedNotify())
-		created, err := watchStarted(wctx, wch)
+		in, complete, err := s.f.join(ctx, l.since)
 		if err != nil {
-			wcancel()
-			backoff()
+			continue // ctx ended
+		}
+		if !complete {
+			s.s.Logger().Debug("coord semaphore: re-reading the line", "name", s.name, "since", l.since)
+		}
+		err = s.follow(ctx, l, in, complete)
+		s.f.leave(in)
+		switch {
+		case err != nil && wait.Transient(err) && ctx.Err() == nil:
+		case err != nil:
+			if ctx.Err() != nil {
+				return s.stopped(ctx)
+			}
+			return err
+		case l.fits():
+			return nil
+		default:
+			pause = 10 * time.Millisecond
 			continue
 		}
-		if created > l.since {
-			if reopened {
-				s.s.Logger().Debug("coord semaphore: watch reopened, re-reading the line", "name", s.name, "since", l.since, "now", created)
-			}
-			reopened = true
-			err := s.reread(ctx, l)
-			switch {
-			case err != nil && wait.Transient(err) && ctx.Err() == nil:
-				wcancel()
-				backoff()
-				continue
-			case err != nil:
-				wcancel()
-				if ctx.Err() != nil {
-					return s.stopped(ctx)
-				}
-				return err
-			case l.fits():
-				wcancel()
-				return nil
-			}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
 		}
-		pause = 10 * time.Millisecond
-		err = s.follow(ctx, l, wch)
-		wcancel()
-		if err != nil || l.fits() {
-			return err
-		}
+		t.Stop()
+		pause = min(2*pause, 500*time.Millisecond)
 	}
 }
 
-// follow applies watch events to l until l fits, the watch breaks (nil
-// error, l not fitting: reopen and re-read), or an event or ctx ends the
-// wait.
-func (s *Semaphore) follow(ctx context.Context, l *line, wch clientv3.WatchChan) error {
+// follow brings l up to date (re-reading unless the inbox is complete)
+// and applies the inbox's events until l fits, the watch breaks (nil
+// error, l not fitting: join again), or an event or ctx ends the wait.
+func (s *Semaphore) follow(ctx context.Context, l *line, in *sub, complete bool) error {
+	if !complete {
+		if err := s.reread(ctx, l); err != nil || l.fits() {
+			return err
+		}
+	}
 	for {
+		evs, broken := in.take()
+		for _, ev := range evs {
+			// Granted at the first revision at which the request fits,
+			// before any later event is applied: that is the revision
+			// SetCapacity and State judge holders at.
+			if ev.Kv.ModRevision > l.since && l.fits() {
+				return nil
+			}
+			if err := s.apply(l, ev); err != nil {
+				return err
+			}
+		}
+		if l.fits() || broken {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return s.stopped(ctx)
-		case resp, ok := <-wch:
-			if !ok || resp.Canceled || resp.Err() != nil {
-				return nil
-			}
-			for i, ev := range resp.Events {
-				// Granted at the first revision at which the request fits,
-				// before any later event is applied: that is the revision
-				// SetCapacity and State judge holders at.
-				if i > 0 && ev.Kv.ModRevision > resp.Events[i-1].Kv.ModRevision && l.fits() {
-					return nil
-				}
-				if err := s.apply(l, ev); err != nil {
-					return err
-				}
-			}
-			if l.fits() {
-				return nil
-			}
+		case <-in.signal:
 		}
 	}
 }
