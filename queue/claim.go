@@ -33,28 +33,64 @@ type view struct {
 	rev     int64
 	cands   []candidate
 	nextDue int64 // unix ns of the earliest message not yet due, 0 if none
-	// more[i] says part i (ready, timed) has more messages past the
-	// window, all of whose first window is claimed: page on.
+	// more[i] says part i (ready, timed) has more messages past a window
+	// that is all claimed: page on. lastKey[i] is the window's last key.
 	more    [2]bool
 	lastKey [2]string
+	// readyN counts the ready messages read, claimed or not, for the
+	// horizon.
+	readyN int
 }
 
-// windowOps reads, keys only, the first window of ready messages from
-// fromR and of due delayed messages from fromT, the claims that can hide
-// them, and the first message not yet due.
-func (q *Queue) windowOps(now int64, fromR, fromT string) []clientv3.Op {
+// windowOps reads, keys only, the first window of ready messages in
+// [fromR, endR) and of due delayed messages from fromT, the claims that can
+// hide them, and the first message not yet due. An empty endR reads to the
+// end of the part.
+//
+// etcd counts every key of a range even when asked for a few, so a read
+// to the end of a long queue costs the whole backlog; endR bounds it to
+// the head seen last time (see horizon).
+func (q *Queue) windowOps(now int64, fromR, fromT, endR string) []clientv3.Op {
 	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
 	cr, ct := q.claimPrefix(partReady), q.claimPrefix(partTimed)
+	endCR := keys.RangeEnd(cr)
+	if endR == "" {
+		endR = keys.RangeEnd(r)
+	} else {
+		endCR = cr + strings.TrimPrefix(endR, r)
+	}
 	dueEnd := t + encodeTime(now+1)
 	page := func(from, end string) clientv3.Op {
 		return clientv3.OpGet(from, clientv3.WithRange(end), clientv3.WithLimit(window), clientv3.WithKeysOnly())
 	}
 	return []clientv3.Op{
-		page(fromR, keys.RangeEnd(r)),
-		page(cr+strings.TrimPrefix(fromR, r), keys.RangeEnd(cr)),
+		page(fromR, endR),
+		page(cr+strings.TrimPrefix(fromR, r), endCR),
 		page(fromT, dueEnd),
 		page(ct+strings.TrimPrefix(fromT, t), keys.RangeEnd(ct)),
 		clientv3.OpGet(dueEnd, clientv3.WithRange(keys.RangeEnd(t)), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
+	}
+}
+
+// headOps reads the head of the queue, bounded by the horizon.
+func (q *Queue) headOps() ([]clientv3.Op, bool) {
+	q.mu.Lock()
+	end := q.horizon
+	q.mu.Unlock()
+	return q.windowOps(time.Now().UnixNano(), q.sp.Part(partReady), q.sp.Part(partTimed), end), end != ""
+}
+
+// observe moves the horizon after a read of the head: past the last ready
+// key of a full window read to the end that had free messages, and back
+// to "the end" when a bounded window has been mostly consumed.
+func (q *Queue) observe(v *view, bounded bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case !bounded && v.readyN == window && len(v.cands) > 0:
+		q.horizon = v.lastKey[0] + "\x00"
+	case !bounded, v.readyN < window/2:
+		q.horizon = ""
 	}
 }
 
@@ -66,6 +102,9 @@ func (q *Queue) parseView(rev int64, rs []*pb.ResponseOp) *view {
 	parts := [2]string{partReady, partTimed}
 	for i, part := range parts {
 		msgs, claims := rs[2*i].GetResponseRange(), rs[2*i+1].GetResponseRange()
+		if i == 0 {
+			v.readyN = len(msgs.Kvs)
+		}
 		prefix, cprefix := q.sp.Part(part), q.claimPrefix(part)
 		held := make(map[string]bool, len(claims.Kvs))
 		for _, kv := range claims.Kvs {
@@ -88,9 +127,9 @@ func (q *Queue) parseView(rev int64, rs []*pb.ResponseOp) *view {
 			found++
 			v.cands = append(v.cands, candidate{key: string(kv.Key), part: part, suffix: suffix, mod: kv.ModRevision, ord: ord})
 		}
-		if found == 0 && msgs.More && len(msgs.Kvs) > 0 {
-			v.more[i] = true
+		if len(msgs.Kvs) > 0 {
 			v.lastKey[i] = string(msgs.Kvs[len(msgs.Kvs)-1].Key)
+			v.more[i] = found == 0 && msgs.More
 		}
 	}
 	if kvs := rs[4].GetResponseRange().Kvs; len(kvs) > 0 {
@@ -113,16 +152,23 @@ func (q *Queue) parseView(rev int64, rs []*pb.ResponseOp) *view {
 // read returns a view with candidates, paging past a head that is all
 // claimed, or the first page when there are none.
 func (q *Queue) read(ctx context.Context) (*view, error) {
-	fromR, fromT := q.sp.Part(partReady), q.sp.Part(partTimed)
+	ops, bounded := q.headOps()
 	var first *view
 	for {
-		now := time.Now().UnixNano()
-		resp, err := q.cli.Txn(ctx).Then(q.windowOps(now, fromR, fromT)...).Commit()
+		resp, err := q.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
 			return nil, err
 		}
 		v := q.parseView(resp.Header.Revision, resp.Responses)
 		if first == nil {
+			q.observe(v, bounded)
+			if len(v.cands) == 0 && bounded {
+				// Nothing free below the horizon: look at the whole
+				// part before calling the queue empty.
+				ops = q.windowOps(time.Now().UnixNano(), q.sp.Part(partReady), q.sp.Part(partTimed), "")
+				bounded = false
+				continue
+			}
 			first = v
 		}
 		if len(v.cands) > 0 {
@@ -132,15 +178,17 @@ func (q *Queue) read(ctx context.Context) (*view, error) {
 		if !v.more[0] && !v.more[1] {
 			return first, nil
 		}
-		// A page that is all claimed: go on past it. The part with
-		// nothing more starts past its end so it reads nothing.
-		fromR, fromT = keys.RangeEnd(q.sp.Part(partReady)), keys.RangeEnd(q.sp.Part(partTimed))
-		if v.more[0] {
+		// A page that is all claimed: go on past it. A part with
+		// nothing more is read from its last key, which is claimed, so
+		// it adds no candidates.
+		fromR, fromT := q.sp.Part(partReady), q.sp.Part(partTimed)
+		if v.lastKey[0] != "" {
 			fromR = v.lastKey[0] + "\x00"
 		}
-		if v.more[1] {
+		if v.lastKey[1] != "" {
 			fromT = v.lastKey[1] + "\x00"
 		}
+		ops = q.windowOps(time.Now().UnixNano(), fromR, fromT, "")
 	}
 }
 
@@ -291,6 +339,7 @@ func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, rev in
 		readyBefore = c.key
 	}
 	timedBefore := t + encodeTime(c.ord.ready)
+	head, bounded := q.headOps()
 	resp, err := q.cli.Txn(ctx).
 		If(
 			clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
@@ -307,7 +356,7 @@ func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, rev in
 			clientv3.OpGet(c.key),
 			clientv3.OpGet(ak, clientv3.WithKeysOnly()),
 		).
-		Else(q.windowOps(time.Now().UnixNano(), q.sp.Part(partReady), q.sp.Part(partTimed))...).
+		Else(head...).
 		Commit()
 	if err != nil {
 		// The Txn may have been applied: drop a claim that nobody will
@@ -317,6 +366,7 @@ func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, rev in
 	}
 	if !resp.Succeeded {
 		v := q.parseView(resp.Header.Revision, resp.Responses)
+		q.observe(v, bounded)
 		if len(v.cands) == 0 {
 			v = nil // all claimed or empty: let read page on or wait
 		}

@@ -107,6 +107,9 @@ type Queue struct {
 	lastNS int64 // keeps ids strictly increasing within this process
 	spread int   // how many head messages claims spread over (1: strict order)
 	views  []*view
+	// horizon bounds reads of the head (see windowOps): the end of the
+	// ready range last seen full, or "" for the end of the part.
+	horizon string
 }
 
 // New returns the queue called name. It makes no RPC; an invalid name or

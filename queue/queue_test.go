@@ -371,6 +371,16 @@ func TestAckAfterLostClaim(t *testing.T) {
 	if m2.Token() <= m1.Token() {
 		t.Fatalf("token %d not above the lost claim's %d", m2.Token(), m1.Token())
 	}
+	// IsOwner guards the consumer's own writes: only the live claim's pass.
+	for _, c := range []struct {
+		m    *queue.Message
+		want bool
+	}{{m1, false}, {m2, true}} {
+		resp, err := srv.Client().Txn(ctxT(t, 5*time.Second)).If(c.m.IsOwner()).Commit()
+		if err != nil || resp.Succeeded != c.want {
+			t.Fatalf("Txn guarded by IsOwner of attempt %d: succeeded %v, %v; want %v", c.m.Attempt, resp.Succeeded, err, c.want)
+		}
+	}
 	if err := m1.Ack(ctxT(t, 5*time.Second)); !errors.Is(err, queue.ErrClaimLost) {
 		t.Fatalf("Ack of a lost claim: %v, want ErrClaimLost", err)
 	}
@@ -656,7 +666,7 @@ func TestThousandMessagesFourConsumersOneDies(t *testing.T) {
 			defer cwg.Done()
 			s := sessions[c]
 			for n := 0; ; n++ {
-				if c == 0 && n == 40 {
+				if c == 0 && n == 10 {
 					// The victim claims a few messages and dies with them.
 					var mine []*queue.Message
 					for range held {
@@ -730,5 +740,51 @@ func TestThousandMessagesFourConsumersOneDies(t *testing.T) {
 	}
 	if n, err := q.Len(ctx); err != nil || n != 0 {
 		t.Fatalf("Len %d, %v after every message was acked", n, err)
+	}
+}
+
+// A head longer than one read's window, all claimed, must not hide the
+// free messages behind it; and when its holder dies, all of it comes back.
+func TestClaimPastAClaimedHead(t *testing.T) {
+	t.Parallel()
+	const total, held = 80, 75
+	q := queue.New(srv.Client(), "deep")
+	for i := range total {
+		enqueue(t, q, fmt.Sprintf("%03d", i))
+	}
+	a := newSession(t)
+	for i := range held {
+		if m := claim(t, q, a, 5*time.Second); string(m.Payload) != fmt.Sprintf("%03d", i) {
+			t.Fatalf("claim %d = %s, want FIFO", i, m.Payload)
+		}
+	}
+	// A second consumer, with a Queue value of its own.
+	qb := queue.New(srv.Client(), "deep")
+	b := newSession(t)
+	for i := held; i < total; i++ {
+		m := claim(t, qb, b, 5*time.Second)
+		if string(m.Payload) != fmt.Sprintf("%03d", i) {
+			t.Fatalf("claim past the held head = %s, want %03d", m.Payload, i)
+		}
+		if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notClaimable(t, qb, b, 300*time.Millisecond)
+	if st := stats(t, q); st != (queue.Stats{Claimed: held}) {
+		t.Fatalf("stats %+v, want %d claimed", st, held)
+	}
+	a.Close()
+	for i := range held {
+		m := claim(t, qb, b, 5*time.Second)
+		if string(m.Payload) != fmt.Sprintf("%03d", i) || m.Attempt != 2 {
+			t.Fatalf("after the holder died, claim %d = %s attempt %d", i, m.Payload, m.Attempt)
+		}
+		if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k := keysUnder(t, "deep"); len(k) != 0 {
+		t.Fatalf("keys left: %v", k)
 	}
 }
