@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,22 @@ import (
 )
 
 var srv *etcdtest.Server
+
+// qname gives every test run a queue name of its own, so -count reruns
+// never see an earlier run's messages.
+func qname(t *testing.T, base string) string {
+	type key struct {
+		t    *testing.T
+		base string
+	}
+	v, _ := qnames.LoadOrStore(key{t, base}, fmt.Sprintf("%s-%d", base, qseq.Add(1)))
+	return v.(string)
+}
+
+var (
+	qnames sync.Map
+	qseq   atomic.Int64
+)
 
 func TestMain(m *testing.M) {
 	var err error
@@ -106,7 +123,7 @@ func stats(t *testing.T, q *queue.Queue) queue.Stats {
 
 func TestPriorityAndFIFOWithOneConsumer(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "prio")
+	q := queue.New(srv.Client(), qname(t, "prio"))
 	s := newSession(t)
 	type in struct {
 		payload string
@@ -132,14 +149,14 @@ func TestPriorityAndFIFOWithOneConsumer(t *testing.T) {
 	if n, err := q.Len(ctxT(t, 5*time.Second)); err != nil || n != 0 {
 		t.Fatalf("Len = %d, %v; want 0", n, err)
 	}
-	if k := keysUnder(t, "prio"); len(k) != 0 {
+	if k := keysUnder(t, qname(t, "prio")); len(k) != 0 {
 		t.Fatalf("keys left after every ack: %v", k)
 	}
 }
 
 func TestBlockedClaimWakesOnEnqueue(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "wake")
+	q := queue.New(srv.Client(), qname(t, "wake"))
 	s := newSession(t)
 	got := make(chan *queue.Message, 1)
 	errc := make(chan error, 1)
@@ -170,7 +187,7 @@ func TestBlockedClaimWakesOnEnqueue(t *testing.T) {
 
 func TestDelayedNotClaimableEarly(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "delay")
+	q := queue.New(srv.Client(), qname(t, "delay"))
 	s := newSession(t)
 	const delay = 1500 * time.Millisecond
 	start := time.Now()
@@ -203,7 +220,7 @@ func TestDelayedNotClaimableEarly(t *testing.T) {
 
 func TestNackWithDelay(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "nack")
+	q := queue.New(srv.Client(), qname(t, "nack"))
 	s := newSession(t)
 	id := enqueue(t, q, "job")
 	m := claim(t, q, s, 5*time.Second)
@@ -243,14 +260,14 @@ func TestNackWithDelay(t *testing.T) {
 	if err := m3.Ack(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if k := keysUnder(t, "nack"); len(k) != 0 {
+	if k := keysUnder(t, qname(t, "nack")); len(k) != 0 {
 		t.Fatalf("keys left: %v", k)
 	}
 }
 
 func TestDeadLetterAfterMaxAttemptsAndRedrive(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "dlq", queue.WithMaxAttempts(2))
+	q := queue.New(srv.Client(), qname(t, "dlq"), queue.WithMaxAttempts(2))
 	s := newSession(t)
 	id := enqueue(t, q, "poison", queue.WithPriority(7))
 	enqueue(t, q, "fine", queue.WithPriority(8))
@@ -300,7 +317,7 @@ func TestDeadLetterAfterMaxAttemptsAndRedrive(t *testing.T) {
 	if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if k := keysUnder(t, "dlq"); len(k) != 0 {
+	if k := keysUnder(t, qname(t, "dlq")); len(k) != 0 {
 		t.Fatalf("keys left: %v", k)
 	}
 }
@@ -310,7 +327,7 @@ func TestDeadLetterAfterMaxAttemptsAndRedrive(t *testing.T) {
 // it out again.
 func TestDeadLetterWhenConsumersKeepDying(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "dlq-crash", queue.WithMaxAttempts(1))
+	q := queue.New(srv.Client(), qname(t, "dlq-crash"), queue.WithMaxAttempts(1))
 	id := enqueue(t, q, "crashes-workers")
 	s1 := newSession(t)
 	if m := claim(t, q, s1, 5*time.Second); m.ID != id {
@@ -326,14 +343,14 @@ func TestDeadLetterWhenConsumersKeepDying(t *testing.T) {
 	if err := q.Discard(ctxT(t, 5*time.Second), id); err != nil {
 		t.Fatal(err)
 	}
-	if k := keysUnder(t, "dlq-crash"); len(k) != 0 {
+	if k := keysUnder(t, qname(t, "dlq-crash")); len(k) != 0 {
 		t.Fatalf("keys left: %v", k)
 	}
 }
 
 func TestAckAfterLostClaim(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "lost")
+	q := queue.New(srv.Client(), qname(t, "lost"))
 	s1, s2 := newSession(t), newSession(t)
 	id := enqueue(t, q, "x")
 	m1 := claim(t, q, s1, 5*time.Second)
@@ -407,17 +424,17 @@ func TestAckAfterLostClaim(t *testing.T) {
 func TestPayloadLimits(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t, 20*time.Second)
-	q := queue.New(srv.Client(), "big")
+	q := queue.New(srv.Client(), qname(t, "big"))
 	if _, err := q.Enqueue(ctx, make([]byte, queue.DefaultMaxPayload+1)); !errors.Is(err, queue.ErrTooLarge) {
 		t.Fatalf("oversize payload: %v, want ErrTooLarge", err)
 	}
 	// A limit raised past the server's own: the server refuses, and the
 	// error is still ErrTooLarge.
-	loose := queue.New(srv.Client(), "big", queue.WithMaxPayload(4<<20))
+	loose := queue.New(srv.Client(), qname(t, "big"), queue.WithMaxPayload(4<<20))
 	if _, err := loose.Enqueue(ctx, make([]byte, 3<<19+1)); !errors.Is(err, queue.ErrTooLarge) {
 		t.Fatalf("payload over the server's limit: %v, want ErrTooLarge", err)
 	}
-	if k := keysUnder(t, "big"); len(k) != 0 {
+	if k := keysUnder(t, qname(t, "big")); len(k) != 0 {
 		t.Fatalf("rejected payloads left keys: %v", k)
 	}
 	// The largest accepted payload round-trips, and so does an empty one.
@@ -466,14 +483,14 @@ func TestBadInput(t *testing.T) {
 	if _, err := queue.New(nil, "x").Enqueue(ctx, nil); !errors.Is(err, queue.ErrInvalid) {
 		t.Errorf("nil client: %v", err)
 	}
-	if _, err := queue.New(srv.Client(), "x", queue.WithMaxAttempts(-1)).Len(ctx); !errors.Is(err, queue.ErrInvalid) {
+	if _, err := queue.New(srv.Client(), qname(t, "x"), queue.WithMaxAttempts(-1)).Len(ctx); !errors.Is(err, queue.ErrInvalid) {
 		t.Errorf("negative max attempts: %v", err)
 	}
-	if _, err := queue.New(srv.Client(), "x", queue.WithPrefix("")).Len(ctx); !errors.Is(err, queue.ErrInvalid) {
+	if _, err := queue.New(srv.Client(), qname(t, "x"), queue.WithPrefix("")).Len(ctx); !errors.Is(err, queue.ErrInvalid) {
 		t.Errorf("empty prefix: %v", err)
 	}
 
-	q := queue.New(srv.Client(), "bad-input")
+	q := queue.New(srv.Client(), qname(t, "bad-input"))
 	if _, err := q.Enqueue(ctx, []byte("x"), queue.WithDelay(-time.Second)); !errors.Is(err, queue.ErrInvalid) {
 		t.Errorf("negative delay: %v", err)
 	}
@@ -507,19 +524,17 @@ func TestBadInput(t *testing.T) {
 	if _, err := q.DeadLetter(ctx, "0000000000000001-0000000000000001"); !errors.Is(err, queue.ErrNotFound) {
 		t.Errorf("DeadLetter of an unknown id: %v, want ErrNotFound", err)
 	}
-	if k := keysUnder(t, "bad-input"); len(k) != 0 {
+	if k := keysUnder(t, qname(t, "bad-input")); len(k) != 0 {
 		t.Fatalf("bad input left keys: %v", k)
 	}
-	for _, k := range keysUnder(t, "") {
-		if !strings.HasPrefix(k, "coord/queue/") || strings.Contains(k, "/x/") {
-			t.Errorf("stray key %q", k)
-		}
+	if k := keysUnder(t, qname(t, "x")); len(k) != 0 {
+		t.Fatalf("bad options left keys: %v", k)
 	}
 }
 
 func TestIdempotencyKey(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "idem")
+	q := queue.New(srv.Client(), qname(t, "idem"))
 	s := newSession(t)
 	id1 := enqueue(t, q, "once", queue.WithIdempotencyKey("order/42"))
 	id2 := enqueue(t, q, "once", queue.WithIdempotencyKey("order/42"))
@@ -540,7 +555,7 @@ func TestIdempotencyKey(t *testing.T) {
 
 func TestCancelledClaimLeavesNothing(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "cancel")
+	q := queue.New(srv.Client(), qname(t, "cancel"))
 	s := newSession(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -557,7 +572,7 @@ func TestCancelledClaimLeavesNothing(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("cancelled Claim did not return within 5s")
 	}
-	if k := keysUnder(t, "cancel"); len(k) != 0 {
+	if k := keysUnder(t, qname(t, "cancel")); len(k) != 0 {
 		t.Fatalf("cancelled Claim left keys: %v", k)
 	}
 	// A Claim waiting when its session ends returns the session's error.
@@ -579,7 +594,7 @@ func TestCancelledClaimLeavesNothing(t *testing.T) {
 
 func TestStats(t *testing.T) {
 	t.Parallel()
-	q := queue.New(srv.Client(), "stats", queue.WithMaxAttempts(1))
+	q := queue.New(srv.Client(), qname(t, "stats"), queue.WithMaxAttempts(1))
 	s := newSession(t)
 	for i := range 4 {
 		enqueue(t, q, fmt.Sprint(i))
@@ -607,7 +622,7 @@ func TestStats(t *testing.T) {
 func TestThousandMessagesFourConsumersOneDies(t *testing.T) {
 	t.Parallel()
 	const total, consumers, held = 1000, 4, 5
-	q := queue.New(srv.Client(), "thousand")
+	q := queue.New(srv.Client(), qname(t, "thousand"))
 	ctx := ctxT(t, 50*time.Second)
 
 	var wg sync.WaitGroup
@@ -748,7 +763,7 @@ func TestThousandMessagesFourConsumersOneDies(t *testing.T) {
 func TestClaimPastAClaimedHead(t *testing.T) {
 	t.Parallel()
 	const total, held = 80, 75
-	q := queue.New(srv.Client(), "deep")
+	q := queue.New(srv.Client(), qname(t, "deep"))
 	for i := range total {
 		enqueue(t, q, fmt.Sprintf("%03d", i))
 	}
@@ -759,7 +774,7 @@ func TestClaimPastAClaimedHead(t *testing.T) {
 		}
 	}
 	// A second consumer, with a Queue value of its own.
-	qb := queue.New(srv.Client(), "deep")
+	qb := queue.New(srv.Client(), qname(t, "deep"))
 	b := newSession(t)
 	for i := held; i < total; i++ {
 		m := claim(t, qb, b, 5*time.Second)
@@ -784,7 +799,7 @@ func TestClaimPastAClaimedHead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if k := keysUnder(t, "deep"); len(k) != 0 {
+	if k := keysUnder(t, qname(t, "deep")); len(k) != 0 {
 		t.Fatalf("keys left: %v", k)
 	}
 }
