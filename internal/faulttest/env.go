@@ -1,7 +1,6 @@
 package faulttest
 
 import (
-	"context"
 	"fmt"
 	"math/rand"
 	"sort"
@@ -21,20 +20,42 @@ type Client struct {
 	P   etcdtest.Proxies
 	Cli *clientv3.Client
 
-	mu    sync.Mutex
-	stall chan struct{} // non-nil while the process is "paused"
+	mu      sync.Mutex
+	pending time.Duration // a pause to take at the next Stall
+	paused  chan struct{} // closed when that pause is over
 }
 
-// Stall blocks while the client is paused. Workloads call it at the
-// points where a real process pause (GC, SIGSTOP) would hurt most: right
-// before a fenced write.
-func (c *Client) Stall() {
+// Stall is where a workload's process can be paused: right after it
+// acquired something and right before its fenced write, the worst moment
+// for a GC pause or a SIGSTOP. A pause ordered with PauseAtNextStall is
+// taken here: the client's traffic is blackholed and the goroutine stops
+// for the pause's length. (Go cannot stop one goroutine's clock, so the
+// session's timers run on; what is paused is the application code, which
+// is exactly what fencing must protect against.)
+func (c *Client) Stall(e *Env) {
 	c.mu.Lock()
-	ch := c.stall
+	d, done := c.pending, c.paused
+	c.pending = 0
 	c.mu.Unlock()
-	if ch != nil {
-		<-ch
+	if d == 0 {
+		return
 	}
+	call := time.Now()
+	c.P.Blackhole()
+	time.Sleep(d)
+	c.P.Restore()
+	e.Hist.Add(Op{Client: c.ID, Kind: "nemesis", Op: "pause", Call: call, Return: time.Now()})
+	close(done)
+}
+
+// PauseAtNextStall orders a pause of d at the client's next Stall and
+// returns a channel closed when the pause is over.
+func (c *Client) PauseAtNextStall(d time.Duration) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = d
+	c.paused = make(chan struct{})
+	return c.paused
 }
 
 // Env is one scenario's world.
@@ -59,29 +80,6 @@ func (e *Env) Rand(n int) int {
 	e.rmu.Lock()
 	defer e.rmu.Unlock()
 	return e.rand.Intn(n)
-}
-
-// Pause stalls client c for d with its traffic blackholed, as a process
-// stopped by SIGSTOP or a long GC pause would be. Its session's own timers
-// keep running (Go cannot stop one goroutine's clock), so Pause is paired
-// with workloads that do not look at Done between Stall and their fenced
-// write: exactly the case fencing exists for.
-func (e *Env) Pause(ctx context.Context, c *Client, d time.Duration) time.Time {
-	ch := make(chan struct{})
-	c.mu.Lock()
-	c.stall = ch
-	c.mu.Unlock()
-	c.P.Blackhole()
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
-	}
-	c.P.Restore()
-	c.mu.Lock()
-	c.stall = nil
-	c.mu.Unlock()
-	close(ch)
-	return time.Now()
 }
 
 // Op is one recorded operation.

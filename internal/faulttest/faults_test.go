@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,11 +73,13 @@ var scenarios = []scenario{
 	{"baseline", func(ctx context.Context, e *Env, w *world) {}},
 	{"pause-past-ttl", func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
-			c := w.holdingClient(e)
+			c := e.Clients[e.Rand(nClients)]
 			e.Stats.Fault("pause")
-			call := time.Now()
-			e.Pause(ctx, c, ttl*3/2+500*time.Millisecond)
-			e.Hist.Add(Op{Client: c.ID, Kind: "nemesis", Op: "pause", Call: call, Return: time.Now()})
+			select {
+			case <-c.PauseAtNextStall(ttl*3/2 + 500*time.Millisecond):
+			case <-ctx.Done():
+				c.PauseAtNextStall(0)
+			}
 			pause(ctx, 300*time.Millisecond)
 		}
 	}},
@@ -211,90 +214,165 @@ func (h *mutexHolder) release(ctx context.Context) error { return h.m.Unlock(ctx
 
 func TestFaults(t *testing.T) {
 	cluster := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
-	admin := cluster.Client()
 	var summary []string
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			seed := seedFor(sc.name)
-			e := &Env{T: t, Cluster: cluster, Admin: admin, Root: fmt.Sprintf("faults-%d-%s/", i, sc.name),
-				TTL: ttl, Seed: seed, Hist: &History{}, Stats: newStats(), rand: rand.New(rand.NewSource(seed))}
-			for c := 0; c < nClients; c++ {
-				ps := etcdtest.NewProxies(t, cluster.Endpoints())
-				cli, err := cluster.NewClient(ps.Endpoints())
-				if err != nil {
-					t.Fatal(err)
-				}
-				e.Clients = append(e.Clients, &Client{ID: c, P: ps, Cli: cli})
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			start, err := admin.Get(ctx, "rev-probe")
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.Log = StartLog(admin, e.Root, start.Header.Revision+1)
-			defer e.Log.Stop()
-
-			w := &world{}
-			for c := 0; c < nClients; c++ {
-				w.holding = append(w.holding, &atomic.Int32{})
-			}
-			specs := holdSpecs(e.Root)
-			runCtx, stopRun := context.WithTimeout(context.Background(), duration())
-			defer stopRun()
-			var wg sync.WaitGroup
-			for _, spec := range specs {
-				for _, c := range e.Clients {
-					wg.Add(1)
-					go func() { defer wg.Done(); runHolds(runCtx, e, c, spec, w.holding[c.ID]) }()
-				}
-			}
-			nemDone := make(chan struct{})
-			go func() { defer close(nemDone); sc.nemesis(runCtx, e, w) }()
-			<-nemDone
-			<-runCtx.Done()
-			// Heal everything, then let the workloads wind down.
-			for _, c := range e.Clients {
-				c.P.Restore()
-			}
-			for m := 0; m < cluster.Size(); m++ {
-				cluster.HealPeers(m)
-				if !cluster.Running(m) {
-					if err := cluster.Restart(m); err != nil {
-						t.Fatalf("restart member %d: %v", m, err)
-					}
-				}
-			}
-			waited := make(chan struct{})
-			go func() { wg.Wait(); close(waited) }()
-			select {
-			case <-waited:
-			case <-time.After(30 * time.Second):
-				e.Stats.Violation("workloads did not stop within 30s of their context ending")
-			}
-			end, err := admin.Get(ctx, "rev-probe")
-			if err == nil {
-				e.Log.Sync(ctx, end.Header.Revision)
-			}
-			for _, spec := range specs {
-				checkHolds(e, spec, []string{"w", "r"}, nil)
-			}
-			if !e.Log.Complete() {
-				t.Logf("note: the event log lost history (compaction after a reconnect); revision-order checks were skipped")
-			}
-			e.Stats.Ops = len(e.Hist.Ops())
-			line := fmt.Sprintf("%-38s seed=%d %s", sc.name, seed, e.Stats)
+			root := fmt.Sprintf("faults-%d-%s/", i, sc.name)
+			st := runScenario(t, cluster, sc, root, holdSpecs(root))
+			line := fmt.Sprintf("%-36s %s", sc.name, st)
 			summary = append(summary, line)
-			t.Log(line)
-			if len(e.Stats.Violations) > 0 {
-				for _, v := range e.Stats.Violations {
+			if len(st.Violations) > 0 {
+				for _, v := range st.Violations {
 					t.Errorf("violation: %s", v)
 				}
-				t.Logf("seed %d; history:\n%s", seed, e.Hist.Dump())
 			}
 		})
 	}
 	for _, l := range summary {
 		t.Log(l)
 	}
+}
+
+// TestBrokenVariantsAreCaught proves the suite can fail: a lock that
+// skips waiting for its turn, and a holder that writes without its
+// fencing guard, must both be caught.
+func TestBrokenVariantsAreCaught(t *testing.T) {
+	cluster := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
+	for _, v := range []struct {
+		name string
+		sc   scenario
+		spec func(root string) holdSpec
+	}{
+		{"lock-that-does-not-wait", scenarios[0], func(root string) holdSpec {
+			sp, _ := keys.New(root, keys.KindLock, "job")
+			return holdSpec{kind: "lock", name: "job", space: sp, exclusive: true,
+				make: func(s *session.Session) holder { return &noWaitHolder{s: s, sp: sp} }}
+		}},
+		{"unfenced-writes", scenarios[1], func(root string) holdSpec {
+			spec := holdSpecs(root)[0]
+			inner := spec.make
+			spec.make = func(s *session.Session) holder { return unfenced{inner(s)} }
+			return spec
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			root := "broken-" + v.name + "/"
+			st := runScenario(t, cluster, v.sc, root, []holdSpec{v.spec(root)})
+			if len(st.Violations) == 0 {
+				t.Fatalf("the suite did not catch a broken %s", v.name)
+			}
+			t.Logf("caught %s: %d violations, e.g. %s", v.name, len(st.Violations), st.Violations[0])
+		})
+	}
+}
+
+// noWaitHolder "locks" by putting its key and returning at once, as a
+// lock that skipped its post-wait ownership check would.
+type noWaitHolder struct {
+	s   *session.Session
+	sp  keys.Space
+	key string
+	rev int64
+}
+
+func (h *noWaitHolder) acquire(ctx context.Context) (int64, error) {
+	h.key = h.sp.Key("w", h.s.NextID())
+	resp, err := h.s.Client().Put(ctx, h.key, "", clientv3.WithLease(h.s.Lease()))
+	if err != nil {
+		return 0, err
+	}
+	h.rev = resp.Header.Revision
+	return h.rev, nil
+}
+func (h *noWaitHolder) guard() []clientv3.Cmp {
+	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(h.key), "=", h.rev)}
+}
+func (h *noWaitHolder) done() <-chan struct{} { return h.s.Done() }
+func (h *noWaitHolder) release(ctx context.Context) error {
+	_, err := h.s.Client().Delete(ctx, h.key)
+	return err
+}
+
+// unfenced holds a real lock but writes without its guard.
+type unfenced struct{ holder }
+
+func (unfenced) guard() []clientv3.Cmp { return nil }
+
+// runScenario runs the hold workloads of specs on nClients clients under
+// the scenario's faults and checks every invariant; it returns the stats.
+func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root string, specs []holdSpec) *Stats {
+	admin := cluster.Client()
+	seed := seedFor(sc.name)
+	e := &Env{T: t, Cluster: cluster, Admin: admin, Root: root,
+		TTL: ttl, Seed: seed, Hist: &History{}, Stats: newStats(), rand: rand.New(rand.NewSource(seed))}
+	for c := 0; c < nClients; c++ {
+		ps := etcdtest.NewProxies(t, cluster.Endpoints())
+		cli, err := cluster.NewClient(ps.Endpoints())
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Clients = append(e.Clients, &Client{ID: c, P: ps, Cli: cli})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start, err := admin.Get(ctx, "rev-probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Log = StartLog(admin, e.Root, start.Header.Revision+1)
+	defer e.Log.Stop()
+
+	w := &world{}
+	for c := 0; c < nClients; c++ {
+		w.holding = append(w.holding, &atomic.Int32{})
+	}
+	runCtx, stopRun := context.WithTimeout(context.Background(), duration())
+	defer stopRun()
+	var wg sync.WaitGroup
+	for _, spec := range specs {
+		for _, c := range e.Clients {
+			wg.Add(1)
+			go func() { defer wg.Done(); runHolds(runCtx, e, c, spec, w.holding[c.ID]) }()
+		}
+	}
+	nemDone := make(chan struct{})
+	go func() { defer close(nemDone); sc.nemesis(runCtx, e, w) }()
+	<-nemDone
+	<-runCtx.Done()
+	// Heal everything, then let the workloads wind down.
+	for _, c := range e.Clients {
+		c.P.Restore()
+	}
+	for m := 0; m < cluster.Size(); m++ {
+		cluster.HealPeers(m)
+		if !cluster.Running(m) {
+			if err := cluster.Restart(m); err != nil {
+				t.Fatalf("restart member %d: %v", m, err)
+			}
+		}
+	}
+	waited := make(chan struct{})
+	go func() { wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		e.Stats.Violation("workloads did not stop within 30s of their context ending")
+	}
+	if end, err := admin.Get(ctx, "rev-probe"); err == nil {
+		e.Log.Sync(ctx, end.Header.Revision)
+	}
+	for _, spec := range specs {
+		checkHolds(e, spec, []string{"w", "r"}, nil)
+	}
+	checkPartitions(e)
+	figurePauses(e)
+	if !e.Log.Complete() {
+		t.Logf("note: the event log lost history (compaction after a reconnect); revision-order checks were skipped")
+	}
+	e.Stats.Ops = len(e.Hist.Ops())
+	t.Logf("seed=%d %s", seed, e.Stats)
+	if len(e.Stats.Violations) > 0 && !strings.HasPrefix(root, "broken-") {
+		t.Logf("seed %d; history:\n%s", seed, e.Hist.Dump())
+	}
+	return e.Stats
 }

@@ -89,7 +89,7 @@ func holdLoop(ctx context.Context, e *Env, c *Client, s *session.Session, spec h
 		}()
 
 		// A paused process resumes here, not knowing it was paused.
-		c.Stall()
+		c.Stall(e)
 		e.fencedWrite(ctx, c, spec, tok, h.guard())
 		pause(ctx, time.Duration(e.Rand(20))*time.Millisecond)
 		if e.Rand(4) == 0 {
@@ -99,6 +99,7 @@ func holdLoop(ctx context.Context, e *Env, c *Client, s *session.Session, spec h
 		holding.Add(-1)
 		// Release is safe to retry, and an application would retry it
 		// until it succeeds or the session (and so the key) is gone.
+		relCall := time.Now()
 		for try := 0; ; try++ {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			err = h.release(rctx)
@@ -107,7 +108,7 @@ func holdLoop(ctx context.Context, e *Env, c *Client, s *session.Session, spec h
 				break
 			}
 		}
-		rop := Op{Client: c.ID, Kind: spec.kind, Name: spec.name, Op: "release", Call: time.Now(), Return: time.Now(), Token: tok, Outcome: "ok"}
+		rop := Op{Client: c.ID, Kind: spec.kind, Name: spec.name, Op: "release", Call: relCall, Return: time.Now(), Token: tok, Outcome: "ok"}
 		if err != nil {
 			rop.Outcome, rop.Detail = "fail", err.Error()
 		}

@@ -1,0 +1,94 @@
+package faulttest
+
+import (
+	"strings"
+	"time"
+)
+
+// checkPartitions checks what the partition scenario promises:
+//   - a client cut off for half its TTL keeps what it holds (its sessions
+//     do not report a loss during or right after the cut);
+//   - a client cut off for 1.5 TTL loses what it held and says so: every
+//     hold it had when the cut began, and did not release, reports a loss
+//     by the end of the cut.
+func checkPartitions(e *Env) {
+	ops := e.Hist.Ops()
+	for _, n := range ops {
+		if n.Kind != "nemesis" || !strings.HasPrefix(n.Op, "blackhole") {
+			continue
+		}
+		switch n.Op {
+		case "blackhole-short":
+			for _, o := range ops {
+				if o.Client == n.Client && o.Op == "lost" && strings.Contains(o.Detail, "not renewed in time") &&
+					!o.Return.Before(n.Call) && o.Return.Before(n.Return.Add(300*time.Millisecond)) {
+					e.Stats.Violation("client %d lost %s/%s token %d during a partition of only half its TTL (%s..%s)",
+						n.Client, o.Kind, o.Name, o.Token, n.Call.Format("15:04:05.000"), n.Return.Format("15:04:05.000"))
+				}
+			}
+		case "blackhole-long":
+			for _, a := range ops {
+				if a.Client != n.Client || a.Op != "acquire" || a.Outcome != "ok" || !a.Return.Before(n.Call) {
+					continue
+				}
+				ended := false
+				for _, o := range ops {
+					if o.Client == a.Client && o.Kind == a.Kind && o.Name == a.Name && o.Token == a.Token &&
+						(o.Op == "lost" || o.Op == "release") && o.Return.Before(n.Call) {
+						ended = true
+					}
+				}
+				if ended {
+					continue
+				}
+				reported := false
+				for _, o := range ops {
+					if o.Client == a.Client && o.Kind == a.Kind && o.Name == a.Name && o.Token == a.Token && o.Op == "lost" &&
+						!o.Return.After(n.Return.Add(time.Second)) {
+						reported = true
+					}
+				}
+				// A hold the application let go of during the cut (it called
+				// Unlock, which may hang until the network heals) needs no
+				// loss report: nobody relies on it any more.
+				for _, o := range ops {
+					if o.Client == a.Client && o.Kind == a.Kind && o.Name == a.Name && o.Token == a.Token && o.Op == "release" && o.Call.Before(n.Return) {
+						reported = true
+					}
+				}
+				if !reported {
+					e.Stats.Violation("client %d held %s/%s token %d through a partition of 1.5 TTL without reporting the loss", n.Client, a.Kind, a.Name, a.Token)
+				} else {
+					e.Stats.Figure("long partition: holds lost and reported", 0)
+				}
+			}
+		}
+	}
+}
+
+// figurePauses measures what no invariant can forbid: how long a paused
+// holder went on believing it held after etcd had already taken its key
+// away (from the deletion in etcd's log to its first write after it
+// resumed, which its fencing then rejected).
+func figurePauses(e *Env) {
+	ops := e.Hist.Ops()
+	for _, n := range ops {
+		if n.Kind != "nemesis" || n.Op != "pause" {
+			continue
+		}
+		for _, w := range ops {
+			if w.Client != n.Client || w.Op != "write" || w.Call.Before(n.Return.Add(-50*time.Millisecond)) || w.Call.After(n.Return.Add(time.Second)) {
+				continue
+			}
+			seen, _ := e.Log.DeletedAt(w.Token)
+			if seen.IsZero() || seen.After(w.Call) {
+				continue
+			}
+			e.Stats.Figure("paused holder believed it held after losing it", w.Call.Sub(seen))
+			if w.Outcome == "ok" {
+				e.Stats.Violation("client %d's fenced write with token %d was accepted after its key was deleted", w.Client, w.Token)
+			}
+			break
+		}
+	}
+}
