@@ -138,13 +138,14 @@ func weight(v []byte) int64 {
 	return w
 }
 
-// abandon deletes a request's key after a failed or cancelled Acquire,
-// with its own timeout, so a caller's cancelled ctx leaves nothing behind.
+// abandon deletes a request's key after a failed or cancelled Acquire.
+// Session.Retire uses its own timeout, so a caller's cancelled ctx leaves
+// nothing behind, and keeps trying in the background while etcd is
+// unreachable, so an abandoned request never holds up the line for longer
+// than etcd itself is down.
 func (s *Semaphore) abandon(ctx context.Context, key string) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	if _, err := s.s.Client().Delete(dctx, key); err != nil {
-		s.s.Logger().Debug("coord semaphore: delete abandoned request", "name", s.name, "key", key, "err", err)
+	if err := s.s.Retire(ctx, key); err != nil {
+		s.s.Logger().Debug("coord semaphore: delete of abandoned request deferred", "name", s.name, "key", key, "err", err)
 	}
 }
 
