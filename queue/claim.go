@@ -31,6 +31,7 @@ type candidate struct {
 // the first window of each part, and when the next delayed message is due.
 type view struct {
 	rev     int64
+	now     int64 // unix ns: messages due by then are in the view
 	cands   []candidate
 	nextDue int64 // unix ns of the earliest message not yet due, 0 if none
 	// more[i] says part i (ready, timed) has more messages past a window
@@ -73,11 +74,13 @@ func (q *Queue) windowOps(now int64, fromR, fromT, endR string) []clientv3.Op {
 }
 
 // headOps reads the head of the queue, bounded by the horizon.
-func (q *Queue) headOps() ([]clientv3.Op, bool) {
+// It also returns the time it took as "now" for due messages.
+func (q *Queue) headOps() ([]clientv3.Op, bool, int64) {
 	q.mu.Lock()
 	end := q.horizon
 	q.mu.Unlock()
-	return q.windowOps(time.Now().UnixNano(), q.sp.Part(partReady), q.sp.Part(partTimed), end), end != ""
+	now := time.Now().UnixNano()
+	return q.windowOps(now, q.sp.Part(partReady), q.sp.Part(partTimed), end), end != "", now
 }
 
 // observe moves the horizon after a read of the head: past the last ready
@@ -97,8 +100,8 @@ func (q *Queue) observe(v *view, bounded bool) {
 func (q *Queue) claimPrefix(part string) string { return q.sp.Part(partClaim) + part + "/" }
 
 // parseView builds a view from the responses of windowOps.
-func (q *Queue) parseView(rev int64, rs []*pb.ResponseOp) *view {
-	v := &view{rev: rev}
+func (q *Queue) parseView(rev, now int64, rs []*pb.ResponseOp) *view {
+	v := &view{rev: rev, now: now}
 	parts := [2]string{partReady, partTimed}
 	for i, part := range parts {
 		msgs, claims := rs[2*i].GetResponseRange(), rs[2*i+1].GetResponseRange()
@@ -152,20 +155,21 @@ func (q *Queue) parseView(rev int64, rs []*pb.ResponseOp) *view {
 // read returns a view with candidates, paging past a head that is all
 // claimed, or the first page when there are none.
 func (q *Queue) read(ctx context.Context) (*view, error) {
-	ops, bounded := q.headOps()
+	ops, bounded, now := q.headOps()
 	var first *view
 	for {
 		resp, err := q.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
 			return nil, err
 		}
-		v := q.parseView(resp.Header.Revision, resp.Responses)
+		v := q.parseView(resp.Header.Revision, now, resp.Responses)
 		if first == nil {
 			q.observe(v, bounded)
 			if len(v.cands) == 0 && bounded {
 				// Nothing free below the horizon: look at the whole
 				// part before calling the queue empty.
-				ops = q.windowOps(time.Now().UnixNano(), q.sp.Part(partReady), q.sp.Part(partTimed), "")
+				now = time.Now().UnixNano()
+				ops = q.windowOps(now, q.sp.Part(partReady), q.sp.Part(partTimed), "")
 				bounded = false
 				continue
 			}
@@ -188,7 +192,8 @@ func (q *Queue) read(ctx context.Context) (*view, error) {
 		if v.lastKey[1] != "" {
 			fromT = v.lastKey[1] + "\x00"
 		}
-		ops = q.windowOps(time.Now().UnixNano(), fromR, fromT, "")
+		now = time.Now().UnixNano()
+		ops = q.windowOps(now, fromR, fromT, "")
 	}
 }
 
@@ -251,8 +256,10 @@ func (q *Queue) contended(lost bool) {
 // lives (or until Ack or Nack) no other consumer gets the message. If s
 // ends first, the message becomes claimable again and its Attempt grows.
 //
-// A claim is one read and one Txn; losing a race costs one more Txn,
-// which brings back a fresh read. Claim returns ctx's error when ctx
+// A claim is one read and one Txn, or just the Txn when this Queue's
+// previous Ack already read the head; losing a race costs one more Txn,
+// which brings back a fresh read. Consumers that keep racing spread over
+// the first few ready messages (see the package doc). Claim returns ctx's error when ctx
 // ends, an error wrapping session.ErrExpired or session.ErrClosed when s
 // ends, and ErrInvalid for a nil session. A cancelled Claim leaves no
 // claim behind.
@@ -289,14 +296,14 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 			continue
 		}
 		c := q.pick(v.cands)
-		m, fresh, err := q.try(ctx, s, c, v.rev)
+		m, fresh, raced, err := q.try(ctx, s, c, v)
 		if err != nil {
 			return nil, q.claimErr(ctx, s, err)
 		}
-		if m == nil || first {
-			q.contended(m == nil)
+		if raced || (m != nil && first) {
+			q.contended(raced)
 		}
-		first = false
+		first = first && !raced
 		if m == nil {
 			v = fresh
 			continue
@@ -319,14 +326,15 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 	}
 }
 
-// try claims c, seen in a view read at revision rev, in one Txn. When it
-// loses the race it returns the fresh view the same Txn read instead.
+// try claims c, seen in view v, in one Txn. When that fails it returns
+// the fresh view the same Txn read instead, and whether it lost a race
+// with another consumer (rather than to a newer message in front).
 //
 // Besides "not claimed" and "unchanged", the Txn checks that no message
 // that would come before c was created after rev: so a view that is not
 // the latest (one kept from an Ack) can never make a consumer skip a
 // newer message of better priority.
-func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, rev int64) (*Message, *view, error) {
+func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, v *view) (*Message, *view, bool, error) {
 	ck := q.claimPrefix(c.part) + c.suffix
 	id := c.ord.id
 	ak := q.sp.Key(partAttempt, id)
@@ -339,14 +347,21 @@ func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, rev in
 		readyBefore = c.key
 	}
 	timedBefore := t + encodeTime(c.ord.ready)
-	head, bounded := q.headOps()
+	head, bounded, now := q.headOps()
+	guards := []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(c.key), "=", c.mod),
+		clientv3.Compare(clientv3.CreateRevision(r), "<", v.rev+1).WithRange(readyBefore),
+		clientv3.Compare(clientv3.CreateRevision(t), "<", v.rev+1).WithRange(timedBefore),
+	}
+	if now > v.now {
+		// And no delayed message became due since the view was read: it
+		// may have a better priority than c. (An empty range compares as
+		// a missing key, create revision 0.)
+		guards = append(guards, clientv3.Compare(clientv3.CreateRevision(t+encodeTime(v.now+1)), "=", 0).WithRange(t+encodeTime(now+1)))
+	}
 	resp, err := q.cli.Txn(ctx).
-		If(
-			clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
-			clientv3.Compare(clientv3.ModRevision(c.key), "=", c.mod),
-			clientv3.Compare(clientv3.CreateRevision(r), "<", rev+1).WithRange(readyBefore),
-			clientv3.Compare(clientv3.CreateRevision(t), "<", rev+1).WithRange(timedBefore),
-		).
+		If(guards...).
 		Then(
 			clientv3.OpPut(ck, fmt.Sprintf("%016x", int64(s.Lease())), clientv3.WithLease(s.Lease())),
 			// Each claim bumps the attempt key's Version: the attempt
@@ -356,32 +371,36 @@ func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, rev in
 			clientv3.OpGet(c.key),
 			clientv3.OpGet(ak, clientv3.WithKeysOnly()),
 		).
-		Else(head...).
+		Else(append(head, clientv3.OpGet(ck, clientv3.WithKeysOnly()), clientv3.OpGet(c.key, clientv3.WithKeysOnly()))...).
 		Commit()
 	if err != nil {
 		// The Txn may have been applied: drop a claim that nobody will
 		// ever Ack, or the message stays hidden until s ends.
 		q.dropClaim(ctx, s, ck)
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if !resp.Succeeded {
-		v := q.parseView(resp.Header.Revision, resp.Responses)
-		q.observe(v, bounded)
-		if len(v.cands) == 0 {
-			v = nil // all claimed or empty: let read page on or wait
+		fresh := q.parseView(resp.Header.Revision, now, resp.Responses)
+		q.observe(fresh, bounded)
+		n := len(resp.Responses)
+		claimed := len(resp.Responses[n-2].GetResponseRange().Kvs) > 0
+		msg := resp.Responses[n-1].GetResponseRange().Kvs
+		raced := claimed || len(msg) == 0 || msg[0].ModRevision != c.mod
+		if len(fresh.cands) == 0 {
+			fresh = nil // all claimed or empty: let read page on or wait
 		}
-		return nil, v, nil
+		return nil, fresh, raced, nil
 	}
 	msgKV := resp.Responses[2].GetResponseRange().Kvs
 	attKV := resp.Responses[3].GetResponseRange().Kvs
 	if len(msgKV) == 0 || len(attKV) == 0 {
 		q.dropClaim(ctx, s, ck)
-		return nil, nil, fmt.Errorf("queue %q: message %s vanished inside its claim Txn", q.sp.Name(), id)
+		return nil, nil, false, fmt.Errorf("queue %q: message %s vanished inside its claim Txn", q.sp.Name(), id)
 	}
 	rec, err := decodeRecord(msgKV[0].Value)
 	if err != nil {
 		q.dropClaim(ctx, s, ck)
-		return nil, nil, fmt.Errorf("queue %q: message %s: %w", q.sp.Name(), id, err)
+		return nil, nil, false, fmt.Errorf("queue %q: message %s: %w", q.sp.Name(), id, err)
 	}
 	m := &Message{
 		ID:         id,
@@ -398,7 +417,7 @@ func (q *Queue) try(ctx context.Context, s *session.Session, c candidate, rev in
 		rev:        resp.Header.Revision,
 		claimedAt:  time.Now(),
 	}
-	return m, nil, nil
+	return m, nil, false, nil
 }
 
 // dropClaim deletes a claim key this session may have just made, with a

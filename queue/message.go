@@ -95,7 +95,7 @@ func (m *Message) finish(err error) {
 // gone; ErrFinished when the message was settled already. A network error
 // leaves the message unsettled, so the call can be retried.
 // With reads, the Txn also reads the head of the queue for the next Claim.
-func (m *Message) settle(ctx context.Context, what string, reads []clientv3.Op, bounded bool, ops ...clientv3.Op) error {
+func (m *Message) settle(ctx context.Context, what string, reads []clientv3.Op, bounded bool, now int64, ops ...clientv3.Op) error {
 	if m.finished {
 		return fmt.Errorf("queue %q: message %s: %w", m.q.sp.Name(), m.ID, ErrFinished)
 	}
@@ -110,7 +110,7 @@ func (m *Message) settle(ctx context.Context, what string, reads []clientv3.Op, 
 	}
 	m.finish(nil)
 	if len(reads) > 0 {
-		v := m.q.parseView(resp.Header.Revision, resp.Responses[len(ops):])
+		v := m.q.parseView(resp.Header.Revision, now, resp.Responses[len(ops):])
 		m.q.observe(v, bounded)
 		m.q.keep(v)
 	}
@@ -130,8 +130,8 @@ func (m *Message) Ack(ctx context.Context) error {
 	}
 	// The same Txn reads the head of the queue for this consumer's next
 	// Claim, which then needs no read of its own.
-	reads, bounded := m.q.headOps()
-	if err := m.settle(ctx, "ack", reads, bounded, ops...); err != nil {
+	reads, bounded, now := m.q.headOps()
+	if err := m.settle(ctx, "ack", reads, bounded, now, ops...); err != nil {
 		return err
 	}
 	name, mt := m.q.sp.Name(), m.s.Metrics()
@@ -161,7 +161,7 @@ func (m *Message) Nack(ctx context.Context, delay time.Duration) error {
 		// must not make the Nack fail.
 		nk = m.q.sp.Key(partTimed, encodeTime(due+1)+"-"+encodePriority(m.Priority)+"-"+m.ID)
 	}
-	if err := m.settle(ctx, "nack", nil, false, clientv3.OpDelete(m.key), clientv3.OpPut(nk, string(m.rec.encode())), clientv3.OpDelete(m.claimKey)); err != nil {
+	if err := m.settle(ctx, "nack", nil, false, 0, clientv3.OpDelete(m.key), clientv3.OpPut(nk, string(m.rec.encode())), clientv3.OpDelete(m.claimKey)); err != nil {
 		return err
 	}
 	m.s.Metrics().QueueEvent(m.q.sp.Name(), metrics.QueueNacked)
@@ -179,7 +179,7 @@ func (m *Message) bury(ctx context.Context, attempts int) error {
 func (m *Message) buryLocked(ctx context.Context, attempts int) error {
 	rec := m.rec
 	rec.attempts = attempts
-	err := m.settle(ctx, "dead-letter", nil, false,
+	err := m.settle(ctx, "dead-letter", nil, false, 0,
 		clientv3.OpDelete(m.key), clientv3.OpDelete(m.claimKey), clientv3.OpDelete(m.attemptKey),
 		clientv3.OpPut(m.q.sp.Key(partDead, m.ID), string(rec.encode())))
 	if err != nil {

@@ -803,3 +803,39 @@ func TestClaimPastAClaimedHead(t *testing.T) {
 		t.Fatalf("keys left: %v", k)
 	}
 }
+
+// An Ack reads the head for the consumer's next Claim. That view must
+// never make the Claim skip a better-priority message that arrived, or
+// became due, after the Ack.
+func TestClaimAfterAckSeesNewerBetterMessages(t *testing.T) {
+	t.Parallel()
+	q := queue.New(srv.Client(), qname(t, "kept-view"))
+	producer := queue.New(srv.Client(), qname(t, "kept-view"))
+	s := newSession(t)
+	enqueue(t, q, "a", queue.WithPriority(5))
+	enqueue(t, q, "b", queue.WithPriority(5))
+	enqueue(t, q, "due-soon", queue.WithPriority(-1), queue.WithDelay(300*time.Millisecond))
+
+	ackFirst := func(want string) {
+		t.Helper()
+		m := claim(t, q, s, 5*time.Second)
+		if string(m.Payload) != want {
+			t.Fatalf("claimed %q, want %q", m.Payload, want)
+		}
+		if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ackFirst("a") // the Ack's view now offers "b"
+	enqueue(t, producer, "urgent", queue.WithPriority(0))
+	ackFirst("urgent") // the Ack's view offers "b"; "due-soon" is not due yet
+	deadline := time.Now().Add(5 * time.Second)
+	for stats(t, q).Delayed != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("delayed message not due within 5s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
+	}
+	ackFirst("due-soon")
+	ackFirst("b")
+}
