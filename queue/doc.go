@@ -19,6 +19,19 @@
 // order is then approximate, as it is anyway once work runs in parallel.
 // Delays use the producer's and consumers' clocks.
 //
+// # Cost
+//
+// Enqueue is one Put. Claim is one Txn when the consumer's previous Ack
+// already read the head of the queue (that Txn does), else one read and
+// one Txn; Ack is one Txn. A consumer waiting on an empty queue holds
+// three watches and re-reads the head when a message arrives, a claim is
+// released, or (a known cost) another consumer acks.
+//
+// etcd keeps deleted keys in its index until the history is compacted,
+// and every read of the head walks the acked messages in front of it. Run
+// etcd with auto-compaction (--auto-compaction-retention), as Kubernetes
+// does, or a busy queue slows down between compactions.
+//
 // # Safety
 //
 // Message payloads are never attached to a lease, so nothing but an Ack
