@@ -168,8 +168,11 @@ func (c *core) enqueue(ctx context.Context, entries []entry, try bool) (queued, 
 	var cmps []clientv3.Cmp
 	var pairs []pair
 	seen := map[string]bool{}
+	// The value records when the request was made, for operators reading
+	// the keys (`coord status`, etcdctl): "waiting since", "queued at".
+	since := time.Now().UTC().Format(time.RFC3339Nano)
 	for _, e := range entries {
-		puts = append(puts, clientv3.OpPut(e.key, "", clientv3.WithLease(c.s.Lease())))
+		puts = append(puts, clientv3.OpPut(e.key, since, clientv3.WithLease(c.s.Lease())))
 		for _, l := range e.lines {
 			pairs = append(pairs, pair{e.key, l})
 			gets = append(gets, clientv3.OpGet(l, rangeOf(l),
