@@ -282,15 +282,38 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 	defer mt.Waiting(keys.KindQueue, name, -1)
 	v := q.cached()
 	first := true
+	backoff := 10 * time.Millisecond
+	// retry says whether err (no leader, a failover, a lost connection)
+	// is worth another round, after a pause.
+	retry := func(err error) bool {
+		if !wait.Transient(err) || ctx.Err() != nil || s.Err() != nil {
+			return false
+		}
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		case <-s.Done():
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+		return true
+	}
 	for {
 		var err error
 		if v == nil {
 			if v, err = q.read(ctx); err != nil {
+				if retry(err) {
+					continue
+				}
 				return nil, q.claimErr(ctx, s, err)
 			}
 		}
 		if len(v.cands) == 0 {
 			if v, err = q.await(ctx, s, v); err != nil {
+				if retry(err) {
+					continue
+				}
 				return nil, q.claimErr(ctx, s, err)
 			}
 			continue
@@ -298,6 +321,10 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 		c := q.pick(v.cands)
 		m, fresh, raced, err := q.try(ctx, s, c, v)
 		if err != nil {
+			if retry(err) {
+				v = nil
+				continue
+			}
 			return nil, q.claimErr(ctx, s, err)
 		}
 		if raced || (m != nil && first) {

@@ -40,6 +40,7 @@ type Message struct {
 
 	mu       sync.Mutex
 	finished bool
+	unsure   string // the settle whose Txn may or may not have applied
 	endErr   error
 	hold     *wait.Hold
 	closed   chan struct{} // Done after the message was settled
@@ -93,7 +94,8 @@ func (m *Message) finish(err error) {
 
 // settle runs one Txn fenced on the claim. ErrClaimLost when the claim is
 // gone; ErrFinished when the message was settled already. A network error
-// leaves the message unsettled, so the call can be retried.
+// leaves the message unsettled, so the call can be retried, and a retry
+// of an attempt that was in fact applied reports success.
 // With reads, the Txn also reads the head of the queue for the next Claim.
 func (m *Message) settle(ctx context.Context, what string, reads []clientv3.Op, bounded bool, now int64, ops ...clientv3.Op) error {
 	if m.finished {
@@ -101,7 +103,15 @@ func (m *Message) settle(ctx context.Context, what string, reads []clientv3.Op, 
 	}
 	resp, err := m.q.cli.Txn(ctx).If(m.IsOwner()).Then(append(ops, reads...)...).Commit()
 	if err != nil {
+		m.unsure = what
 		return fmt.Errorf("queue %q: %s message %s: %w", m.q.sp.Name(), what, m.ID, err)
+	}
+	if !resp.Succeeded && m.unsure == what && m.leaseAlive(ctx) {
+		// The claim key is gone but the lease it was on lives, so only
+		// this consumer's own earlier attempt, whose answer was lost,
+		// can have deleted it: that attempt was applied.
+		m.finish(nil)
+		return nil
 	}
 	if !resp.Succeeded {
 		err := fmt.Errorf("queue %q: %s message %s: %w", m.q.sp.Name(), what, m.ID, ErrClaimLost)
@@ -115,6 +125,12 @@ func (m *Message) settle(ctx context.Context, what string, reads []clientv3.Op, 
 		m.q.keep(v)
 	}
 	return nil
+}
+
+// leaseAlive asks the server whether the consumer's lease still exists.
+func (m *Message) leaseAlive(ctx context.Context) bool {
+	resp, err := m.q.cli.TimeToLive(ctx, m.s.Lease())
+	return err == nil && resp.TTL > 0
 }
 
 // Ack removes the message for good, in one Txn that succeeds only while

@@ -839,3 +839,75 @@ func TestClaimAfterAckSeesNewerBetterMessages(t *testing.T) {
 	ackFirst("due-soon")
 	ackFirst("b")
 }
+
+// An Ack whose answer is lost may have been applied; retrying it must
+// then report success, not ErrClaimLost.
+func TestAckRetryAfterLostAnswer(t *testing.T) {
+	t.Parallel()
+	p := etcdtest.NewProxy(t, srv.Endpoints()[0])
+	cli, err := etcdtest.NewClient(p.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	name := qname(t, "ack-retry")
+	q := queue.New(cli, name)
+	s := newSession(t) // on a direct client: only the queue's traffic is delayed
+	enqueue(t, q, "x")
+	m := claim(t, q, s, 5*time.Second)
+
+	p.Delay(time.Second)
+	if err := m.Ack(ctxT(t, 200*time.Millisecond)); err == nil {
+		t.Fatal("Ack through a 1s delay returned within 200ms")
+	}
+	// The delayed Ack still reaches the server and applies.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(keysUnder(t, name)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the delayed Ack never applied: %v", keysUnder(t, name))
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
+	}
+	p.Restore()
+	if err := m.Ack(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("retried Ack of an applied Ack: %v, want nil", err)
+	}
+}
+
+// A Claim waiting through a dropped connection still gets the message.
+func TestClaimSurvivesConnectionReset(t *testing.T) {
+	t.Parallel()
+	p := etcdtest.NewProxy(t, srv.Endpoints()[0])
+	cli, err := etcdtest.NewClient(p.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	name := qname(t, "reset")
+	q := queue.New(cli, name)
+	s := newSession(t)
+	got := make(chan error, 1)
+	go func() {
+		m, err := q.Claim(ctxT(t, 20*time.Second), s)
+		if err == nil && string(m.Payload) != "after" {
+			err = fmt.Errorf("payload %q", m.Payload)
+		}
+		got <- err
+	}()
+	// Let the Claim reach its wait, then cut its connection.
+	select {
+	case err := <-got:
+		t.Fatalf("Claim returned on an empty queue: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	p.Reset()
+	enqueue(t, queue.New(srv.Client(), name), "after")
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Claim did not get the message within 10s of a connection reset")
+	}
+}
