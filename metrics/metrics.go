@@ -50,6 +50,8 @@ type Metrics struct {
 	acquisitions *prometheus.CounterVec   // kind, name
 	lost         *prometheus.CounterVec   // kind, name
 	waiting      *prometheus.GaugeVec     // kind, name
+	holding      *prometheus.GaugeVec     // kind, name
+	holdStart    *prometheus.GaugeVec     // kind, name
 
 	leaderTransitions *prometheus.CounterVec // name
 	isLeader          *prometheus.GaugeVec   // name
@@ -103,6 +105,14 @@ func New(opts ...Option) *Metrics {
 		Namespace: m.ns, Name: "waiting",
 		Help: "Callers of this process now waiting for a lock, leadership or permit.",
 	}, kn)
+	m.holding = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: m.ns, Name: "holding",
+		Help: "Locks, leaderships, permits and claims this process holds now.",
+	}, kn)
+	m.holdStart = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: m.ns, Name: "hold_start_timestamp_seconds",
+		Help: "Unix time of this process's latest acquisition; with holding > 0, time() minus it is how long the hold has lasted.",
+	}, kn)
 	m.leaderTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: m.ns, Subsystem: "election", Name: "transitions_total",
 		Help: "Times this process gained or lost leadership.",
@@ -124,7 +134,7 @@ func New(opts ...Option) *Metrics {
 		Help: "Time from claiming a message to acking it.", Buckets: long,
 	}, []string{"name"})
 	m.all = []prometheus.Collector{m.keepAliveLatency, m.keepAliveFailures, m.sessionsLost,
-		m.waitSeconds, m.holdSeconds, m.acquisitions, m.lost, m.waiting,
+		m.waitSeconds, m.holdSeconds, m.acquisitions, m.lost, m.waiting, m.holding, m.holdStart,
 		m.leaderTransitions, m.isLeader, m.permitsHeld, m.queueEvents, m.claimToAck}
 	return m
 }
@@ -185,6 +195,8 @@ func (m *Metrics) Acquired(kind, name string, wait time.Duration) {
 		n := m.name(name)
 		m.acquisitions.WithLabelValues(kind, n).Inc()
 		m.waitSeconds.WithLabelValues(kind, n).Observe(wait.Seconds())
+		m.holding.WithLabelValues(kind, n).Inc()
+		m.holdStart.WithLabelValues(kind, n).Set(float64(time.Now().UnixNano()) / 1e9)
 	}
 }
 
@@ -194,6 +206,7 @@ func (m *Metrics) Released(kind, name string, held time.Duration, lost bool) {
 	if m != nil {
 		n := m.name(name)
 		m.holdSeconds.WithLabelValues(kind, n).Observe(held.Seconds())
+		m.holding.WithLabelValues(kind, n).Dec()
 		if lost {
 			m.lost.WithLabelValues(kind, n).Inc()
 		}

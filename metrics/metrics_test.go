@@ -86,6 +86,12 @@ func TestMetricsFromRealOperations(t *testing.T) {
 	if got := value(t, reg, "coord_election_is_leader", "name", "api"); got != 1 {
 		t.Errorf("is_leader while leading = %v", got)
 	}
+	if got := value(t, reg, "coord_holding", "kind", "election", "name", "api"); got != 1 {
+		t.Errorf("holding while leading = %v", got)
+	}
+	if got := value(t, reg, "coord_hold_start_timestamp_seconds", "kind", "election", "name", "api"); time.Since(time.Unix(int64(got), 0)) > time.Minute {
+		t.Errorf("hold start %v is not now", got)
+	}
 	if err := e.Resign(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +138,9 @@ func TestMetricsFromRealOperations(t *testing.T) {
 		{"coord_wait_seconds", []string{"kind", "lock", "name", "backup"}, 3},
 		{"coord_hold_seconds", []string{"kind", "lock", "name", "backup"}, 3},
 		{"coord_lost_total", []string{"kind", "lock", "name", "cron"}, 1},
+		{"coord_holding", []string{"kind", "lock", "name", "backup"}, 0},
+		{"coord_holding", []string{"kind", "lock", "name", "cron"}, 0},
+		{"coord_holding", []string{"kind", "semaphore", "name", "gpu"}, 0},
 		{"coord_election_transitions_total", []string{"name", "api"}, 2},
 		{"coord_election_is_leader", []string{"name", "api"}, 0},
 		{"coord_semaphore_permits_held", []string{"name", "gpu"}, 0},
