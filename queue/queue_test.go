@@ -189,7 +189,7 @@ func TestDelayedNotClaimableEarly(t *testing.T) {
 	t.Parallel()
 	q := queue.New(srv.Client(), qname(t, "delay"))
 	s := newSession(t)
-	const delay = 1500 * time.Millisecond
+	const delay = 2 * time.Second
 	start := time.Now()
 	enqueue(t, q, "later", queue.WithDelay(delay))
 	enqueue(t, q, "now", queue.WithPriority(100))
@@ -227,7 +227,7 @@ func TestNackWithDelay(t *testing.T) {
 	if m.ID != id {
 		t.Fatalf("id %q, Enqueue said %q", m.ID, id)
 	}
-	const delay = time.Second
+	const delay = 2 * time.Second
 	nacked := time.Now()
 	if err := m.Nack(ctxT(t, 5*time.Second), delay); err != nil {
 		t.Fatal(err)
@@ -335,7 +335,7 @@ func TestDeadLetterWhenConsumersKeepDying(t *testing.T) {
 	}
 	s1.Close() // the consumer "crashes": its claim goes with its lease
 	s2 := newSession(t)
-	notClaimable(t, q, s2, 500*time.Millisecond)
+	notClaimable(t, q, s2, 2*time.Second)
 	dead, err := q.DeadLetters(ctxT(t, 5*time.Second))
 	if err != nil || len(dead) != 1 || dead[0].ID != id || dead[0].Attempts != 1 {
 		t.Fatalf("dead letters %+v, %v", dead, err)
@@ -814,7 +814,7 @@ func TestClaimAfterAckSeesNewerBetterMessages(t *testing.T) {
 	s := newSession(t)
 	enqueue(t, q, "a", queue.WithPriority(5))
 	enqueue(t, q, "b", queue.WithPriority(5))
-	enqueue(t, q, "due-soon", queue.WithPriority(-1), queue.WithDelay(300*time.Millisecond))
+	enqueue(t, q, "due-soon", queue.WithPriority(-1), queue.WithDelay(1500*time.Millisecond))
 
 	ackFirst := func(want string) {
 		t.Helper()
