@@ -106,7 +106,10 @@ func (d *DoubleBarrier) parse(rev int64, rs []*pb.ResponseOp, own string) state 
 // the round has count participants. It returns ErrFull, leaving nothing
 // behind, when the round is already full or the previous round is still
 // leaving; ErrEntered if called twice; the session's error if the session
-// ends; ctx's error if ctx ends, after deleting the participant's key.
+// ends; ctx's error if ctx ends, after deleting the participant's key. An
+// Enter cancelled at the very moment its round fills may already have been
+// counted; the others then see it as a participant that entered and left
+// at once, and their Leave does not wait for it.
 func (d *DoubleBarrier) Enter(ctx context.Context) error {
 	if d.err != nil {
 		return d.err

@@ -45,9 +45,9 @@ type Option func(*options)
 
 type options struct{ root string }
 
-// WithPrefix sets the root prefix of the keys (default "coord/"), which
-// must match the session.WithPrefix of the sessions that hold the barrier
-// with HoldWith. A '/' is appended when missing.
+// WithPrefix sets the root prefix of the keys (default "coord/"; a '/' is
+// appended when missing). Every process using a name must use the same
+// root. A DoubleBarrier takes its root from its session instead.
 func WithPrefix(root string) Option { return func(o *options) { o.root = root } }
 
 // space validates the client and name and builds the key subtree.
