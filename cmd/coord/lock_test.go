@@ -1,0 +1,240 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func TestLockPassesTokenKeyAndExitCode(t *testing.T) {
+	t.Parallel()
+	n := name(t)
+	stdout, stderr, code := coord(t, "", "lock", n, "--", "sh", "-c", `echo "$COORD_TOKEN $COORD_KEY"; exit 7`)
+	if code != 7 {
+		t.Fatalf("exit code %d, want the child's 7; stderr %q", code, stderr)
+	}
+	f := strings.Fields(stdout)
+	if len(f) != 2 {
+		t.Fatalf("child printed %q, want token and key", stdout)
+	}
+	if tok, err := strconv.ParseInt(f[0], 10, 64); err != nil || tok <= 0 {
+		t.Errorf("COORD_TOKEN = %q, want a positive revision", f[0])
+	}
+	if !strings.HasPrefix(f[1], "coord/lock/"+n+"/w/") {
+		t.Errorf("COORD_KEY = %q, want a key in the lock's line", f[1])
+	}
+	if kvs := keysUnder(t, "coord/lock/"+n+"/"); len(kvs) != 0 {
+		t.Errorf("keys left after the command: %v", kvs)
+	}
+}
+
+// background starts coord and returns a channel with its exit code.
+func background(t *testing.T, stdout, stderr *syncBuffer, args ...string) <-chan int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	cmd := command(ctx, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan int, 1)
+	go func() {
+		defer cancel()
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			done <- ee.ExitCode()
+			return
+		}
+		if err != nil {
+			done <- -1
+			return
+		}
+		done <- 0
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return done
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func waitCode(t *testing.T, done <-chan int, d time.Duration, what string) int {
+	t.Helper()
+	select {
+	case c := <-done:
+		return c
+	case <-time.After(d):
+		t.Fatalf("coord did not exit within %s: %s", d, what)
+		return 0
+	}
+}
+
+// revokeKeyLease revokes the lease that key is attached to, as an expiry
+// or an operator would.
+func revokeKeyLease(t *testing.T, key string) {
+	t.Helper()
+	resp, err := srv.Client().Get(context.Background(), key)
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("key %q: %v %v", key, resp, err)
+	}
+	if _, err := srv.Client().Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLockLostKillsChild(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		script string // writes $COORD_KEY to $1 when running
+		want   int
+	}{
+		// A child that exits on SIGTERM: its own status comes through.
+		{"term", `trap 'exit 42' TERM; echo "$COORD_KEY" > "$1"; while :; do sleep 0.05; done`, 42},
+		// A child that ignores SIGTERM: SIGKILL after the grace period.
+		{"kill", `trap '' TERM; echo "$COORD_KEY" > "$1"; while :; do sleep 0.05; done`, 128 + 9},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ready := filepath.Join(t.TempDir(), "key")
+			var stdout, stderr syncBuffer
+			done := background(t, &stdout, &stderr, "lock", "--grace", "1s", name(t), "--", "sh", "-c", c.script, "sh", ready)
+			eventually(t, 20*time.Second, "child started", func() bool {
+				b, _ := os.ReadFile(ready)
+				return strings.HasSuffix(string(b), "\n")
+			})
+			key, _ := os.ReadFile(ready)
+			revoked := time.Now()
+			revokeKeyLease(t, strings.TrimSpace(string(key)))
+			code := waitCode(t, done, 10*time.Second, "after the lease was revoked")
+			if code != c.want {
+				t.Errorf("exit code %d, want %d; stderr %q", code, c.want, stderr.String())
+			}
+			// Generous: the grace period is 1 s; CI is slow.
+			if d := time.Since(revoked); d > 8*time.Second {
+				t.Errorf("child stopped %s after the loss", d)
+			}
+			if !strings.Contains(stderr.String(), "lost") {
+				t.Errorf("stderr does not say the lock was lost: %q", stderr.String())
+			}
+		})
+	}
+}
+
+func TestLockTryRunsOnce(t *testing.T) {
+	t.Parallel()
+	n := name(t)
+	dir := t.TempDir()
+	count, release := filepath.Join(dir, "count"), filepath.Join(dir, "release")
+	// The command holds the lock until the test creates the release file,
+	// so both runs really overlap.
+	script := `echo run >> "$1"; while [ ! -e "$2" ]; do sleep 0.02; done`
+	var out [2]syncBuffer
+	var errs [2]syncBuffer
+	var dones [2]<-chan int
+	for i := range dones {
+		dones[i] = background(t, &out[i], &errs[i], "lock", "--try", n, "--", "sh", "-c", script, "sh", count, release)
+	}
+	// One of them must skip while the other runs.
+	var skipped int
+	select {
+	case c := <-dones[0]:
+		skipped = 0
+		if c != 0 {
+			t.Fatalf("skipping run exited %d: %q", c, errs[0].String())
+		}
+	case c := <-dones[1]:
+		skipped = 1
+		if c != 0 {
+			t.Fatalf("skipping run exited %d: %q", c, errs[1].String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("neither --try run returned while the other held the lock")
+	}
+	if !strings.Contains(errs[skipped].String(), "held elsewhere") {
+		t.Errorf("skipping run's stderr %q does not say why", errs[skipped].String())
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c := waitCode(t, dones[1-skipped], 20*time.Second, "after release"); c != 0 {
+		t.Errorf("running run exited %d: %q", c, errs[1-skipped].String())
+	}
+	b, _ := os.ReadFile(count)
+	if got := strings.Count(string(b), "run"); got != 1 {
+		t.Errorf("command ran %d times, want exactly once", got)
+	}
+}
+
+func TestLockWaitsForHolder(t *testing.T) {
+	t.Parallel()
+	n := name(t)
+	dir := t.TempDir()
+	started, release, log := filepath.Join(dir, "started"), filepath.Join(dir, "release"), filepath.Join(dir, "log")
+	var o1, e1, o2, e2 syncBuffer
+	first := background(t, &o1, &e1, "lock", n, "--", "sh", "-c",
+		`touch "$1"; while [ ! -e "$2" ]; do sleep 0.02; done; echo first >> "$3"`, "sh", started, release, log)
+	eventually(t, 20*time.Second, "first holder running", func() bool { return fileExists(started) })
+	second := background(t, &o2, &e2, "lock", n, "--", "sh", "-c", `echo second >> "$1"`, "sh", log)
+	// The second must be queued behind the first: its key is in the line.
+	eventually(t, 20*time.Second, "second waiter queued", func() bool { return len(keysUnder(t, "coord/lock/"+n+"/")) == 2 })
+	if fileExists(log) {
+		t.Fatal("second command ran while the first held the lock")
+	}
+	os.WriteFile(release, nil, 0o644)
+	waitCode(t, first, 20*time.Second, "first")
+	waitCode(t, second, 20*time.Second, "second")
+	if b, _ := os.ReadFile(log); string(b) != "first\nsecond\n" {
+		t.Errorf("order %q, want first then second", b)
+	}
+}
+
+func TestLockBadUsage(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"lock", "", "--", "true"}, 1, "empty"},
+		{[]string{"lock", strings.Repeat("x", 600), "--", "true"}, 1, "512"},
+		{[]string{"lock", "x"}, 2, "no command"},
+		{[]string{"lock", "--", "true"}, 2, "NAME"},
+		{[]string{"lock", "--bogus", "x", "--", "true"}, 2, "bogus"},
+		{[]string{"lock", "--endpoints", "127.0.0.1:1", "--dial-timeout", "300ms", "x", "--", "true"}, 1, "127.0.0.1:1"},
+		{[]string{"lock", name(t), "--", "/nonexistent/cmd"}, 127, "nonexistent"},
+	} {
+		_, stderr, code := coord(t, "", c.args...)
+		if code != c.code || !strings.Contains(stderr, c.msg) {
+			t.Errorf("coord %q: code %d, stderr %q; want %d and %q", c.args, code, stderr, c.code, c.msg)
+		}
+	}
+}
