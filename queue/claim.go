@@ -455,43 +455,6 @@ func (q *Queue) dropClaim(ctx context.Context, s *session.Session, ck string) {
 	q.cli.Txn(cctx).If(clientv3.Compare(clientv3.LeaseValue(ck), "=", s.Lease())).Then(clientv3.OpDelete(ck)).Commit()
 }
 
-// await blocks until the view may have changed in a way that matters: a
-// message was added, a claim went away, or the next delayed message is
-// due. It returns a fresh view, or nil to ask for one.
-func (q *Queue) await(ctx context.Context, s *session.Session, v *view) (*view, error) {
-	wctx := ctx
-	if v.nextDue > 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithDeadline(ctx, unixTime(v.nextDue))
-		defer cancel()
-	}
-	r, t, c := q.sp.Part(partReady), q.sp.Part(partTimed), q.sp.Part(partClaim)
-	ranges := []wait.Range{
-		{Key: r, End: keys.RangeEnd(r)},
-		{Key: t, End: keys.RangeEnd(t)},
-		// A claim deleted while its message stays (a consumer died)
-		// frees a message; a claim made frees nothing.
-		{Key: c, End: keys.RangeEnd(c), DeletesOnly: true},
-	}
-	var fresh *view
-	err := wait.Until(wctx, q.cli, v.rev, ranges, func(ctx context.Context) (bool, int64, error) {
-		nv, err := q.read(ctx)
-		if err != nil {
-			return false, 0, err
-		}
-		fresh = nv
-		sooner := nv.nextDue != 0 && (v.nextDue == 0 || nv.nextDue < v.nextDue)
-		return len(nv.cands) > 0 || sooner, nv.rev, nil
-	}, s)
-	if err != nil {
-		if ctx.Err() == nil && s.Err() == nil && wctx.Err() != nil {
-			return nil, nil // the next delayed message is due: read again
-		}
-		return nil, err
-	}
-	return fresh, nil
-}
-
 func (q *Queue) claimErr(ctx context.Context, s *session.Session, err error) error {
 	if serr := s.Err(); serr != nil {
 		return fmt.Errorf("queue %q: %w", q.sp.Name(), serr)

@@ -911,3 +911,73 @@ func TestClaimSurvivesConnectionReset(t *testing.T) {
 		t.Fatal("Claim did not get the message within 10s of a connection reset")
 	}
 }
+
+// An idle consumer wakes for what can free a message, not for every Ack
+// of a busy one; and it does wake when a busy one dies holding messages.
+func TestIdleConsumerSleepsThroughAcks(t *testing.T) {
+	t.Parallel()
+	name := qname(t, "idle")
+	busy := queue.New(srv.Client(), name)
+	const n = 20
+	for i := range n {
+		enqueue(t, busy, fmt.Sprint(i))
+	}
+	sa := newSession(t)
+	var held []*queue.Message
+	for range n {
+		held = append(held, claim(t, busy, sa, 5*time.Second))
+	}
+
+	counter := etcdtest.NewCounter()
+	cli, err := etcdtest.NewClient(srv.Endpoints(), etcdtest.WithCounter(counter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	idle := queue.New(cli, name)
+	sb := newSession(t)
+	got := make(chan *queue.Message, 1)
+	errc := make(chan error, 1)
+	go func() {
+		m, err := idle.Claim(ctxT(t, 20*time.Second), sb)
+		errc <- err
+		got <- m
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for counter.Get("Watch.Create") == 0 { // the idle consumer is waiting
+		if time.Now().After(deadline) {
+			t.Fatal("idle consumer never started waiting")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
+	before := counter.Total("Txn", "Range")
+	for _, m := range held[:n-1] {
+		if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("idle consumer returned while every message was claimed: %v", err)
+	default:
+	}
+	// The busy consumer dies holding the last message: it is freed. The
+	// watch delivers events in order, so by the time the idle consumer
+	// has it, it has seen every Ack.
+	sa.Close()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := <-got; string(m.Payload) != fmt.Sprint(n-1) || m.Attempt != 2 {
+			t.Fatalf("got %q attempt %d, want %d attempt 2", m.Payload, m.Attempt, n-1)
+		}
+		// One read on the release, one claim Txn, and one spare.
+		if reads := counter.Total("Txn", "Range") - before; reads > 3 {
+			t.Errorf("idle consumer made %d reads and Txns through %d Acks and one release, want it asleep through the Acks", reads, n-1)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle consumer did not get the dead consumer's message within 5s")
+	}
+}
