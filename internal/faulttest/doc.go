@@ -12,4 +12,9 @@
 //
 // COORD_FAULT_SEED=0 draws a fresh seed per scenario; a failure prints the
 // seed and the recorded history so the run can be repeated with that seed.
+//
+// Against real etcd server processes (built from the module's own etcd
+// version), adding a scenario that SIGSTOPs members:
+//
+//	internal/faulttest/run-processes.sh
 package faulttest

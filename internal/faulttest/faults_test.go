@@ -15,6 +15,7 @@ import (
 	"github.com/coord-go/coord/etcdtest"
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/lock"
+	"github.com/coord-go/coord/semaphore"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -187,7 +188,8 @@ var scenarios = []scenario{
 	}},
 }
 
-// workloads returns the hold workloads of a scenario.
+// holdSpecs returns the hold workloads of a scenario: a Mutex, both sides
+// of an RWMutex, and a weighted semaphore, all at once.
 func holdSpecs(root string) []holdSpec {
 	sp := func(kind, name string) keys.Space {
 		s, err := keys.New(root, kind, name)
@@ -197,8 +199,14 @@ func holdSpecs(root string) []holdSpec {
 		return s
 	}
 	return []holdSpec{
-		{kind: "lock", name: "job", space: sp(keys.KindLock, "job"), exclusive: true,
+		{kind: "lock", name: "job", space: sp(keys.KindLock, "job"), blockers: []string{"w"}, exclusive: true,
 			make: func(s *session.Session) holder { return &mutexHolder{m: lock.NewMutex(s, "job")} }},
+		{kind: "rwlock-w", name: "table", space: sp(keys.KindRWLock, "table"), blockers: []string{"r", "w"}, exclusive: true,
+			make: func(s *session.Session) holder { return &rwHolder{m: lock.NewRWMutex(s, "table")} }},
+		{kind: "rwlock-r", name: "table", space: sp(keys.KindRWLock, "table"), blockers: []string{"w"},
+			make: func(s *session.Session) holder { return &rwHolder{m: lock.NewRWMutex(s, "table"), read: true} }},
+		{kind: "sem", name: "pool", space: sp(keys.KindSemaphore, "pool"), blockers: []string{"q"}, capacity: 3,
+			make: func(s *session.Session) holder { return &semHolder{s: semaphore.New(s, "pool", 3)} }},
 	}
 }
 
@@ -212,10 +220,86 @@ func (h *mutexHolder) guard() []clientv3.Cmp             { return []clientv3.Cmp
 func (h *mutexHolder) done() <-chan struct{}             { return h.m.Done() }
 func (h *mutexHolder) release(ctx context.Context) error { return h.m.Unlock(ctx) }
 
+type rwHolder struct {
+	m    *lock.RWMutex
+	read bool
+}
+
+func (h *rwHolder) acquire(ctx context.Context) (int64, error) {
+	var err error
+	if h.read {
+		err = h.m.RLock(ctx)
+	} else {
+		err = h.m.Lock(ctx)
+	}
+	return h.m.Token(), err
+}
+func (h *rwHolder) guard() []clientv3.Cmp { return []clientv3.Cmp{h.m.IsOwner()} }
+func (h *rwHolder) done() <-chan struct{} { return h.m.Done() }
+func (h *rwHolder) release(ctx context.Context) error {
+	if h.read {
+		return h.m.RUnlock(ctx)
+	}
+	return h.m.Unlock(ctx)
+}
+
+type semHolder struct {
+	s *semaphore.Semaphore
+	p *semaphore.Permit
+	n int64
+}
+
+func (h *semHolder) acquire(ctx context.Context) (int64, error) {
+	h.n = 1 + time.Now().UnixNano()%2 // weights 1 and 2
+	p, err := h.s.Acquire(ctx, h.n)
+	if err != nil {
+		return 0, err
+	}
+	h.p = p
+	return p.Token(), nil
+}
+func (h *semHolder) guard() []clientv3.Cmp             { return []clientv3.Cmp{h.p.IsOwner()} }
+func (h *semHolder) done() <-chan struct{}             { return h.p.Done() }
+func (h *semHolder) release(ctx context.Context) error { return h.p.Release(ctx) }
+
+// clusterOptions runs the cluster in-process, or as real etcd processes
+// when COORD_ETCD_BINARY names an etcd binary (see run-processes.sh).
+func clusterOptions() []etcdtest.Option {
+	opts := []etcdtest.Option{etcdtest.WithoutFsync()}
+	if bin := os.Getenv("COORD_ETCD_BINARY"); bin != "" {
+		opts = append(opts, etcdtest.WithBinary(bin))
+	}
+	return opts
+}
+
+// processScenarios need real etcd processes: a member stopped with
+// SIGSTOP keeps its connections open and answers nothing.
+var processScenarios = []scenario{
+	{"sigstop-members", func(ctx context.Context, e *Env, w *world) {
+		for ctx.Err() == nil {
+			m := e.Rand(e.Cluster.Size())
+			if lead := e.Cluster.Leader(); lead >= 0 && e.Rand(2) == 0 {
+				m = lead
+			}
+			if err := e.Cluster.Pause(m); err != nil {
+				return
+			}
+			e.Stats.Fault("sigstop")
+			pause(ctx, 1500*time.Millisecond)
+			e.Cluster.Resume(m)
+			pause(ctx, 500*time.Millisecond)
+		}
+	}},
+}
+
 func TestFaults(t *testing.T) {
-	cluster := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
+	cluster := etcdtest.NewCluster(t, 3, clusterOptions()...)
+	all := scenarios
+	if os.Getenv("COORD_ETCD_BINARY") != "" {
+		all = append(append([]scenario(nil), scenarios...), processScenarios...)
+	}
 	var summary []string
-	for i, sc := range scenarios {
+	for i, sc := range all {
 		t.Run(sc.name, func(t *testing.T) {
 			root := fmt.Sprintf("faults-%d-%s/", i, sc.name)
 			st := runScenario(t, cluster, sc, root, holdSpecs(root))
@@ -245,7 +329,7 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 	}{
 		{"lock-that-does-not-wait", scenarios[0], func(root string) holdSpec {
 			sp, _ := keys.New(root, keys.KindLock, "job")
-			return holdSpec{kind: "lock", name: "job", space: sp, exclusive: true,
+			return holdSpec{kind: "lock", name: "job", space: sp, blockers: []string{"w"}, exclusive: true,
 				make: func(s *session.Session) holder { return &noWaitHolder{s: s, sp: sp} }}
 		}},
 		{"unfenced-writes", scenarios[1], func(root string) holdSpec {
@@ -362,7 +446,7 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 		e.Log.Sync(ctx, end.Header.Revision)
 	}
 	for _, spec := range specs {
-		checkHolds(e, spec, []string{"w", "r"}, nil)
+		checkHolds(e, spec, nil)
 	}
 	checkPartitions(e)
 	figurePauses(e)

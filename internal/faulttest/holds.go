@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,14 @@ type holdSpec struct {
 	space keys.Space // where the holders' keys live, for the checks
 	// make returns a fresh holder on session s.
 	make func(s *session.Session) holder
-	// exclusive: at most one holder at a time (checked from the log);
-	// otherwise the check is done by the workload's own capacity rule.
+	// blockers are the parts of space whose keys, when older than the
+	// holder's, forbid its fenced write (checked from etcd's log).
+	blockers []string
+	// capacity > 0 makes the check weighted instead: the weights of the
+	// holder's key and every older key in blockers must fit.
+	capacity int64
+	// exclusive: one holder at a time, so tokens of accepted writes must
+	// never go backwards and a loss must be known before a successor.
 	exclusive bool
 }
 
@@ -163,7 +170,7 @@ func pause(ctx context.Context, d time.Duration) {
 //     key is the oldest holder key: at most one holder, in etcd's order;
 //   - a holder whose loss was not caused by a pause or a revocation sees
 //     Done fire before a successor's acquire returns.
-func checkHolds(e *Env, spec holdSpec, parts []string, exempt func(op Op) bool) {
+func checkHolds(e *Env, spec holdSpec, exempt func(op Op) bool) {
 	ops := e.Hist.Ops()
 	var writes []Op
 	for _, o := range ops {
@@ -174,23 +181,36 @@ func checkHolds(e *Env, spec holdSpec, parts []string, exempt func(op Op) bool) 
 	sortByRev(writes)
 	var maxTok int64
 	for _, w := range writes {
-		if w.Token < maxTok {
+		if spec.exclusive && w.Token < maxTok {
 			e.Stats.Violation("%s %q: write with token %d accepted at rev %d after token %d", spec.kind, spec.name, w.Token, w.Rev, maxTok)
 		}
 		maxTok = max(maxTok, w.Token)
 	}
-	if spec.exclusive && e.Log.Complete() {
+	if e.Log.Complete() {
 		rp := NewReplay(e.Log.Events())
 		for _, w := range writes {
-			var first Event
-			for _, p := range parts {
-				live := rp.At(w.Rev, spec.space.Part(p))
-				if len(live) > 0 && (first.CreateRev == 0 || live[0].CreateRev < first.CreateRev) {
-					first = live[0]
+			var older []Event
+			for _, p := range spec.blockers {
+				for _, ev := range rp.At(w.Rev, spec.space.Part(p)) {
+					if ev.CreateRev < w.Token || (spec.capacity > 0 && ev.CreateRev == w.Token) {
+						older = append(older, ev)
+					}
 				}
 			}
-			if first.CreateRev != w.Token {
-				e.Stats.Violation("%s %q: write by token %d accepted at rev %d while the first holder key was %q (token %d)", spec.kind, spec.name, w.Token, w.Rev, first.Key, first.CreateRev)
+			if spec.capacity > 0 {
+				var sum int64
+				for _, ev := range older {
+					sum += weightOf(ev.Value)
+				}
+				if sum > spec.capacity {
+					e.Stats.Violation("%s %q: write by token %d accepted at rev %d while the line up to it weighed %d > capacity %d",
+						spec.kind, spec.name, w.Token, w.Rev, sum, spec.capacity)
+				}
+				continue
+			}
+			if len(older) > 0 {
+				e.Stats.Violation("%s %q: write by token %d accepted at rev %d while %q (token %d) was ahead of it",
+					spec.kind, spec.name, w.Token, w.Rev, older[0].Key, older[0].CreateRev)
 			}
 		}
 	}
@@ -267,4 +287,17 @@ func (e *Env) checkNoKeysLeft(c *Client, s *session.Session, spec holdSpec) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// weightOf reads a semaphore request's weight from its key's value.
+func weightOf(v string) int64 {
+	f := strings.Fields(v)
+	if len(f) == 0 {
+		return 1
+	}
+	n, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
 }
