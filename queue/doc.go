@@ -23,9 +23,11 @@
 //
 // Enqueue is one Put. Claim is one Txn when the consumer's previous Ack
 // already read the head of the queue (that Txn does), else one read and
-// one Txn; Ack is one Txn. A consumer waiting on an empty queue holds
-// three watches and re-reads the head when a message arrives, a claim is
-// released, or (a known cost) another consumer acks.
+// one Txn; Ack is one Txn. A consumer waiting on an empty queue holds one
+// watch and re-reads the head only when a message is put or a claim is
+// released with its message left behind; other consumers' Acks do not
+// wake it. Every waiting consumer does wake for a new message, and all
+// but one find it taken.
 //
 // etcd keeps deleted keys in its index until the history is compacted,
 // and every read of the head walks the acked messages in front of it. Run
