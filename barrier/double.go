@@ -16,9 +16,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// cleanupTimeout bounds the delete of a participant key after a
-// cancelled Enter.
-const cleanupTimeout = 5 * time.Second
 
 // DoubleBarrier lets count participants start together (Enter returns
 // when count have entered) and finish together (Leave returns when all of
@@ -234,11 +231,11 @@ func position(revs []int64, rev int64) int {
 }
 
 // remove deletes the caller's key after a failed or cancelled Enter, even
-// when ctx is done, fenced on its create revision.
-func (d *DoubleBarrier) remove(ctx context.Context, key string, rev int64) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).Then(clientv3.OpDelete(key)).Commit()
+// when ctx is done. The key is unique to this Enter (Session.NextID), so
+// Session.Retire's unconditional delete is as safe as a fenced one, and it
+// keeps trying in the background if etcd is unreachable right now.
+func (d *DoubleBarrier) remove(ctx context.Context, key string, _ int64) {
+	d.s.Retire(ctx, key)
 }
 
 // Leave removes this participant and blocks until every participant of
