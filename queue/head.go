@@ -218,4 +218,3 @@ func (q *Queue) cached() *view {
 	q.views = q.views[:len(q.views)-1]
 	return v
 }
-
