@@ -1,0 +1,241 @@
+// Package bench runs coord's primitives side by side with etcd's own
+// concurrency package and experimental recipes, on the same server in the
+// same run, and renders the result as one markdown table. It is what
+// 'coord bench' prints; the per-package benchmarks (go test -bench) measure
+// the same things through testing.B.
+//
+// Every case gives each participant its own client with an
+// etcdtest.Counter attached, so RPCs per operation count what really went
+// over the wire, session keepalives included, for both sides alike.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/benchutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Result is one side of one case.
+type Result struct {
+	Ops     int           // operations completed
+	Elapsed time.Duration // wall time they took
+	P50     time.Duration // median latency of the measured step
+	P99     time.Duration
+	RPCs    int64 // RPCs sent by every participant's client
+}
+
+// OpsPerSec is the throughput.
+func (r Result) OpsPerSec() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Ops) / r.Elapsed.Seconds()
+}
+
+// RPCsPerOp is the cost of one operation in etcd requests.
+func (r Result) RPCsPerOp() float64 {
+	if r.Ops == 0 {
+		return 0
+	}
+	return float64(r.RPCs) / float64(r.Ops)
+}
+
+// Case is one benchmark: the same workload for coord and for etcd's
+// equivalent.
+type Case struct {
+	Primitive string // "lock"
+	Name      string // "4 contenders"
+	Etcd      string // what coord is compared with: "concurrency.Mutex"
+	Measured  string // what the latency columns measure
+	coord     runner
+	etcd      runner
+}
+
+// runner runs one side of a case for about d.
+type runner func(ctx context.Context, env *Env, d time.Duration) (Result, error)
+
+// Row is a case with both results.
+type Row struct {
+	Case
+	Coord, Etcd Result
+}
+
+// Cases are the cases coord bench runs, in table order.
+func Cases() []Case {
+	return []Case{
+		lockCase(1), lockCase(4), lockCase(16),
+		electionCase(4),
+		semaphoreCase(4, 16),
+		enqueueCase(),
+		claimCase(4),
+		barrierCase(),
+	}
+}
+
+// Env is where a run's participants connect, and the key prefix it owns.
+type Env struct {
+	endpoints []string
+	root      string
+	mu        sync.Mutex
+	clients   []*clientv3.Client
+}
+
+var runSeq atomic.Int64
+
+// client returns a new client counting into c (when not nil).
+func (e *Env) client(c *etcdtest.Counter) (*clientv3.Client, error) {
+	var opts []etcdtest.ClientOption
+	if c != nil {
+		opts = append(opts, etcdtest.WithCounter(c))
+	}
+	cli, err := etcdtest.NewClient(e.endpoints, opts...)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.clients = append(e.clients, cli)
+	e.mu.Unlock()
+	return cli, nil
+}
+
+// clients returns n clients counting into c.
+func (e *Env) clientsN(n int, c *etcdtest.Counter) ([]*clientv3.Client, error) {
+	out := make([]*clientv3.Client, n)
+	for i := range out {
+		cli, err := e.client(c)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = cli
+	}
+	return out, nil
+}
+
+// prefix returns a key prefix of its own for one side of one case.
+func (e *Env) prefix(side string) string {
+	return fmt.Sprintf("%s%s-%d/", e.root, side, runSeq.Add(1))
+}
+
+// close closes every client and deletes the run's keys.
+func (e *Env) close() {
+	e.mu.Lock()
+	clients := e.clients
+	e.clients = nil
+	e.mu.Unlock()
+	for _, c := range clients {
+		c.Close()
+	}
+	if cli, err := etcdtest.NewClient(e.endpoints); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		cli.Delete(ctx, e.root, clientv3.WithPrefix())
+		cancel()
+		cli.Close()
+	}
+}
+
+// Run runs every case for about d per side against endpoints; each side
+// of each case gets clients, sessions and keys of its own, removed after.
+// progress, when not nil, is called before each case.
+func Run(ctx context.Context, endpoints []string, d time.Duration, cases []Case, progress func(Case)) ([]Row, error) {
+	root := fmt.Sprintf("coord-bench/%d/", time.Now().UnixNano())
+	var rows []Row
+	for _, c := range cases {
+		if progress != nil {
+			progress(c)
+		}
+		row := Row{Case: c}
+		for _, side := range []struct {
+			r   runner
+			out *Result
+		}{{c.coord, &row.Coord}, {c.etcd, &row.Etcd}} {
+			env := &Env{endpoints: endpoints, root: root}
+			res, err := side.r(ctx, env, d)
+			env.close()
+			if err != nil {
+				return rows, fmt.Errorf("%s %s: %w", c.Primitive, c.Name, err)
+			}
+			*side.out = res
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// drive runs one goroutine per worker, each calling op until d has
+// passed, or until max operations were taken in all when max > 0. It
+// resets c first and reads it at the end, before anyone cleans up.
+func drive(workers int, d time.Duration, max int, c *etcdtest.Counter, lat *benchutil.Latencies, op func(w int) error) (Result, error) {
+	var (
+		taken   atomic.Int64
+		failed  atomic.Pointer[error]
+		wg      sync.WaitGroup
+		start   = time.Now()
+		stopped = start.Add(d)
+	)
+	c.Reset()
+	for w := range workers {
+		wg.Go(func() {
+			for failed.Load() == nil && time.Now().Before(stopped) {
+				if n := taken.Add(1); max > 0 && n > int64(max) {
+					taken.Add(-1)
+					return
+				}
+				if err := op(w); err != nil {
+					failed.Store(&err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res := Result{Ops: int(taken.Load()), Elapsed: time.Since(start), RPCs: c.Total()}
+	if e := failed.Load(); e != nil {
+		return res, *e
+	}
+	if lat != nil {
+		res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
+	}
+	return res, nil
+}
+
+// Table writes rows as one markdown table.
+func Table(w io.Writer, rows []Row) {
+	fmt.Fprintln(w, "| primitive | case | vs etcd | coord ops/s | etcd ops/s | coord/etcd | coord p50 / p99 ms | etcd p50 / p99 ms | coord RPCs/op | etcd RPCs/op |")
+	fmt.Fprintln(w, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range rows {
+		ratio := "-"
+		if e := r.Etcd.OpsPerSec(); e > 0 {
+			ratio = fmt.Sprintf("%.2fx", r.Coord.OpsPerSec()/e)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %.0f | %s | %s | %s | %.2f | %.2f |\n",
+			r.Primitive, r.Name, r.Case.Etcd, r.Coord.OpsPerSec(), r.Etcd.OpsPerSec(), ratio,
+			ms(r.Coord), ms(r.Etcd), r.Coord.RPCsPerOp(), r.Etcd.RPCsPerOp())
+	}
+}
+
+// Notes writes what each case's latency measures, below the table.
+func Notes(w io.Writer, rows []Row) {
+	seen := map[string]bool{}
+	var lines []string
+	for _, r := range rows {
+		k := r.Primitive + ": " + r.Measured
+		if !seen[k] {
+			seen[k] = true
+			lines = append(lines, "- "+k)
+		}
+	}
+	fmt.Fprintln(w, "\nLatency columns measure:")
+	fmt.Fprintln(w, strings.Join(lines, "\n"))
+}
+
+func ms(r Result) string {
+	return fmt.Sprintf("%.2f / %.2f", float64(r.P50.Microseconds())/1000, float64(r.P99.Microseconds())/1000)
+}
