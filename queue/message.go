@@ -41,7 +41,6 @@ type Message struct {
 	mu       sync.Mutex
 	finished bool
 	unsure   string // the settle whose Txn may or may not have applied
-	endErr   error
 	hold     *wait.Hold
 	closed   chan struct{} // Done after the message was settled
 }
@@ -81,7 +80,6 @@ func (m *Message) Done() <-chan struct{} {
 // finish records that the claim ended; m.mu is held.
 func (m *Message) finish(err error) {
 	m.finished = true
-	m.endErr = err
 	if m.hold != nil {
 		m.hold.Release(err)
 	}
