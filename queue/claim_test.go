@@ -522,3 +522,69 @@ func TestIdleConsumerSleepsThroughAcks(t *testing.T) {
 		t.Fatal("idle consumer did not get the dead consumer's message within 5s")
 	}
 }
+
+// A Claim waiting on a 3-member cluster gets the message after the
+// history is compacted and the leader is killed, and a claim made before
+// the failover can still be acked after it.
+func TestClaimThroughCompactionAndFailover(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
+	cli, err := c.NewClient(c.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 40*time.Second)
+	s, err := session.New(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	q := queue.New(cli, "failover")
+	if _, err := q.Enqueue(ctx, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	held, err := q.Claim(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		m, err := q.Claim(ctx, s)
+		if err == nil && string(m.Payload) != "after" {
+			err = fmt.Errorf("payload %q", m.Payload)
+		}
+		if err == nil {
+			err = m.Ack(ctx)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("Claim returned while the only message was claimed: %v", err)
+	case <-time.After(300 * time.Millisecond): // it is waiting
+	}
+	if err := c.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(c.Leader())
+	if _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.New(cli, "failover").Enqueue(ctx, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("waiting Claim did not get the message within 15s of the failover")
+	}
+	if err := held.Ack(ctx); err != nil {
+		t.Fatalf("Ack of a claim made before the failover: %v", err)
+	}
+	if n, err := q.Len(ctx); err != nil || n != 0 {
+		t.Fatalf("Len %d, %v", n, err)
+	}
+}
