@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coord-go/coord/election"
 	"github.com/coord-go/coord/etcdtest"
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/lock"
@@ -205,6 +206,8 @@ func holdSpecs(root string) []holdSpec {
 			make: func(s *session.Session) holder { return &rwHolder{m: lock.NewRWMutex(s, "table")} }},
 		{kind: "rwlock-r", name: "table", space: sp(keys.KindRWLock, "table"), blockers: []string{"w"},
 			make: func(s *session.Session) holder { return &rwHolder{m: lock.NewRWMutex(s, "table"), read: true} }},
+		{kind: "elect", name: "leader", space: sp(keys.KindElection, "leader"), blockers: []string{"c"}, exclusive: true,
+			make: func(s *session.Session) holder { return &electHolder{e: election.New(s, "leader")} }},
 		{kind: "sem", name: "pool", space: sp(keys.KindSemaphore, "pool"), blockers: []string{"q"}, capacity: 3,
 			make: func(s *session.Session) holder { return &semHolder{s: semaphore.New(s, "pool", 3)} }},
 	}
@@ -219,6 +222,16 @@ func (h *mutexHolder) acquire(ctx context.Context) (int64, error) {
 func (h *mutexHolder) guard() []clientv3.Cmp             { return []clientv3.Cmp{h.m.IsOwner()} }
 func (h *mutexHolder) done() <-chan struct{}             { return h.m.Done() }
 func (h *mutexHolder) release(ctx context.Context) error { return h.m.Unlock(ctx) }
+
+type electHolder struct{ e *election.Election }
+
+func (h *electHolder) acquire(ctx context.Context) (int64, error) {
+	err := h.e.Campaign(ctx, "candidate")
+	return h.e.Token(), err
+}
+func (h *electHolder) guard() []clientv3.Cmp             { return []clientv3.Cmp{h.e.IsOwner()} }
+func (h *electHolder) done() <-chan struct{}             { return h.e.Done() }
+func (h *electHolder) release(ctx context.Context) error { return h.e.Resign(ctx) }
 
 type rwHolder struct {
 	m    *lock.RWMutex
@@ -419,6 +432,24 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 			go func() { defer wg.Done(); runHolds(runCtx, e, c, spec, w.holding[c.ID]) }()
 		}
 	}
+	// The queue and barrier workloads run beside the holds, on the same
+	// clients, under the same faults.
+	var qr *queueRun
+	var br *barrierRun
+	if !strings.HasPrefix(root, "broken-") {
+		qr, br = newQueueRun("work"), &barrierRun{name: "gate"}
+		for _, c := range e.Clients {
+			wg.Add(2)
+			go func() { defer wg.Done(); qr.consume(runCtx, e, c) }()
+			if c.ID == 0 {
+				go func() { defer wg.Done(); qr.produce(runCtx, e, c) }()
+			} else {
+				go func() { defer wg.Done(); br.wait(runCtx, e, c) }()
+			}
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); br.control(runCtx, e, e.Clients[1]) }()
+	}
 	nemDone := make(chan struct{})
 	go func() { defer close(nemDone); sc.nemesis(runCtx, e, w) }()
 	<-nemDone
@@ -450,6 +481,10 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	}
 	checkPartitions(e)
 	figurePauses(e)
+	if qr != nil {
+		qr.check(e)
+		br.check(e)
+	}
 	if !e.Log.Complete() {
 		t.Logf("note: the event log lost history (compaction after a reconnect); revision-order checks were skipped")
 	}

@@ -1,0 +1,173 @@
+package faulttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coord-go/coord/queue"
+	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// queueRun is the queue workload's shared record: what was enqueued, and
+// every successful Ack per message.
+type queueRun struct {
+	name  string
+	mu    sync.Mutex
+	sure  map[string]bool // payloads whose Enqueue succeeded
+	maybe map[string]bool // payloads whose last Enqueue attempt was ambiguous
+	acks  map[string]int  // successful Acks per payload
+	lost  int             // acks refused with ErrClaimLost
+}
+
+func newQueueRun(name string) *queueRun {
+	return &queueRun{name: name, sure: map[string]bool{}, maybe: map[string]bool{}, acks: map[string]int{}}
+}
+
+func (r *queueRun) q(e *Env, cli *clientv3.Client) *queue.Queue {
+	return queue.New(cli, r.name, queue.WithPrefix(e.Root), queue.WithMaxAttempts(1000))
+}
+
+// produce enqueues numbered payloads. A retried Enqueue carries the same
+// idempotency key, so an ambiguous failure never makes two messages, and
+// a payload counts as enqueued once any attempt succeeded.
+func (r *queueRun) produce(ctx context.Context, e *Env, c *Client) {
+	q := r.q(e, c.Cli)
+	for i := 0; ctx.Err() == nil; i++ {
+		payload := fmt.Sprintf("c%d-%d", c.ID, i)
+		for ctx.Err() == nil {
+			ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			id, err := q.Enqueue(ectx, []byte(payload), queue.WithIdempotencyKey(payload))
+			cancel()
+			r.mu.Lock()
+			if err == nil {
+				r.sure[payload] = true
+				delete(r.maybe, payload)
+			} else {
+				r.maybe[payload] = true // it may have landed
+			}
+			r.mu.Unlock()
+			if err == nil {
+				e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "enqueue", Call: time.Now(), Return: time.Now(), Outcome: "ok", Detail: id + " " + payload})
+				break
+			}
+		}
+		pause(ctx, time.Duration(5+e.Rand(20))*time.Millisecond)
+	}
+}
+
+// consume claims and acks; now and then it "crashes" mid-job: it drops
+// the message without acking and abandons its session, as a killed
+// worker would, so the message must come back.
+func (r *queueRun) consume(ctx context.Context, e *Env, c *Client) {
+	q := r.q(e, c.Cli)
+	for ctx.Err() == nil {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		s, err := session.New(sctx, c.Cli, session.WithTTL(e.TTL), session.WithPrefix(e.Root))
+		cancel()
+		if err != nil {
+			pause(ctx, 50*time.Millisecond)
+			continue
+		}
+		r.consumeWith(ctx, e, c, q, s)
+		s.Close()
+	}
+}
+
+func (r *queueRun) consumeWith(ctx context.Context, e *Env, c *Client, q *queue.Queue, s *session.Session) {
+	for ctx.Err() == nil && s.Err() == nil {
+		m, err := q.Claim(ctx, s)
+		if err != nil {
+			continue
+		}
+		c.Stall(e)
+		if e.Rand(20) == 0 {
+			e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "crash", Call: time.Now(), Return: time.Now(), Detail: m.ID})
+			return // the caller closes the session without acking
+		}
+		for try := 0; try < 5; try++ {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			err = m.Ack(actx)
+			cancel()
+			if err == nil || errors.Is(err, queue.ErrClaimLost) {
+				break
+			}
+		}
+		r.mu.Lock()
+		switch {
+		case err == nil:
+			r.acks[string(m.Payload)]++
+		case errors.Is(err, queue.ErrClaimLost):
+			r.lost++
+		}
+		r.mu.Unlock()
+	}
+}
+
+// check drains what is left with a fresh consumer, then requires that
+// every enqueued message was acked exactly once: never lost, never acked
+// twice.
+func (r *queueRun) check(e *Env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := session.New(ctx, e.Admin, session.WithTTL(10*time.Second), session.WithPrefix(e.Root))
+	if err != nil {
+		e.Stats.Violation("queue: drain session: %v", err)
+		return
+	}
+	defer s.Close()
+	q := r.q(e, e.Admin)
+	for {
+		st, err := q.Stats(ctx)
+		if err != nil {
+			e.Stats.Violation("queue: stats: %v", err)
+			return
+		}
+		if st.Ready+st.Claimed+st.Delayed == 0 {
+			break
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		m, err := q.Claim(cctx, s)
+		ccancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				e.Stats.Violation("queue: could not drain: %+v", st)
+				return
+			}
+			continue // claims of dead consumers expire with their leases
+		}
+		if err := m.Ack(ctx); err == nil {
+			r.mu.Lock()
+			r.acks[string(m.Payload)]++
+			r.mu.Unlock()
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, err := q.Stats(ctx); err == nil && st.Dead > 0 {
+		e.Stats.Violation("queue: %d messages dead-lettered with MaxAttempts 1000", st.Dead)
+	}
+	for p := range r.sure {
+		switch n := r.acks[p]; {
+		case n == 0:
+			e.Stats.Violation("queue: message %s was enqueued and never acked: lost", p)
+		case n > 1:
+			e.Stats.Violation("queue: message %s acked %d times", p, n)
+		}
+	}
+	for p, n := range r.acks {
+		switch {
+		case !r.sure[p] && !r.maybe[p]:
+			e.Stats.Violation("queue: acked a message %q nobody enqueued", p)
+		case n > 1:
+			e.Stats.Violation("queue: message %s acked %d times", p, n)
+		}
+	}
+	e.Stats.mu.Lock()
+	e.Stats.Faults["queue-messages"] = len(r.sure)
+	e.Stats.Faults["queue-claims-lost"] = r.lost
+	e.Stats.mu.Unlock()
+}
