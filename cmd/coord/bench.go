@@ -110,4 +110,3 @@ func splitEndpoints(s string) []string {
 	}
 	return eps
 }
-
