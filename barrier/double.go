@@ -16,7 +16,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-
 // DoubleBarrier lets count participants start together (Enter returns
 // when count have entered) and finish together (Leave returns when all of
 // them have left). It is reusable: the next round starts once the previous

@@ -26,11 +26,10 @@ func WithBinary(path string) Option { return func(c *config) { c.binary = path }
 
 // proc is a member running as a child process.
 type proc struct {
-	cmd              *exec.Cmd
-	clientAddr       string
-	peerAddr         string
-	exited           chan struct{}
-	clientForMonitor *clientv3.Client
+	cmd        *exec.Cmd
+	clientAddr string
+	peerAddr   string
+	exited     chan struct{}
 }
 
 func freePort() (string, error) {
