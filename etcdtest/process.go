@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // WithBinary runs each Cluster member as a real etcd server process from
