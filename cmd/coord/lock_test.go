@@ -238,3 +238,31 @@ func TestLockBadUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusShowsHolderAndWaiter(t *testing.T) {
+	t.Parallel()
+	n := name(t)
+	dir := t.TempDir()
+	started, release := filepath.Join(dir, "started"), filepath.Join(dir, "release")
+	var o1, e1, o2, e2 syncBuffer
+	first := background(t, &o1, &e1, "lock", n, "--", "sh", "-c",
+		`echo "$COORD_TOKEN" > "$1"; while [ ! -e "$2" ]; do sleep 0.02; done`, "sh", started, release)
+	eventually(t, 20*time.Second, "holder running", func() bool {
+		b, _ := os.ReadFile(started)
+		return strings.HasSuffix(string(b), "\n")
+	})
+	second := background(t, &o2, &e2, "lock", n, "--", "true")
+	eventually(t, 20*time.Second, "waiter queued", func() bool { return len(keysUnder(t, "coord/lock/"+n+"/")) == 2 })
+	token, _ := os.ReadFile(started)
+	out, stderr, code := coord(t, "", "status", "--kind", "lock", "--name", n)
+	if code != 0 || !strings.Contains(out, n) || !strings.Contains(out, strings.TrimSpace(string(token))) {
+		t.Errorf("status: code %d, stderr %q, out:\n%s\nwant the lock and its holder's token %s", code, stderr, out, token)
+	}
+	out, _, code = coord(t, "", "status")
+	if code != 0 || !strings.Contains(out, n) {
+		t.Errorf("status of everything: code %d, out:\n%s", code, out)
+	}
+	os.WriteFile(release, nil, 0o644)
+	waitCode(t, first, 20*time.Second, "first")
+	waitCode(t, second, 20*time.Second, "second")
+}
