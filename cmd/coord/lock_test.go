@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,4 +266,51 @@ func TestStatusShowsHolderAndWaiter(t *testing.T) {
 	os.WriteFile(release, nil, 0o644)
 	waitCode(t, first, 20*time.Second, "first")
 	waitCode(t, second, 20*time.Second, "second")
+}
+
+// started runs coord in the background and returns the process too, for
+// tests that signal it.
+func started(t *testing.T, stderr *syncBuffer, args ...string) (*exec.Cmd, <-chan int) {
+	t.Helper()
+	cmd := command(context.Background(), args...)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	done := make(chan int, 1)
+	go func() {
+		cmd.Wait()
+		done <- cmd.ProcessState.ExitCode()
+	}()
+	return cmd, done
+}
+
+func TestLockSignals(t *testing.T) {
+	t.Parallel()
+	n := name(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	// SIGTERM to coord reaches the child, whose status comes through.
+	var e1 syncBuffer
+	holder, hdone := started(t, &e1, "lock", n, "--", "sh", "-c",
+		`trap 'exit 42' TERM; touch "$1"; while :; do sleep 0.05; done`, "sh", ready)
+	eventually(t, 20*time.Second, "holder running", func() bool { return fileExists(ready) })
+
+	// SIGINT to a waiter makes it leave the line: exit 130, key gone.
+	var e2 syncBuffer
+	waiter, wdone := started(t, &e2, "lock", n, "--", "true")
+	eventually(t, 20*time.Second, "waiter queued", func() bool { return len(keysUnder(t, "coord/lock/"+n+"/")) == 2 })
+	waiter.Process.Signal(os.Interrupt)
+	if c := waitCode(t, wdone, 10*time.Second, "waiter after SIGINT"); c != 130 {
+		t.Errorf("interrupted waiter exited %d, want 130; stderr %q", c, e2.String())
+	}
+	if kvs := keysUnder(t, "coord/lock/"+n+"/"); len(kvs) != 1 {
+		t.Errorf("after the waiter left, want only the holder's key, got %v", kvs)
+	}
+
+	holder.Process.Signal(syscall.SIGTERM)
+	if c := waitCode(t, hdone, 10*time.Second, "holder after SIGTERM"); c != 42 {
+		t.Errorf("holder exited %d, want the child's 42; stderr %q", c, e1.String())
+	}
+	eventually(t, 5*time.Second, "lock released", func() bool { return len(keysUnder(t, "coord/lock/"+n+"/")) == 0 })
 }
