@@ -84,11 +84,12 @@ func (e *Elector) Run(ctx context.Context, cli *clientv3.Client, name, id string
 // coord. It returns when ctx or the session ends.
 func lockerScheduler(ctx context.Context, s *session.Session, id string, c config, out *output) error {
 	locker := NewLocker(s)
-	return schedule(ctx, s.Done(), c, gocron.WithDistributedLocker(locker), func(ctx context.Context, tick time.Time) {
+	err := schedule(ctx, s.Done(), c, gocron.WithDistributedLocker(locker), func(ctx context.Context, tick time.Time) {
 		if m := locker.Held(c.name); m != nil {
 			job(ctx, s.Client(), c, id, tick, m.Token(), m.IsOwner(), out)
 		}
 	})
+	return errors.Join(err, s.Err()) // s.Err says why, when the session ended
 }
 
 // electorScheduler runs the job on a gocron scheduler that runs jobs only
