@@ -6,7 +6,29 @@ import (
 	"fmt"
 
 	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
+
+type holdKey struct{}
+
+type held struct {
+	token int64
+	owner clientv3.Cmp
+}
+
+// TokenFrom returns the fencing token of the lock whose Do gave fn this
+// ctx, so fn can fence the writes it makes outside etcd.
+func TokenFrom(ctx context.Context) (int64, bool) {
+	h, ok := ctx.Value(holdKey{}).(held)
+	return h.token, ok
+}
+
+// OwnerFrom returns the IsOwner guard of the lock whose Do gave fn this
+// ctx, so fn can make its own etcd Txns conditional on still holding it.
+func OwnerFrom(ctx context.Context) (clientv3.Cmp, bool) {
+	h, ok := ctx.Value(holdKey{}).(held)
+	return h.owner, ok
+}
 
 // invalid wraps a name validation error so it matches ErrInvalid.
 func invalid(label string, err error) error {
@@ -21,6 +43,9 @@ func invalid(label string, err error) error {
 // joined with fn's error. Unlock runs with a timeout of its own, even
 // after ctx is cancelled.
 //
+// fn finds the lock's fencing token with TokenFrom and its IsOwner guard
+// with OwnerFrom, to fence what it writes.
+//
 // This is the building block for "run this job on one replica at a time".
 func Do(ctx context.Context, s *session.Session, name string, fn func(ctx context.Context) error) error {
 	m := NewMutex(s, name)
@@ -28,7 +53,7 @@ func Do(ctx context.Context, s *session.Session, name string, fn func(ctx contex
 		return err
 	}
 	a := m.c.current()
-	work, cancel := context.WithCancelCause(ctx)
+	work, cancel := context.WithCancelCause(context.WithValue(ctx, holdKey{}, held{token: m.Token(), owner: m.IsOwner()}))
 	go func() {
 		select {
 		case <-a.done:

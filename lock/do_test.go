@@ -3,11 +3,13 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/coord-go/coord/lock"
 	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestDoHoldsWhileFnRuns(t *testing.T) {
@@ -76,4 +78,32 @@ func TestDoCancelledWhileWaiting(t *testing.T) {
 		t.Fatalf("Do with ctx ending while waiting: %v (fn ran: %v)", err, ran)
 	}
 	holder.Unlock(ctx)
+}
+
+func TestDoGivesFnTheFence(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := newSession(t)
+	err := lock.Do(ctx, s, t.Name(), func(ctx context.Context) error {
+		tok, ok := lock.TokenFrom(ctx)
+		if !ok || tok <= 0 {
+			return fmt.Errorf("TokenFrom = %d, %v", tok, ok)
+		}
+		cmp, ok := lock.OwnerFrom(ctx)
+		if !ok {
+			return errors.New("no OwnerFrom")
+		}
+		resp, err := s.Client().Txn(ctx).If(cmp).Then(clientv3.OpPut("do-fenced/"+t.Name(), fmt.Sprint(tok))).Commit()
+		if err != nil || !resp.Succeeded {
+			return fmt.Errorf("guarded write: %v %v", resp, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := lock.TokenFrom(context.Background()); ok {
+		t.Fatal("TokenFrom outside Do")
+	}
 }
