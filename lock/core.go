@@ -410,6 +410,13 @@ func (c *core) token() int64 {
 	return 0
 }
 
+func (c *core) key() string {
+	if a := c.current(); a != nil && len(a.keys) > 0 {
+		return a.keys[0]
+	}
+	return ""
+}
+
 func (c *core) done() <-chan struct{} {
 	a := c.current()
 	if a == nil {

@@ -86,3 +86,8 @@ func (m *Mutex) Done() <-chan struct{} { return m.c.done() }
 // lock, to guard a Txn of your own: cli.Txn(ctx).If(m.IsOwner()).Then(...).
 // When nothing is held it never holds.
 func (m *Mutex) IsOwner() clientv3.Cmp { return m.c.owner()[0] }
+
+// Key returns the etcd key of the current or last hold ("" before the
+// first Lock), for logs and for tools that pass it on (coord lock sets
+// COORD_KEY to it).
+func (m *Mutex) Key() string { return m.c.key() }

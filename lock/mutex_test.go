@@ -486,3 +486,22 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyIsTheHeldKey(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := newSession(t)
+	m := lock.NewMutex(s, t.Name())
+	if m.Key() != "" {
+		t.Fatalf("Key before Lock = %q", m.Key())
+	}
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unlock(ctx)
+	resp, err := s.Client().Get(ctx, m.Key())
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != m.Token() || clientv3.LeaseID(resp.Kvs[0].Lease) != s.Lease() {
+		t.Fatalf("Key %q does not name the held key: %v %v", m.Key(), resp, err)
+	}
+}

@@ -9,8 +9,6 @@ import (
 
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/lock"
-	"github.com/coord-go/coord/session"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func init() {
@@ -91,7 +89,7 @@ func runLock(args []string, stdout, stderr io.Writer) int {
 
 	res, err := sup.run(child{
 		argv:   argv,
-		env:    env("COORD_TOKEN", itoa(m.Token()), "COORD_KEY", lockKey(ctx, s, name, m.Token())),
+		env:    env("COORD_TOKEN", itoa(m.Token()), "COORD_KEY", m.Key()),
 		stdin:  os.Stdin,
 		stdout: stdout,
 		stderr: stderr,
@@ -103,22 +101,4 @@ func runLock(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coord: %v\n", err)
 	}
 	return res.code
-}
-
-// lockKey finds the held lock's own key: the key in the lock's line whose
-// create revision is the token. The lock package keeps its key to itself,
-// so this costs one read; if the read fails, the line's prefix is the best
-// answer there is.
-func lockKey(ctx context.Context, s *session.Session, name string, token int64) string {
-	sp, err := keys.New(s.Prefix(), keys.KindLock, name)
-	if err != nil {
-		return ""
-	}
-	line := sp.Part("w")
-	resp, err := s.Client().Get(ctx, line, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithMinCreateRev(token), clientv3.WithMaxCreateRev(token))
-	if err != nil || len(resp.Kvs) != 1 {
-		return line
-	}
-	return string(resp.Kvs[0].Key)
 }
