@@ -296,6 +296,7 @@ func (e *Election) Proclaim(ctx context.Context, value string) error {
 // and closes Done. It is one Txn fenced on the leader key's create
 // revision, safe to retry. If the request fails, Resign returns the error
 // and this Election still counts itself leader, since it may well be.
+// After a loss it only forgets the lost leadership, without a request.
 // Without leadership Resign does nothing and returns nil; to abandon a
 // Campaign still waiting, cancel its ctx.
 func (e *Election) Resign(ctx context.Context) error {
@@ -306,12 +307,17 @@ func (e *Election) Resign(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
-	_, err := e.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
-		Then(clientv3.OpDelete(t.key)).
-		Commit()
-	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("election %q: resign: %w", e.name, err)
+	// A lost leadership has nothing to delete: its key is gone, or goes
+	// with a lease the session is revoking, and the client may be cut
+	// off, which would only make the caller wait.
+	if t.hold.Err() == nil {
+		_, err := e.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
+			Then(clientv3.OpDelete(t.key)).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("election %q: resign: %w", e.name, err)
+		}
 	}
 	e.mu.Lock()
 	wasLeading := !t.resigned

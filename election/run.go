@@ -169,7 +169,16 @@ func runOnce(ctx context.Context, cli *clientv3.Client, name, value string, fn f
 		}
 		return false, err
 	}
-	defer s.Close() // revokes the lease: whatever resign missed goes now
+	defer func() {
+		// Close revokes the lease, so whatever Resign missed goes now. A
+		// lost session is already revoking in the background, and its
+		// client may be cut off: don't hold up the next campaign for it.
+		if s.Err() != nil {
+			go s.Close()
+			return
+		}
+		s.Close()
+	}()
 	e := New(s, name)
 	if err := e.Campaign(ctx, value); err != nil {
 		return false, err
