@@ -280,7 +280,9 @@ func (e *Env) checkNoKeysLeft(c *Client, s *session.Session, spec holdSpec) {
 		}
 		select {
 		case <-ctx.Done():
-			e.Stats.Violation("%s %q: client %d left keys %v behind after its loop ended", spec.kind, spec.name, c.ID, left)
+			if len(left) > 0 {
+				e.Stats.Violation("%s %q: client %d left keys %v behind after its loop ended", spec.kind, spec.name, c.ID, left)
+			}
 			return
 		case <-s.Done():
 			return // the lease takes them
