@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/election"
+	"github.com/coord-go/coord/etcdtest"
 )
 
 // fnTracker is an fn for Run that records which tokens run, and fails the
@@ -180,5 +181,76 @@ func TestRunReturnsFnError(t *testing.T) {
 	}
 	if n := countCandidates(t, r); n != 0 {
 		t.Fatalf("%d keys left", n)
+	}
+}
+
+// TestRunCancelsCutOffLeaderFirst: a leader cut off from etcd has its
+// fn's ctx cancelled before the successor's fn starts.
+func TestRunCancelsCutOffLeaderFirst(t *testing.T) {
+	t.Parallel()
+	r := root(t)
+	ctx := ctxT(t, 30*time.Second)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := etcdtest.NewProxy(t, srv.Endpoints()[0])
+	cli, err := etcdtest.NewClient(p.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+
+	aLeads := make(chan struct{})
+	aCtx := make(chan context.Context, 1)
+	aDone := make(chan error, 1)
+	go func() {
+		aDone <- election.Run(rctx, cli, "cutoff", "a", func(ctx context.Context) error {
+			select {
+			case aCtx <- ctx:
+				close(aLeads)
+			default: // a later term, after the first was lost
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}, election.WithPrefix(r), election.WithTTL(2*time.Second))
+	}()
+	select {
+	case <-aLeads:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a did not lead within 5s")
+	}
+	first := <-aCtx
+	bStarted := make(chan bool, 1)
+	bDone := make(chan error, 1)
+	go func() {
+		bDone <- election.Run(rctx, srv.Client(), "cutoff", "b", func(ctx context.Context) error {
+			select {
+			case bStarted <- first.Err() != nil:
+			default:
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}, election.WithPrefix(r), election.WithTTL(2*time.Second))
+	}()
+	eventually(t, 5*time.Second, "b queued", func() bool { return countCandidates(t, r) == 2 })
+	p.Blackhole()
+	select {
+	case aWasCancelled := <-bStarted:
+		if !aWasCancelled {
+			t.Fatal("b's fn started while a's fn ctx was still live")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("b did not take over within 15s")
+	}
+	p.Restore()
+	cancel()
+	for _, ch := range []chan error{aDone, bDone} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Run = %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return within 10s of ctx ending")
+		}
 	}
 }
