@@ -1,6 +1,7 @@
 package election_test
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -99,4 +100,48 @@ func TestBlackholedLeaderKnowsFirst(t *testing.T) {
 		lo, hi = min(lo, l), max(hi, l)
 	}
 	t.Logf("the old leader's Done led the successor's win by %v to %v over %d trials (TTL 2s)", lo, hi, trials)
+}
+
+// TestObserveThroughMemberFailover stops the raft leader of a 3-member
+// cluster while a leader proclaims, and checks Observe goes on, in order.
+func TestObserveThroughMemberFailover(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
+	ctx := ctxT(t, 60*time.Second)
+	r := root(t)
+	oc, err := c.NewClient(c.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := election.New(newSession(t, oc, r, session.WithTTL(10*time.Second)), "fo").Observe(ctx)
+	expect(t, ch, election.Leader{})
+	a := election.New(newSession(t, c.Client(), r, session.WithTTL(10*time.Second)), "fo")
+	if err := a.Campaign(ctx, "a1"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ch, leading(a, "a1"))
+	lead := c.Leader()
+	c.Stop(lead)
+	if _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The client may need a moment to leave the stopped member.
+	for {
+		err := a.Proclaim(ctx, "a2")
+		if err == nil {
+			break
+		}
+		if errors.Is(err, election.ErrNotLeader) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	expect(t, ch, leading(a, "a2"))
+	if err := c.Restart(lead); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ch, election.Leader{})
 }
