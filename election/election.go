@@ -57,8 +57,9 @@ type Election struct {
 	s      *session.Session
 	cli    *clientv3.Client
 	name   string
-	prefix string // every candidate key starts with it
-	err    error  // why the Election cannot be used, or nil
+	prefix string        // every candidate key starts with it
+	err    error         // why the Election cannot be used, or nil
+	idle   chan struct{} // closed: the Done of an Election that does not lead
 
 	mu          sync.Mutex
 	campaigning bool
@@ -74,14 +75,12 @@ type term struct {
 	resigned bool // guarded by Election.mu
 }
 
-// closed is the Done channel of an Election that is not leader.
-var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
 // New returns a candidate for the election called name on session s.
 // It talks to etcd only when used. A nil session or an invalid name is
 // reported, wrapping ErrInvalid, by every method that can fail.
 func New(s *session.Session, name string) *Election {
-	e := &Election{s: s, name: name}
+	e := &Election{s: s, name: name, idle: make(chan struct{})}
+	close(e.idle)
 	if s == nil {
 		e.err = fmt.Errorf("%w: nil session", ErrInvalid)
 		return e
@@ -200,7 +199,7 @@ func (e *Election) Done() <-chan struct{} {
 	if t := e.term(); t != nil {
 		return t.hold.Done()
 	}
-	return closed
+	return e.idle
 }
 
 // Token returns the fencing token of the leadership won by the last
