@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,9 +44,29 @@ type core struct {
 	guard string // a key no lock ever creates, for IsOwner when not held
 	err   error  // from construction; returned by every call
 
-	mu   sync.Mutex
-	busy bool // a lock is being taken or is held
-	cur  *acq // the lock held, or nil
+	mu    sync.Mutex
+	busy  bool   // a lock is being taken or is held
+	cur   *acq   // the lock held, or nil
+	spare string // an id whose key this value deleted itself, free to reuse
+}
+
+// nextID returns the id for the next acquisition's key. After a clean
+// Unlock it reuses the id just released: etcd keeps a deleted key in its
+// index until the next compaction, and every read of the line walks past
+// those tombstones, so a fresh key per Lock would make a busy lock slower
+// until etcd compacts. Reuse is safe because only this value ever uses the
+// id, one acquisition at a time, and its Unlock deleted the key itself;
+// after any failure (a cleanup that may still run in the background) the
+// id is never reused.
+func (c *core) nextID() string {
+	c.mu.Lock()
+	id := c.spare
+	c.spare = ""
+	c.mu.Unlock()
+	if id == "" {
+		id = c.s.NextID()
+	}
+	return id
 }
 
 func newCore(s *session.Session, kind string, names []string) *core {
@@ -371,14 +392,17 @@ func (c *core) release(ctx context.Context, m mode) error {
 		// Still held as far as we know: the caller may retry.
 		return c.fail(err)
 	}
+	// A retry that finds the keys gone cannot tell its own earlier
+	// attempt from a loss; give it the benefit of the doubt.
+	lost := n < int64(len(a.keys)) && !retry
 	c.mu.Lock()
 	if c.cur == a {
 		c.cur, c.busy = nil, false
 	}
+	if len(a.keys) == 1 && n == 1 && !retry {
+		c.spare = a.keys[0][strings.LastIndexByte(a.keys[0], '/')+1:]
+	}
 	c.mu.Unlock()
-	// A retry that finds the keys gone cannot tell its own earlier
-	// attempt from a loss; give it the benefit of the doubt.
-	lost := n < int64(len(a.keys)) && !retry
 	var cause error
 	if lost {
 		cause = a.lossCause()

@@ -60,7 +60,7 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 
 func (m *Mutex) entries() []entry {
 	w := m.sp.Part("w")
-	return []entry{{key: m.sp.Key("w", m.c.s.NextID()), lines: []string{w}}}
+	return []entry{{key: m.sp.Key("w", m.c.nextID()), lines: []string{w}}}
 }
 
 // Unlock releases the lock with one DeleteRange of the Mutex's own key,

@@ -84,11 +84,11 @@ func (m *RWMutex) Unlock(ctx context.Context) error { return m.c.release(ctx, mo
 // Readers queue in part "r", writers in part "w". Create revisions are
 // global, so comparing across the two parts gives one FIFO order.
 func (m *RWMutex) reader() []entry {
-	return []entry{{key: m.sp.Key("r", m.c.s.NextID()), lines: []string{m.sp.Part("w")}}}
+	return []entry{{key: m.sp.Key("r", m.c.nextID()), lines: []string{m.sp.Part("w")}}}
 }
 
 func (m *RWMutex) writer() []entry {
-	return []entry{{key: m.sp.Key("w", m.c.s.NextID()), lines: []string{m.sp.Part("w"), m.sp.Part("r")}}}
+	return []entry{{key: m.sp.Key("w", m.c.nextID()), lines: []string{m.sp.Part("w"), m.sp.Part("r")}}}
 }
 
 // Token returns the fencing token of the held lock, read or write (see
