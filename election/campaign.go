@@ -134,22 +134,16 @@ func (e *Election) campaign(ctx context.Context, value string) (*term, error) {
 	return &term{key: key, rev: rev, hold: hold, start: time.Now()}, nil
 }
 
-// cleanup deletes a failed candidate's key, fenced on its create revision
-// (any when rev is 0) so that a retry can never delete someone else's. A
-// lost session needs nothing: its lease takes the key along, and it may
-// be cut off, which would make us wait out the timeout for nothing.
-func (e *Election) cleanup(ctx context.Context, key string, rev int64) {
-	if e.s.Err() != nil {
-		return
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	txn := e.cli.Txn(cctx)
-	if rev != 0 {
-		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev))
-	}
-	if _, err := txn.Then(clientv3.OpDelete(key)).Commit(); err != nil {
-		e.s.Logger().Debug("coord campaign cleanup failed; the key goes with the lease", "election", e.name, "key", key, "error", err)
+// cleanup deletes a failed candidate's key. The key is unique to this
+// Campaign (Session.NextID), so Session.Retire's unconditional delete can
+// never touch someone else's; it runs with its own timeout after ctx is
+// cancelled, and if etcd is unreachable it keeps trying in the background
+// until it can or the session ends, so a failed candidate never stands in
+// the line for longer than etcd itself is down. A lost session needs
+// nothing: its lease takes the key along.
+func (e *Election) cleanup(ctx context.Context, key string, _ int64) {
+	if err := e.s.Retire(ctx, key); err != nil {
+		e.s.Logger().Debug("coord campaign cleanup deferred", "election", e.name, "key", key, "error", err)
 	}
 }
 

@@ -34,8 +34,9 @@ var ErrKeyDeleted = errors.New("election: candidate key deleted")
 // UTF-8), and by Run for bad arguments.
 var ErrInvalid = errors.New("election: invalid argument")
 
-// cleanupTimeout bounds the delete of a failed candidate's key, which runs
-// even when the caller's context is already gone.
+// cleanupTimeout bounds Run's Resign when its context has ended, so a
+// successor takes over in one round trip without Run hanging on a dead
+// connection.
 const cleanupTimeout = 5 * time.Second
 
 // kind is the metrics and key kind of this package.

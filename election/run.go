@@ -63,13 +63,26 @@ func WithMetrics(m *metrics.Metrics) Option {
 // goroutine, in order; Run returns only after the last call has.
 func OnLeader(f func(Leader)) Option { return func(o *runOptions) { o.onLeader = f } }
 
-type tokenKey struct{}
+type termKey struct{}
+
+type termInfo struct {
+	token int64
+	owner clientv3.Cmp
+}
 
 // TokenFrom returns the fencing token of the leadership whose fn ctx it
 // is given, so that fn can fence the writes it makes outside etcd.
 func TokenFrom(ctx context.Context) (int64, bool) {
-	t, ok := ctx.Value(tokenKey{}).(int64)
-	return t, ok
+	t, ok := ctx.Value(termKey{}).(termInfo)
+	return t.token, ok
+}
+
+// OwnerFrom returns the IsOwner guard of the leadership whose fn ctx it is
+// given, so that fn can make its own etcd Txns conditional on still
+// leading.
+func OwnerFrom(ctx context.Context) (clientv3.Cmp, bool) {
+	t, ok := ctx.Value(termKey{}).(termInfo)
+	return t.owner, ok
 }
 
 const (
@@ -184,7 +197,7 @@ func runOnce(ctx context.Context, cli *clientv3.Client, name, value string, fn f
 		return false, err
 	}
 	done := e.Done()
-	lctx, cancel := context.WithCancel(context.WithValue(ctx, tokenKey{}, e.Token()))
+	lctx, cancel := context.WithCancel(context.WithValue(ctx, termKey{}, termInfo{token: e.Token(), owner: e.IsOwner()}))
 	go func() {
 		select {
 		case <-done:

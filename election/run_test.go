@@ -10,6 +10,7 @@ import (
 
 	"github.com/coord-go/coord/election"
 	"github.com/coord-go/coord/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // fnTracker is an fn for Run that records which tokens run, and fails the
@@ -252,5 +253,27 @@ func TestRunCancelsCutOffLeaderFirst(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("Run did not return within 10s of ctx ending")
 		}
+	}
+}
+
+func TestRunGivesFnTheFence(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := errors.New("done")
+	err := election.Run(ctx, srv.Client(), "fenced", "me", func(ctx context.Context) error {
+		tok, ok := election.TokenFrom(ctx)
+		cmp, ok2 := election.OwnerFrom(ctx)
+		if !ok || !ok2 || tok <= 0 {
+			return fmt.Errorf("TokenFrom %d %v, OwnerFrom %v", tok, ok, ok2)
+		}
+		resp, err := srv.Client().Txn(ctx).If(cmp).Then(clientv3.OpPut(t.Name()+"/result", fmt.Sprint(tok))).Commit()
+		if err != nil || !resp.Succeeded {
+			return fmt.Errorf("leader's guarded write: %v %v", resp, err)
+		}
+		return done
+	}, election.WithPrefix(t.Name()+"/"))
+	if !errors.Is(err, done) {
+		t.Fatal(err)
 	}
 }
