@@ -231,15 +231,22 @@ func (s *Session) lose(why string) {
 // Close revokes the lease, so everything the session holds is released
 // now rather than after the TTL, and ends the session. It uses its own
 // bounded timeout, so it works even when the caller's context is already
-// cancelled. Calling it again returns the first call's result.
+// cancelled. On a session already lost it returns at once: the loss
+// already started a revoke in the background, and the network that lost
+// it may still be down. Calling it again returns the first call's result.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		alive := s.end(ErrClosed)
 		s.loopWG.Wait()
+		if !alive {
+			// Lost already: lose started the revoke in the background, and
+			// the network may be what lost it, so do not wait on it here.
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 		defer cancel()
 		_, err := s.cli.Revoke(ctx, s.lease)
-		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) && alive {
+		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			s.closeErr = fmt.Errorf("session: revoke lease %x: %w", int64(s.lease), err)
 		}
 		s.logger.Debug("coord session closed", "lease", fmt.Sprintf("%x", int64(s.lease)))
