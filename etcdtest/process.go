@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
 )
 
 // WithBinary runs each Cluster member as a real etcd server process from
