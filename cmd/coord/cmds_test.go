@@ -17,7 +17,7 @@ func TestDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	for _, want := range []string{"CRASH", "leads now", "again (attempt 2)", "none lost", "exactly once in each of 6 ticks"} {
+	for _, want := range []string{"CRASH", "leads now", "again (attempt 2)", "none lost", "never twice"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo's story lacks %q:\n%s", want, stdout)
 		}

@@ -50,6 +50,7 @@ type demo struct {
 	acked    atomic.Int64
 	redeliv  atomic.Int64
 	cronRuns sync.Map // tick -> replica
+	cronDups atomic.Int64
 }
 
 func (d *demo) say(who, format string, a ...any) {
@@ -186,11 +187,23 @@ func (d *demo) run(ticks int) error {
 	for _, r := range reps {
 		r.stop()
 	}
-	var cronTicks int
-	d.cronRuns.Range(func(any, any) bool { cronTicks++; return true })
+	var ran, skipped []int
+	for n := 1; n <= ticks; n++ {
+		if _, ok := d.cronRuns.Load(n); ok {
+			ran = append(ran, n)
+		} else {
+			skipped = append(skipped, n)
+		}
+	}
 	d.say("demo", "done: %d messages enqueued, %d acked (%d redelivered after the crash), none lost", d.enqueued.Load(), d.acked.Load(), d.redeliv.Load())
-	d.say("demo", "      the cron job ran exactly once in each of %d ticks, whoever was alive", cronTicks)
-	if d.acked.Load() != d.enqueued.Load() || d.redeliv.Load() == 0 || cronTicks != ticks {
+	d.say("demo", "      the cron job ran once, never twice, in each of ticks %v, whoever was alive", ran)
+	if len(skipped) > 0 {
+		// A replica that dies holding the cron lock keeps it until its
+		// lease runs out (demoTTL): the ticks in between are skipped, not
+		// run twice. That is the lock doing its job.
+		d.say("demo", "      ticks %v were skipped while the crashed replica's lock lease ran out", skipped)
+	}
+	if d.acked.Load() != d.enqueued.Load() || d.redeliv.Load() == 0 || d.cronDups.Load() > 0 || len(skipped) > 2 {
 		return errors.New("the story did not go as it should (see above)")
 	}
 	return nil
@@ -285,7 +298,9 @@ func (r *replica) cronTick(ctx context.Context, n int) {
 	if err != nil || !resp.Succeeded || r.dead.Load() {
 		return
 	}
-	r.d.cronRuns.Store(n, r.name)
+	if _, dup := r.d.cronRuns.LoadOrStore(n, r.name); dup {
+		r.d.cronDups.Add(1)
+	}
 	r.d.say(r.name, "cron job for tick %d runs here (lock token %d)", n, m.Token())
 }
 
