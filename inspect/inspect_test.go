@@ -77,7 +77,7 @@ func find(ps []inspect.Primitive, kind, name string) *inspect.Primitive {
 func TestListShowsHoldersAndWaitersInOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	root := "inspect-list/"
+	root := fmt.Sprintf("inspect-list-%d/", time.Now().UnixNano()) // barriers and queues outlive sessions
 	s1, s2, s3 := newSession(t, ctx, root), newSession(t, ctx, root), newSession(t, ctx, root)
 
 	// A lock held by s1 with s2 then s3 waiting.
