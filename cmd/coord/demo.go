@@ -71,6 +71,7 @@ type replica struct {
 	lead   atomic.Pointer[context.Context] // the leadership's ctx while leading
 	claim  atomic.Pointer[string]          // the message being worked on
 	ticks  chan int
+	tick   atomic.Int64 // the last tick this replica finished handling
 	wg     sync.WaitGroup
 }
 
@@ -167,8 +168,15 @@ func (d *demo) run(ticks int) error {
 		}
 		n++
 	}
-	// Let the queue drain, including the message the crashed replica held.
+	// Let every live replica finish the last tick (the leader enqueues its
+	// work then), and the queue drain, including the message the crashed
+	// replica held.
 	d.say("demo", "no more ticks; waiting for the queue to drain")
+	for _, r := range reps {
+		for wait := time.Now().Add(10 * time.Second); !r.dead.Load() && r.tick.Load() < int64(ticks) && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	q := queue.New(srv.Client(), "demo-work")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -279,6 +287,7 @@ func (r *replica) cron(ctx context.Context) {
 					}
 				}
 			}
+			r.tick.Store(int64(n))
 		}
 	}
 }
