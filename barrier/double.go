@@ -121,7 +121,7 @@ func (d *DoubleBarrier) Enter(ctx context.Context) error {
 	start := time.Now()
 	key := d.sp.Key("p", d.s.NextID())
 	countKey := d.sp.Single("count")
-	enter := append([]clientv3.Op{clientv3.OpPut(key, "", clientv3.WithLease(d.s.Lease()))}, d.readOps()...)
+	enter := append([]clientv3.Op{d.s.PutOwn(key, "")}, d.readOps()...)
 	// The first participant ever stores the count; the others check it.
 	// Either way the key is created and the state read in the same Txn.
 	resp, err := d.cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(countKey), "=", 0)).

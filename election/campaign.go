@@ -71,7 +71,6 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 // campaign queues the candidate's key and waits until it is first.
 func (e *Election) campaign(ctx context.Context, value string) (*term, error) {
 	key := e.prefix + e.s.NextID()
-	lease := e.s.Lease()
 	// One Txn puts the key and reads the two newest keys of the line:
 	// ours, and the one just before it, which is the only key we watch.
 	// With no key before ours we lead at once, for one Txn.
@@ -80,7 +79,7 @@ func (e *Election) campaign(ctx context.Context, value string) (*term, error) {
 		clientv3.WithLimit(2), clientv3.WithKeysOnly())
 	resp, err := e.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, value, clientv3.WithLease(lease)), line).
+		Then(e.s.PutOwn(key, value), line).
 		Else(clientv3.OpGet(key)).
 		Commit()
 	if err != nil {

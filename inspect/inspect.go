@@ -55,6 +55,9 @@ func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, 
 		if !ok {
 			continue
 		}
+		if kind == "retired" {
+			continue // Session.Retire's marks, not a primitive
+		}
 		if kind == keys.KindSession {
 			if id, err := strconv.ParseInt(after, 16, 64); err == nil {
 				owners[id] = string(kv.Value)

@@ -62,9 +62,15 @@ func (a *acq) end(cause error) {
 		a.mu.Unlock()
 		return
 	}
+	if a.unlockSent {
+		// Our own Unlock deleted the key: its watch may report that
+		// before release marks the acquisition finished. Unlock itself
+		// decides whether anything was lost.
+		cause = errReleased
+	}
 	a.cause = cause
 	close(a.done)
-	lost := a.held && !a.finished
+	lost := a.held && !a.finished && cause != errReleased
 	report := lost && !a.reported
 	if report {
 		a.reported = true

@@ -193,7 +193,7 @@ func (c *core) enqueue(ctx context.Context, entries []entry, try bool) (queued, 
 	// the keys (`coord status`, etcdctl): "waiting since", "queued at".
 	since := time.Now().UTC().Format(time.RFC3339Nano)
 	for _, e := range entries {
-		puts = append(puts, clientv3.OpPut(e.key, since, clientv3.WithLease(c.s.Lease())))
+		puts = append(puts, c.s.PutOwn(e.key, since))
 		for _, l := range e.lines {
 			pairs = append(pairs, pair{e.key, l})
 			gets = append(gets, clientv3.OpGet(l, rangeOf(l),

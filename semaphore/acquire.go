@@ -95,7 +95,7 @@ func (s *Semaphore) TryAcquire(ctx context.Context, n int64) (*Permit, error) {
 		// Granted only if the line gained no key since the read (keys that
 		// left only free permits) and the capacity did not change.
 		noNewer := clientv3.Compare(clientv3.CreateRevision(pfx), "<", rev+1).WithRange(keys.RangeEnd(pfx))
-		put := clientv3.OpPut(own, strconv.FormatInt(n, 10), clientv3.WithLease(s.s.Lease()))
+		put := s.s.PutOwn(own, strconv.FormatInt(n, 10))
 		tresp, err := cli.Txn(ctx).If(capCmp, noNewer).Then(append(capOps, put)...).Commit()
 		if err != nil {
 			// The put may have landed; take it back.
@@ -144,7 +144,7 @@ func (s *Semaphore) enqueue(ctx context.Context, n int64) (*line, error) {
 	cli := s.s.Client()
 	pfx := s.linePfx()
 	own := s.sp.Key("q", s.s.NextID())
-	put := clientv3.OpPut(own, strconv.FormatInt(n, 10), clientv3.WithLease(s.s.Lease()))
+	put := s.s.PutOwn(own, strconv.FormatInt(n, 10))
 	list := clientv3.OpGet(pfx, clientv3.WithRange(keys.RangeEnd(pfx)))
 	create := clientv3.OpTxn(
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.capKey()), "=", 0)},

@@ -21,7 +21,10 @@ const retireTimeout = 5 * time.Second
 //
 // Only pass keys that are unique to this session (as NextID makes them):
 // the delete is unconditional, which is what makes it safe to repeat even
-// when the caller does not know whether its own create went through.
+// when the caller does not know whether its own create went through. The
+// same Txn marks each key retired, so a create made with PutOwn that
+// reaches etcd after the delete does nothing; the marks live on the lease
+// (one small key per retired key, gone with the session).
 // Retire returns nil once the keys are gone, or the error of the first
 // attempt when the background takes over.
 func (s *Session) Retire(ctx context.Context, keys ...string) error {
@@ -60,15 +63,30 @@ func (s *Session) Retire(ctx context.Context, keys ...string) error {
 	return err
 }
 
+// deleteKeys deletes keys and, in the same Txn, marks each retired (on
+// the lease, so the marks go with the session), which turns away a create
+// of the key that reaches etcd only now: a request held up in a partition
+// and delivered after its caller gave up and cleaned up. See PutOwn.
 func (s *Session) deleteKeys(ctx context.Context, keys []string) error {
-	if len(keys) == 1 {
-		_, err := s.cli.Delete(ctx, keys[0])
-		return err
-	}
-	ops := make([]clientv3.Op, len(keys))
-	for i, k := range keys {
-		ops[i] = clientv3.OpDelete(k)
+	ops := make([]clientv3.Op, 0, 2*len(keys))
+	for _, k := range keys {
+		ops = append(ops, clientv3.OpPut(s.retiredKey(k), "", clientv3.WithLease(s.lease)), clientv3.OpDelete(k))
 	}
 	_, err := s.cli.Txn(ctx).Then(ops...).Commit()
 	return err
+}
+
+func (s *Session) retiredKey(key string) string { return s.root + "retired/" + key }
+
+// PutOwn returns the Op that creates key with value on the session's
+// lease, unless Retire has retired key: then it does nothing. Primitives
+// create their keys with it, so that a create delivered late, after the
+// caller gave up and retired the key, cannot bring back a key nobody will
+// ever delete (etcd applies a request it receives even if the client has
+// stopped waiting for it). It is a nested Txn, so its response is a
+// ResponseTxn.
+func (s *Session) PutOwn(key, value string) clientv3.Op {
+	return clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.retiredKey(key)), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, value, clientv3.WithLease(s.lease))}, nil)
 }

@@ -291,3 +291,30 @@ func TestRetireDeletesNowOrInTheBackground(t *testing.T) {
 		t.Fatalf("session ended: %v", s.Err())
 	}
 }
+
+// TestRetireTurnsAwayALateCreate: a create that reaches etcd after its key
+// was retired (a request held up in a partition) does nothing.
+func TestRetireTurnsAwayALateCreate(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, 10*time.Second)
+	s, err := session.New(ctx, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	key := "retire-late/" + s.NextID()
+	if err := s.Retire(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Client().Txn(ctx).Then(s.PutOwn(key, "late")).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := srv.Client().Get(ctx, key); len(resp.Kvs) != 0 {
+		t.Fatal("a create delivered after Retire brought the key back")
+	}
+	other := "retire-late/" + s.NextID()
+	srv.Client().Txn(ctx).Then(s.PutOwn(other, "v")).Commit()
+	if resp, _ := srv.Client().Get(ctx, other); len(resp.Kvs) != 1 || clientv3.LeaseID(resp.Kvs[0].Lease) != s.Lease() {
+		t.Fatal("PutOwn of a key never retired did not create it on the lease")
+	}
+}
