@@ -151,6 +151,14 @@ func (c *core) take(ctx context.Context, m mode, entries []entry, try bool) (*ac
 			return nil, err
 		}
 	}
+	// The answer that made us holder may have been held up in the network
+	// past the moment our lease could still be trusted (a partition that
+	// healed late delivers it all the same): never report a hold the
+	// session cannot vouch for now.
+	if err := c.s.Err(); err != nil {
+		c.cleanup(ctx, a)
+		return nil, c.fail(err)
+	}
 	now := time.Now()
 	a.start = now
 	a.mu.Lock()

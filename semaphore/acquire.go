@@ -52,6 +52,12 @@ func (s *Semaphore) Acquire(ctx context.Context, n int64) (*Permit, error) {
 			return nil, s.wrap(err)
 		}
 	}
+	// A grant delivered late (held up in a partition) may come after the
+	// lease stopped being trustworthy: never hand out such a permit.
+	if err := s.s.Err(); err != nil {
+		s.abandon(ctx, l.own)
+		return nil, s.wrap(err)
+	}
 	return s.granted(l.own, l.rev, n, start), nil
 }
 
@@ -103,6 +109,10 @@ func (s *Semaphore) TryAcquire(ctx context.Context, n int64) (*Permit, error) {
 			return nil, s.wrap(err)
 		}
 		if tresp.Succeeded {
+			if err := s.s.Err(); err != nil { // granted too late to trust
+				s.abandon(ctx, own)
+				return nil, s.wrap(err)
+			}
 			return s.granted(own, tresp.Header.Revision, n, start), nil
 		}
 	}
