@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/coord-go/coord/session"
@@ -54,4 +57,42 @@ func newSession(ctx context.Context, cli *clientv3.Client, timeout, ttl time.Dur
 		return nil, fmt.Errorf("start a session on %v: %w", cli.Endpoints(), err)
 	}
 	return s, nil
+}
+
+// held is what lock and sem hold while their child runs.
+type held struct {
+	what    string // `lock "x"`, for messages
+	token   int64
+	key     string
+	done    <-chan struct{}
+	release func(context.Context) error
+	gone    error // the release error that only says it was already lost
+}
+
+// runHeld runs argv while h is held, with COORD_TOKEN and COORD_KEY in its
+// environment, and releases h afterwards (with a timeout of its own). It
+// returns the child's exit code; the supervisor kills the child if h is
+// lost first.
+func (hf *holdFlags) runHeld(sup *supervisor, argv []string, stdout, stderr io.Writer, h held) int {
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if err := h.release(ctx); err != nil && !errors.Is(err, h.gone) {
+			fmt.Fprintf(stderr, "coord: release %s: %v (the lease ends with the session)\n", h.what, err)
+		}
+	}()
+	res, err := sup.run(child{
+		argv:   argv,
+		env:    env("COORD_TOKEN", itoa(h.token), "COORD_KEY", h.key),
+		stdin:  os.Stdin,
+		stdout: stdout,
+		stderr: stderr,
+		lost:   h.done,
+		what:   h.what,
+		grace:  hf.grace,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "coord: %v\n", err)
+	}
+	return res.code
 }

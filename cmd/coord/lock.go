@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/lock"
@@ -79,26 +77,8 @@ func runLock(args []string, stdout, stderr io.Writer) int {
 		}
 		return fail(stderr, "lock %q: %v", name, err)
 	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		if err := m.Unlock(ctx); err != nil && !errors.Is(err, lock.ErrLost) {
-			fmt.Fprintf(stderr, "coord: unlock %q: %v (the lease ends with the session)\n", name, err)
-		}
-	}()
-
-	res, err := sup.run(child{
-		argv:   argv,
-		env:    env("COORD_TOKEN", itoa(m.Token()), "COORD_KEY", m.Key()),
-		stdin:  os.Stdin,
-		stdout: stdout,
-		stderr: stderr,
-		lost:   m.Done(),
-		what:   fmt.Sprintf("lock %q", name),
-		grace:  h.grace,
+	return h.runHeld(sup, argv, stdout, stderr, held{
+		what: fmt.Sprintf("lock %q", name), token: m.Token(), key: m.Key(),
+		done: m.Done(), release: m.Unlock, gone: lock.ErrLost,
 	})
-	if err != nil {
-		fmt.Fprintf(stderr, "coord: %v\n", err)
-	}
-	return res.code
 }

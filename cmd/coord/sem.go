@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/semaphore"
@@ -85,26 +83,8 @@ func runSem(args []string, stdout, stderr io.Writer) int {
 		}
 		return fail(stderr, "semaphore %q: %v", name, err)
 	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-		defer cancel()
-		if err := p.Release(ctx); err != nil && !errors.Is(err, semaphore.ErrLost) {
-			fmt.Fprintf(stderr, "coord: release semaphore %q: %v (the lease ends with the session)\n", name, err)
-		}
-	}()
-
-	res, err := sup.run(child{
-		argv:   argv,
-		env:    env("COORD_TOKEN", itoa(p.Token()), "COORD_KEY", p.Key()),
-		stdin:  os.Stdin,
-		stdout: stdout,
-		stderr: stderr,
-		lost:   p.Done(),
-		what:   fmt.Sprintf("semaphore %q permit", name),
-		grace:  h.grace,
+	return h.runHeld(sup, argv, stdout, stderr, held{
+		what: fmt.Sprintf("semaphore %q permit", name), token: p.Token(), key: p.Key(),
+		done: p.Done(), release: p.Release, gone: semaphore.ErrLost,
 	})
-	if err != nil {
-		fmt.Fprintf(stderr, "coord: %v\n", err)
-	}
-	return res.code
 }
