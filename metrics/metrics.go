@@ -1,10 +1,3 @@
-// Package metrics holds coord's Prometheus collectors. A *Metrics is a
-// prometheus.Collector: register it with your own registry and pass it to
-// session.WithMetrics, and every primitive built on that session reports
-// into it. Nothing is registered globally.
-//
-// A nil *Metrics is valid and records nothing, so primitives never need to
-// check for one.
 package metrics
 
 import (

@@ -1,6 +1,3 @@
-// Package benchutil holds what coord's side-by-side benchmarks share:
-// latency samples with percentiles, and reporting them (with RPCs per
-// operation from an etcdtest.Counter) as benchmark metrics.
 package benchutil
 
 import (

@@ -1,12 +1,3 @@
-// Package keys owns coord's keyspace: it validates every user-supplied name
-// and builds every etcd key, so that no two names can ever share a key or
-// fall inside each other's ranges.
-//
-// Layout: <root><kind>/<escaped name>/<part>/<id>. The escaped name never
-// contains '/', so the prefix "<root><kind>/<escaped name>/" of one name is
-// never a prefix of another name's keys. etcd's concurrency.Mutex puts "a"
-// and "a/b" (or "x" and "xy" when no separator is added) in overlapping
-// ranges; this package exists so that mistake cannot be made twice.
 package keys
 
 import (

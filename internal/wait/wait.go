@@ -1,11 +1,3 @@
-// Package wait is the one way coord's primitives wait for etcd state to
-// change. Every wait opens its watches from "now" and asks the server to
-// confirm them, so they are synced from the start: etcd serves a watch
-// that starts at an older revision from its "unsynced" set, which it
-// catches up only every 100 ms, and that resync is what limits etcd's own
-// Mutex to a few dozen handoffs a second. A wait never assumes its
-// condition from a watch ending: after a compaction, a closed stream, a
-// reconnect or a member failover it re-reads the state and goes on.
 package wait
 
 import (
