@@ -137,20 +137,9 @@ TOKEN is the leadership's fencing token. Exits 1 with a message on stderr
 when no one leads.`
 
 func runLeader(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("leader", leaderHelp, stderr)
-	var h holdFlags
-	h.conn.register(fs)
-	fs.StringVar(&h.prefix, "prefix", "coord/", "root prefix of coord's keys")
-	pos, _, code := splitArgs(fs, args)
+	h, name, code := nameOnly("leader", leaderHelp, args, stderr)
 	if code >= 0 {
 		return code
-	}
-	if len(pos) != 1 {
-		return usageErr(fs, stderr, "leader: want exactly one NAME, got %d arguments", len(pos))
-	}
-	name := pos[0]
-	if err := keys.ValidateName(name); err != nil {
-		return fail(stderr, "leader: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.conn.dialTimeout+5*time.Second)
 	defer cancel()
@@ -186,20 +175,9 @@ leader, a new value, no leader), one line each, until interrupted:
   2026-01-02T15:04:09Z no leader`
 
 func runObserve(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("observe", observeHelp, stderr)
-	var h holdFlags
-	h.conn.register(fs)
-	fs.StringVar(&h.prefix, "prefix", "coord/", "root prefix of coord's keys")
-	pos, _, code := splitArgs(fs, args)
+	h, name, code := nameOnly("observe", observeHelp, args, stderr)
 	if code >= 0 {
 		return code
-	}
-	if len(pos) != 1 {
-		return usageErr(fs, stderr, "observe: want exactly one NAME, got %d arguments", len(pos))
-	}
-	name := pos[0]
-	if err := keys.ValidateName(name); err != nil {
-		return fail(stderr, "observe: %v", err)
 	}
 	sup, ctx := newSupervisor()
 	defer sup.stop()
@@ -223,4 +201,24 @@ func runObserve(args []string, stdout, stderr io.Writer) int {
 	}
 	// Observe's channel closes only when ctx ends, which is Ctrl-C.
 	return 0
+}
+
+// nameOnly parses the arguments of a command that takes one election NAME,
+// the connection flags and --prefix; code >= 0 means the command is over.
+func nameOnly(cmd, help string, args []string, stderr io.Writer) (holdFlags, string, int) {
+	fs := newFlags(cmd, help, stderr)
+	var h holdFlags
+	h.conn.register(fs)
+	fs.StringVar(&h.prefix, "prefix", "coord/", "root prefix of coord's keys")
+	pos, _, code := splitArgs(fs, args)
+	if code >= 0 {
+		return h, "", code
+	}
+	if len(pos) != 1 {
+		return h, "", usageErr(fs, stderr, "%s: want exactly one NAME, got %d arguments", cmd, len(pos))
+	}
+	if err := keys.ValidateName(pos[0]); err != nil {
+		return h, "", fail(stderr, "%s: %v", cmd, err)
+	}
+	return h, pos[0], -1
 }
