@@ -6,18 +6,14 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
-	"github.com/coord-go/coord/internal/wait"
+	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// cleanupTimeout bounds the deletes that run after the caller's context
-// is gone: a cancelled or failed Lock, Do's Unlock.
-const cleanupTimeout = 5 * time.Second
 
 type mode int
 
@@ -27,27 +23,69 @@ const (
 	modeWrite
 )
 
-// entry is one key a lock request puts, and the lines (key prefixes) in
-// which no key may be older than it before the lock is held.
+// entry is one key a lock request puts, and the parts of its space (the
+// lines) in which no key may be older than it before the lock is held.
 type entry struct {
-	key   string
-	lines []string
+	sp    keys.Space
+	part  string   // where the key goes: "w" or "r"
+	lines []string // parts that must hold no older key
 }
 
-// core is what Mutex, RWMutex and MultiMutex share: taking a set of keys
-// in one Txn, waiting to be first in every line, and holding them.
+// limit is how many keys of line l the uncontended read asks for: the
+// caller is alone in its own part when it sees only its own key, and in
+// another part when it sees none.
+func (e entry) limit(l string) int64 {
+	if l == e.part {
+		return 2
+	}
+	return 1
+}
+
+// core is what Mutex, RWMutex and MultiMutex keep of their own: which
+// keys a request puts and which lines it must be first in. Everything
+// about a key's life (creating it, confirming the grant, Done, release,
+// cleanup after a failure) is the shared lifecycle's (internal/hold), and
+// waiting is the process's shared mirror of each line (internal/watch).
 type core struct {
-	s     *session.Session
+	s     *lease.Session
+	hub   *watch.Hub
 	kind  string
 	names []string
 	label string // `lock "a"`, for errors and logs
 	guard string // a key no lock ever creates, for IsOwner when not held
 	err   error  // from construction; returned by every call
+	cfg   hold.Config
+	idle  chan struct{} // closed: the Done of a value that holds nothing
 
 	mu    sync.Mutex
 	busy  bool   // a lock is being taken or is held
-	cur   *acq   // the lock held, or nil
+	cur   *acq   // the lock held (or lost and not yet unlocked), or nil
 	spare string // an id whose key this value deleted itself, free to reuse
+}
+
+// acq is one acquisition.
+type acq struct {
+	h    *hold.Hold
+	mode mode
+}
+
+func newCore(s *session.Session, kind string, names []string) *core {
+	c := &core{kind: kind, names: names, guard: "coord/" + kind + "/", idle: make(chan struct{})}
+	close(c.idle)
+	if len(names) == 1 {
+		c.label = fmt.Sprintf("%s %q", kind, names[0])
+	} else {
+		c.label = fmt.Sprintf("%s %q", kind, names)
+	}
+	if s == nil {
+		c.err = fmt.Errorf("%s: %w", c.label, errNilSession)
+		return c
+	}
+	c.s = lease.Of(s)
+	c.hub = watch.For(c.s.Client())
+	c.guard = c.s.Root() + kind + "/"
+	c.cfg = hold.Config{Kind: kind, Names: names, Label: c.label, Errors: hold.Errors{Lost: ErrLost, NotHeld: ErrNotHeld}}
+	return c
 }
 
 // nextID returns the id for the next acquisition's key. After a clean
@@ -69,47 +107,24 @@ func (c *core) nextID() string {
 	return id
 }
 
-func newCore(s *session.Session, kind string, names []string) *core {
-	c := &core{s: s, kind: kind, names: names, guard: "coord/" + kind + "/"}
-	if len(names) == 1 {
-		c.label = fmt.Sprintf("%s %q", kind, names[0])
-	} else {
-		c.label = fmt.Sprintf("%s %q", kind, names)
-	}
-	if s == nil {
-		c.err = fmt.Errorf("%s: %w", c.label, errNilSession)
-		return c
-	}
-	c.guard = s.Prefix() + kind + "/"
-	return c
-}
-
-// fail wraps err for the caller, turning the waiting core's ErrKeyGone
-// into ErrLost.
-func (c *core) fail(err error) error {
-	if errors.Is(err, wait.ErrKeyGone) {
-		return fmt.Errorf("%s: %w: %v", c.label, ErrLost, err)
-	}
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		// The lease went before the session noticed: the same loss.
-		return fmt.Errorf("%s: %w: %v", c.label, session.ErrExpired, err)
-	}
-	return fmt.Errorf("%s: %w", c.label, err)
-}
-
 // acquire takes the lock in mode m by putting entries, waiting for it
 // unless try is set.
-func (c *core) acquire(ctx context.Context, m mode, entries []entry, try bool) error {
+func (c *core) acquire(ctx context.Context, m mode, id string, entries []entry, try bool) error {
 	if c.err != nil {
 		return c.err
 	}
 	if err := ctx.Err(); err != nil {
-		return c.fail(err)
+		return fmt.Errorf("%s: %w", c.label, err)
 	}
 	if err := c.s.Err(); err != nil {
-		return c.fail(err)
+		return fmt.Errorf("%s: %w", c.label, err)
 	}
 	c.mu.Lock()
+	if c.busy && c.cur != nil && c.cur.h.Lost() != nil {
+		// The lock held was lost: it no longer blocks a new Lock, and its
+		// loss was reported through Done (and is by Unlock, if called).
+		c.cur, c.busy = nil, false
+	}
 	if c.busy {
 		c.mu.Unlock()
 		return fmt.Errorf("%s: %w", c.label, ErrHeld)
@@ -117,7 +132,7 @@ func (c *core) acquire(ctx context.Context, m mode, entries []entry, try bool) e
 	c.busy = true
 	c.mu.Unlock()
 
-	a, err := c.take(ctx, m, entries, try)
+	a, err := c.take(ctx, m, id, entries, try)
 
 	c.mu.Lock()
 	c.cur = a
@@ -126,258 +141,114 @@ func (c *core) acquire(ctx context.Context, m mode, entries []entry, try bool) e
 	return err
 }
 
-// take runs the acquisition: one Txn that queues every key (or, for try,
-// takes the lock only if every line is empty), then one NoneBefore per
-// line the Txn found occupied.
-func (c *core) take(ctx context.Context, m mode, entries []entry, try bool) (*acq, error) {
-	start := time.Now()
-	a := &acq{c: c, mode: m, done: make(chan struct{})}
-	for _, e := range entries {
-		a.keys = append(a.keys, e.key)
-	}
-	q, err := c.enqueue(ctx, entries, try)
-	if err != nil {
-		if !errors.Is(err, ErrLocked) {
-			// The Txn may have been applied before the error: the keys
-			// are unique to this call, so deleting them is always safe.
-			c.cleanup(ctx, a)
+// take runs one acquisition: one Txn that puts every key and reads, per
+// line, just enough of it (in key order, so etcd honours the limit) to
+// tell whether the caller is alone there; then, if it is not, a wait in
+// the process's mirror of each occupied line.
+func (c *core) take(ctx context.Context, m mode, id string, entries []entry, try bool) (*acq, error) {
+	ks := make([]hold.Key, len(entries))
+	var reads []clientv3.Op
+	for i, e := range entries {
+		ks[i] = hold.Key{Key: e.sp.Key(e.part, id), Watch: watch.MirrorOf{Hub: c.hub, Base: e.sp.Base()}}
+		for _, l := range e.lines {
+			p := e.sp.Part(l)
+			reads = append(reads, clientv3.OpGet(p, clientv3.WithRange(keys.RangeEnd(p)), clientv3.WithLimit(e.limit(l)), clientv3.WithKeysOnly()))
 		}
+	}
+	h := hold.New(c.s, &c.cfg, keys.Record{}, ks...)
+	created, err := h.Create(ctx, hold.Spec{Then: reads})
+	if err != nil {
+		h.Abandon(ctx)
 		return nil, err
 	}
-	a.rev = q.rev
-	if len(q.waits) > 0 {
-		if err := c.wait(ctx, a, q); err != nil {
-			c.cleanup(ctx, a)
+	alone := !created.Existed
+	if alone {
+		i := 0
+		for _, e := range entries {
+			for _, l := range e.lines {
+				r := created.Then[i].GetResponseRange()
+				if r.More || int64(len(r.Kvs)) != e.limit(l)-1 {
+					alone = false
+				}
+				i++
+			}
+		}
+	}
+	switch {
+	case alone:
+	case try:
+		h.Abandon(ctx)
+		return nil, fmt.Errorf("%s: %w", c.label, ErrLocked)
+	default:
+		if err := c.wait(ctx, h, entries); err != nil {
+			h.Abandon(ctx)
 			return nil, err
 		}
 	}
-	// The answer that made us holder may have been held up in the network
-	// past the moment our lease could still be trusted (a partition that
-	// healed late delivers it all the same): never report a hold the
-	// session cannot vouch for now.
-	if err := c.s.Err(); err != nil {
-		c.cleanup(ctx, a)
-		return nil, c.fail(err)
+	if err := h.Grant(); err != nil {
+		h.Abandon(ctx)
+		return nil, err
 	}
-	now := time.Now()
-	a.start = now
-	a.mu.Lock()
-	a.held = true
-	a.mu.Unlock()
-	for _, n := range c.names {
-		c.s.Metrics().Acquired(c.kind, n, now.Sub(start))
-	}
-	c.s.Logger().Debug("coord lock acquired", "lock", c.label, "token", a.rev, "waited", now.Sub(start))
-	return a, nil
+	return &acq{h: h, mode: m}, nil
 }
 
-// queued is where an enqueue left the caller: its revision, the revision
-// of the read that found its predecessors, and the lines to wait in.
-type queued struct {
-	rev, since int64
-	waits      []wait.Queue
-	preds      []string
+// first is the lock's rule: a waiter may proceed when no line it must be
+// first in holds a key older than its own.
+func first(v *watch.View, w *watch.Waiter) bool {
+	for _, l := range w.Arg.([]string) {
+		if f := v.Line(l).First(); f != nil && f.CreateRev < w.Rev {
+			return false
+		}
+	}
+	return true
 }
 
-func rangeOf(line string) clientv3.OpOption { return clientv3.WithRange(keys.RangeEnd(line)) }
-
-// enqueue puts every key in one Txn. For Lock, the same Txn reads the two
-// newest keys of each line: at that revision the caller's own key is the
-// newest, so the other one, if any, is its immediate predecessor, and the
-// uncontended lock costs this one Txn. For TryLock, the Txn puts the keys
-// only if every line is empty, so a failed try leaves nothing to delete.
-//
-// The first key's create revision guards the Txn, so a retry after an
-// ambiguous failure finds the keys an earlier attempt put, never puts
-// them twice.
-func (c *core) enqueue(ctx context.Context, entries []entry, try bool) (queued, error) {
-	cli := c.s.Client()
-	first := entries[0].key
-	var puts, gets []clientv3.Op
-	var cmps []clientv3.Cmp
-	var pairs []pair
-	seen := map[string]bool{}
-	// The value records when the request was made, for operators reading
-	// the keys (`coord status`, etcdctl): "waiting since", "queued at".
-	since := time.Now().UTC().Format(time.RFC3339Nano)
-	for _, e := range entries {
-		puts = append(puts, c.s.PutOwn(e.key, since))
-		for _, l := range e.lines {
-			pairs = append(pairs, pair{e.key, l})
-			gets = append(gets, clientv3.OpGet(l, rangeOf(l),
-				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-				clientv3.WithLimit(2), clientv3.WithKeysOnly()))
-			if !seen[l] {
-				seen[l] = true
-				// On an empty range etcd compares against a zero key, so
-				// this holds exactly when the line has no key at all.
-				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(l), "=", 0).WithRange(keys.RangeEnd(l)))
-			}
-		}
-	}
-	backoff := 10 * time.Millisecond
-	for {
-		var txn clientv3.Txn
-		if try {
-			txn = cli.Txn(ctx).If(cmps...).Then(puts...).Else(clientv3.OpGet(first))
-		} else {
-			txn = cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(first), "=", 0)).
-				Then(append(puts[:len(puts):len(puts)], gets...)...).Else(clientv3.OpGet(first))
-		}
-		resp, err := txn.Commit()
-		if err != nil {
-			if wait.Transient(err) && ctx.Err() == nil && c.s.Err() == nil {
-				sleep(ctx, backoff)
-				backoff = min(2*backoff, 500*time.Millisecond)
-				continue
-			}
-			if serr := c.s.Err(); serr != nil {
-				err = serr
-			}
-			return queued{}, c.fail(err)
-		}
-		if resp.Succeeded {
-			q := queued{rev: resp.Header.Revision, since: resp.Header.Revision}
-			if try {
-				return q, nil
-			}
-			for i, p := range pairs {
-				for _, kv := range resp.Responses[len(puts)+i].GetResponseRange().Kvs {
-					if kv.CreateRevision < q.rev {
-						q.waits = append(q.waits, wait.Queue{Prefix: p.line, Own: p.key, Rev: q.rev})
-						q.preds = append(q.preds, string(kv.Key))
-						break
-					}
-				}
-			}
-			return q, nil
-		}
-		own := resp.Responses[0].GetResponseRange().Kvs
-		if try {
-			if len(own) == 0 {
-				return queued{}, fmt.Errorf("%s: %w", c.label, ErrLocked)
-			}
-			// An earlier attempt took the lock; its reply was lost.
-			return queued{rev: own[0].CreateRevision, since: resp.Header.Revision}, nil
-		}
-		if len(own) == 0 {
-			// Deleted between the compare and the read: only someone
-			// else can have done that.
-			return queued{}, fmt.Errorf("%s: %w: key %s deleted while queueing", c.label, ErrLost, first)
-		}
-		// An earlier attempt queued the keys; find their predecessors now.
-		return c.findPreds(ctx, own[0].CreateRevision, pairsToQueues(pairs, own[0].CreateRevision))
-	}
-}
-
-// pair is one key in one line it must be first in.
-type pair struct{ key, line string }
-
-func pairsToQueues(pairs []pair, rev int64) []wait.Queue {
-	out := make([]wait.Queue, len(pairs))
-	for i, p := range pairs {
-		out[i] = wait.Queue{Prefix: p.line, Own: p.key, Rev: rev}
-	}
-	return out
-}
-
-// findPreds reads the predecessor in every line at one revision. Only the
-// rare retry after an ambiguous Txn needs it.
-func (c *core) findPreds(ctx context.Context, rev int64, qs []wait.Queue) (queued, error) {
-	ops := make([]clientv3.Op, len(qs))
-	for i, q := range qs {
-		ops[i] = q.Predecessor()
-	}
-	resp, err := c.s.Client().Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return queued{}, c.fail(err)
-	}
-	out := queued{rev: rev, since: resp.Header.Revision}
-	for i, q := range qs {
-		if kvs := resp.Responses[i].GetResponseRange().Kvs; len(kvs) > 0 {
-			out.waits = append(out.waits, q)
-			out.preds = append(out.preds, string(kvs[0].Key))
-		}
-	}
-	return out, nil
-}
-
-// wait blocks until the caller is first in every line it found occupied.
-// Lines are waited for one after another: keys older than the caller's
-// only ever go away, so a line found empty stays empty.
-func (c *core) wait(ctx context.Context, a *acq, q queued) error {
-	stops := []wait.Stopper{c.s}
-	for _, h := range a.watch() {
-		stops = append(stops, h)
-	}
-	for _, n := range c.names {
-		c.s.Metrics().Waiting(c.kind, n, 1)
-	}
-	defer func() {
-		for _, n := range c.names {
-			c.s.Metrics().Waiting(c.kind, n, -1)
+// wait blocks until the caller is first in every line, through the
+// process's mirror of each name's keys: a handoff is the holder's delete
+// and one watch event, with no read. Lines are waited for one name after
+// another: keys older than the caller's only ever go away, so a line
+// found clear stays clear.
+func (c *core) wait(ctx context.Context, h *hold.Hold, entries []entry) error {
+	h.Waiting(1)
+	defer h.Waiting(-1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.s.Done():
+			cancel()
+		case <-ctx.Done():
 		}
 	}()
-	for i, wq := range q.waits {
-		if err := wait.NoneBefore(ctx, c.s.Client(), wq, q.preds[i], q.since, stops...); err != nil {
-			return c.fail(err)
-		}
-	}
-	// The last read saw every key alive; a hold that ended since then
-	// means the lock is already gone, so do not report it as taken.
-	for _, h := range stops[1:] {
-		if err := h.Err(); err != nil {
-			return c.fail(err)
+	rev := h.Rev()
+	for i, e := range entries {
+		mir := c.hub.Mirror(e.sp.Base())
+		wl := mir.Waitlist(c.kind+" lines", first)
+		err := wl.Wait(ctx, &watch.Waiter{Key: h.Keys()[i], Rev: rev, Arg: e.lines})
+		mir.Release()
+		if err != nil {
+			return c.waitErr(ctx, h, err)
 		}
 	}
 	return nil
 }
 
-// cleanup deletes the keys of a request that failed or was cancelled.
-// Session.Retire tries at once within its own timeout, even after the
-// caller's context ended, and if etcd is unreachable keeps trying in the
-// background until it can or the session ends, so a failed waiter never
-// blocks the line for longer than etcd itself is down.
-func (c *core) cleanup(ctx context.Context, a *acq) {
-	a.finish()
-	if err := c.s.Retire(ctx, a.keys...); err != nil {
-		c.s.Logger().Debug("coord lock cleanup deferred", "lock", c.label, "err", err)
+// waitErr explains why a wait ended: the session's end first (the cause
+// users test for), then a deleted key, then ctx.
+func (c *core) waitErr(ctx context.Context, h *hold.Hold, err error) error {
+	if errors.Is(err, watch.ErrGone) {
+		c.s.Verify(context.WithoutCancel(ctx))
 	}
-}
-
-// remove deletes keys: a single key with one DeleteRange, several in one
-// Txn. The keys are unique to one acquisition, so this can never delete
-// anyone else's lock, however late or often it runs. It returns how many
-// keys were still there.
-func (c *core) remove(ctx context.Context, ks []string) (int64, error) {
-	cli := c.s.Client()
-	backoff := 10 * time.Millisecond
-	for {
-		var n int64
-		var err error
-		if len(ks) == 1 {
-			var resp *clientv3.DeleteResponse
-			if resp, err = cli.Delete(ctx, ks[0]); err == nil {
-				n = resp.Deleted
-			}
-		} else {
-			ops := make([]clientv3.Op, len(ks))
-			for i, k := range ks {
-				ops[i] = clientv3.OpDelete(k)
-			}
-			var resp *clientv3.TxnResponse
-			if resp, err = cli.Txn(ctx).Then(ops...).Commit(); err == nil {
-				for _, r := range resp.Responses {
-					n += r.GetResponseDeleteRange().Deleted
-				}
-			}
+	if serr := c.s.Err(); serr != nil {
+		if errors.Is(err, watch.ErrGone) {
+			return fmt.Errorf("%s: %w: %w", c.label, ErrLost, serr)
 		}
-		if err == nil || !wait.Transient(err) || ctx.Err() != nil {
-			return n, err
-		}
-		sleep(ctx, backoff)
-		backoff = min(2*backoff, 500*time.Millisecond)
+		return fmt.Errorf("%s: %w", c.label, serr)
 	}
+	if errors.Is(err, watch.ErrGone) {
+		return fmt.Errorf("%s: %w: %w: %s", c.label, ErrLost, err, h.Key())
+	}
+	return fmt.Errorf("%s: %w", c.label, err)
 }
 
 // release unlocks a lock held in mode m (modeAny: whatever is held).
@@ -391,94 +262,63 @@ func (c *core) release(ctx context.Context, m mode) error {
 	if a == nil || (m != modeAny && a.mode != m) {
 		return fmt.Errorf("%s: %w", c.label, ErrNotHeld)
 	}
-	a.mu.Lock()
-	retry := a.unlockSent
-	a.unlockSent = true
-	a.mu.Unlock()
-	n, err := c.remove(ctx, a.keys)
-	if err != nil {
-		// Still held as far as we know: the caller may retry.
-		return c.fail(err)
+	_, err := a.h.Release(ctx)
+	if err != nil && !errors.Is(err, ErrLost) {
+		return err // still held as far as we know: the caller may retry
 	}
-	// A retry that finds the keys gone cannot tell its own earlier
-	// attempt from a loss; give it the benefit of the doubt.
-	lost := n < int64(len(a.keys)) && !retry
 	c.mu.Lock()
 	if c.cur == a {
 		c.cur, c.busy = nil, false
 	}
-	if len(a.keys) == 1 && n == 1 && !retry {
-		c.spare = a.keys[0][strings.LastIndexByte(a.keys[0], '/')+1:]
+	if err == nil && len(a.h.Keys()) == 1 {
+		k := a.h.Key()
+		c.spare = k[strings.LastIndexByte(k, '/')+1:]
 	}
 	c.mu.Unlock()
-	var cause error
-	if lost {
-		cause = a.lossCause()
-	}
-	a.finish()
-	held := time.Since(a.start)
-	if a.report() {
-		for _, nm := range c.names {
-			c.s.Metrics().Released(c.kind, nm, held, lost)
-		}
-	}
-	if lost {
-		return fmt.Errorf("%s: %w before Unlock: %w", c.label, ErrLost, cause)
-	}
-	c.s.Logger().Debug("coord lock released", "lock", c.label, "token", a.rev, "held", held)
-	return nil
+	return err
 }
 
+// current returns the acquisition held and not lost, or nil.
 func (c *core) current() *acq {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.cur
+	if c.cur != nil && c.cur.h.Held() {
+		return c.cur
+	}
+	return nil
 }
 
 func (c *core) token() int64 {
 	if a := c.current(); a != nil {
-		return a.rev
+		return a.h.Rev()
 	}
 	return 0
 }
 
 func (c *core) key() string {
-	if a := c.current(); a != nil && len(a.keys) > 0 {
-		return a.keys[0]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != nil {
+		return c.cur.h.Key()
 	}
 	return ""
 }
 
 func (c *core) done() <-chan struct{} {
-	a := c.current()
+	c.mu.Lock()
+	a := c.cur
+	c.mu.Unlock()
 	if a == nil {
-		return closed
+		return c.idle
 	}
-	a.watch()
-	return a.done
+	return a.h.Done()
 }
 
 // owner returns one Cmp per key held; when nothing is held, one Cmp that
 // is never true (no key has a negative create revision).
 func (c *core) owner() []clientv3.Cmp {
-	a := c.current()
-	if a == nil {
-		return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(c.guard), "<", 0)}
+	if a := c.current(); a != nil {
+		return a.h.IsOwner()
 	}
-	out := make([]clientv3.Cmp, len(a.keys))
-	for i, k := range a.keys {
-		out[i] = clientv3.Compare(clientv3.CreateRevision(k), "=", a.rev)
-	}
-	return out
-}
-
-var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
+	return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(c.guard), "<", 0)}
 }

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
+
+// unlockTimeout bounds Do's Unlock, which runs even after ctx ended.
+const unlockTimeout = 5 * time.Second
 
 type holdKey struct{}
 
@@ -52,25 +56,25 @@ func Do(ctx context.Context, s *session.Session, name string, fn func(ctx contex
 	if err := m.Lock(ctx); err != nil {
 		return err
 	}
-	a := m.c.current()
+	h := m.c.current().h
 	work, cancel := context.WithCancelCause(context.WithValue(ctx, holdKey{}, held{token: m.Token(), owner: m.IsOwner()}))
+	done := h.Done()
 	go func() {
 		select {
-		case <-a.done:
-			if err := a.lost(); err != nil {
+		case <-done:
+			if err := h.Lost(); err != nil {
 				cancel(err)
 			}
 		case <-work.Done():
 		}
 	}()
-	a.watch()
 	err := fn(work)
 	cancel(nil)
 
-	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
 	uerr := m.Unlock(uctx)
 	ucancel()
-	loss := a.lost()
+	loss := h.Lost()
 	if loss == nil && errors.Is(uerr, ErrLost) {
 		loss = uerr
 	}

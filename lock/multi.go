@@ -10,8 +10,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// MaxMultiNames is the most names one MultiMutex takes: two operations
-// per name must fit in one Txn under etcd's default limit of 128.
+// MaxMultiNames is the most names one MultiMutex takes: its Txn puts one
+// key and reads one line per name, which for 64 names is exactly etcd's
+// default limit of 128 operations per Txn (--max-txn-ops).
 const MaxMultiNames = 64
 
 // MultiMutex takes the Mutex locks of several names together. Lock puts
@@ -64,7 +65,7 @@ func (m *MultiMutex) Lock(ctx context.Context) error {
 	if m.c.err != nil {
 		return m.c.err
 	}
-	return m.c.acquire(ctx, modeWrite, m.entries(), false)
+	return m.c.acquire(ctx, modeWrite, m.c.s.NextID(), m.entries(), false)
 }
 
 // TryLock takes every name's lock only if none is held or waited for, in
@@ -73,14 +74,13 @@ func (m *MultiMutex) TryLock(ctx context.Context) error {
 	if m.c.err != nil {
 		return m.c.err
 	}
-	return m.c.acquire(ctx, modeWrite, m.entries(), true)
+	return m.c.acquire(ctx, modeWrite, m.c.s.NextID(), m.entries(), true)
 }
 
 func (m *MultiMutex) entries() []entry {
-	id := m.c.s.NextID()
 	out := make([]entry, len(m.spaces))
 	for i, sp := range m.spaces {
-		out[i] = entry{key: sp.Key("w", id), lines: []string{sp.Part("w")}}
+		out[i] = entry{sp: sp, part: "w", lines: []string{"w"}}
 	}
 	return out
 }

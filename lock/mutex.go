@@ -38,43 +38,49 @@ func NewMutex(s *session.Session, name string) *Mutex {
 }
 
 // Lock blocks until the lock is held or ctx ends. Uncontended, it is one
-// Txn. A waiter returns at once with an error when its session ends
-// (wrapping session.ErrExpired or session.ErrClosed) or when its key is
-// deleted (ErrLost). If Lock returns an error, the Mutex holds nothing
-// and its key is gone from etcd, even when ctx was cancelled.
+// Txn; contended, the wait costs no RPC of its own beyond the process's
+// shared watch of the line, and the handoff is the holder's delete and one
+// watch event. A waiter returns at once with an error when its session
+// ends (wrapping session.ErrExpired or session.ErrClosed) or when its key
+// is deleted (ErrLost, and session.ErrExpired too when the key went with
+// the session's lease). If Lock returns an error, the Mutex holds nothing
+// and its key is gone from etcd, even when ctx was cancelled. A lock lost
+// while held no longer counts as held: Lock may be called again.
 func (m *Mutex) Lock(ctx context.Context) error {
 	if m.c.err != nil {
 		return m.c.err
 	}
-	return m.c.acquire(ctx, modeWrite, m.entries(), false)
+	return m.c.acquire(ctx, modeWrite, m.c.nextID(), m.entries(), false)
 }
 
-// TryLock takes the lock only if no one holds it or waits for it, in one
-// Txn; otherwise it returns ErrLocked and leaves nothing behind.
+// TryLock takes the lock only if no one holds it or waits for it: one
+// Txn, plus one delete of its key when it finds the lock taken, so it
+// leaves nothing behind. Otherwise it returns ErrLocked.
 func (m *Mutex) TryLock(ctx context.Context) error {
 	if m.c.err != nil {
 		return m.c.err
 	}
-	return m.c.acquire(ctx, modeWrite, m.entries(), true)
+	return m.c.acquire(ctx, modeWrite, m.c.nextID(), m.entries(), true)
 }
 
 func (m *Mutex) entries() []entry {
-	w := m.sp.Part("w")
-	return []entry{{key: m.sp.Key("w", m.c.nextID()), lines: []string{w}}}
+	return []entry{{sp: m.sp, part: "w", lines: []string{"w"}}}
 }
 
-// Unlock releases the lock with one DeleteRange of the Mutex's own key,
-// which no other holder can ever share, so a late or repeated Unlock never
+// Unlock releases the lock with one delete of the Mutex's own key, which
+// no other holder can ever share, so a late or repeated Unlock never
 // releases someone else's lock. It returns ErrNotHeld when nothing is
 // held, and an error wrapping ErrLost when the lock had been lost before
-// Unlock. If it fails for another reason (ctx ended, etcd unreachable),
-// the Mutex still holds the lock and Unlock can be retried.
+// Unlock: at once, without a request, when the loss is already known. If
+// it fails for another reason (ctx ended, etcd unreachable), the Mutex
+// still holds the lock and Unlock can be retried; a retry whose earlier
+// attempt did go through returns nil.
 func (m *Mutex) Unlock(ctx context.Context) error { return m.c.release(ctx, modeAny) }
 
 // Token returns the fencing token of the held lock: the create revision
 // of its key, strictly increasing across successive holders of one name.
 // Pass it to any system that should reject writes from an older holder.
-// It is 0 when nothing is held.
+// It is 0 when nothing is held, including after the lock was lost.
 func (m *Mutex) Token() int64 { return m.c.token() }
 
 // Done returns a channel closed when the held lock is lost (its session

@@ -45,7 +45,7 @@ func (m *RWMutex) RLock(ctx context.Context) error {
 	if m.c.err != nil {
 		return m.c.err
 	}
-	return m.c.acquire(ctx, modeRead, m.reader(), false)
+	return m.c.acquire(ctx, modeRead, m.c.nextID(), m.reader(), false)
 }
 
 // TryRLock takes a read lock only if no writer holds or waits, in one
@@ -54,7 +54,7 @@ func (m *RWMutex) TryRLock(ctx context.Context) error {
 	if m.c.err != nil {
 		return m.c.err
 	}
-	return m.c.acquire(ctx, modeRead, m.reader(), true)
+	return m.c.acquire(ctx, modeRead, m.c.nextID(), m.reader(), true)
 }
 
 // RUnlock releases a read lock; ErrNotHeld if none is held.
@@ -66,7 +66,7 @@ func (m *RWMutex) Lock(ctx context.Context) error {
 	if m.c.err != nil {
 		return m.c.err
 	}
-	return m.c.acquire(ctx, modeWrite, m.writer(), false)
+	return m.c.acquire(ctx, modeWrite, m.c.nextID(), m.writer(), false)
 }
 
 // TryLock takes the write lock only if no one holds or waits, in one
@@ -75,7 +75,7 @@ func (m *RWMutex) TryLock(ctx context.Context) error {
 	if m.c.err != nil {
 		return m.c.err
 	}
-	return m.c.acquire(ctx, modeWrite, m.writer(), true)
+	return m.c.acquire(ctx, modeWrite, m.c.nextID(), m.writer(), true)
 }
 
 // Unlock releases the write lock; ErrNotHeld if it is not held.
@@ -84,11 +84,11 @@ func (m *RWMutex) Unlock(ctx context.Context) error { return m.c.release(ctx, mo
 // Readers queue in part "r", writers in part "w". Create revisions are
 // global, so comparing across the two parts gives one FIFO order.
 func (m *RWMutex) reader() []entry {
-	return []entry{{key: m.sp.Key("r", m.c.nextID()), lines: []string{m.sp.Part("w")}}}
+	return []entry{{sp: m.sp, part: "r", lines: []string{"w"}}}
 }
 
 func (m *RWMutex) writer() []entry {
-	return []entry{{key: m.sp.Key("w", m.c.nextID()), lines: []string{m.sp.Part("w"), m.sp.Part("r")}}}
+	return []entry{{sp: m.sp, part: "w", lines: []string{"w", "r"}}}
 }
 
 // Token returns the fencing token of the held lock, read or write (see

@@ -32,7 +32,13 @@ func WithTTL(d time.Duration) Option {
 }
 
 // WithPrefix sets the root prefix of every key made through the session
-// (default "coord/"); a '/' is appended when missing.
+// (default "coord/"); a '/' is appended when missing. No segment of it
+// may be one of coord's kinds ("lock", "queue", ...), so that no root can
+// lie inside another's keyspace. Queues, barriers and latches, which are
+// built on a client, take the same root from queue.WithPrefix and
+// barrier.WithPrefix, and refuse a session of another root where the two
+// meet (Claim, HoldWith). On a shared cluster, an etcd namespace on the
+// client (go.etcd.io/etcd/client/v3/namespace) moves everything at once.
 func WithPrefix(root string) Option { return func(o *options) { o.root = root } }
 
 // WithLogger sets where the session and the primitives on it log. Only

@@ -3,6 +3,7 @@ package keys
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -28,7 +29,17 @@ const (
 	KindLatch     = "latch"
 	KindQueue     = "queue"
 	KindSession   = "session"
+	KindSchedule  = "schedule"
+	KindGroup     = "group"
+	KindShard     = "shard"
+	KindRateLimit = "ratelimit"
+	KindFence     = "fence"
 )
+
+// Kinds lists every kind, each of which is a reserved root segment.
+var Kinds = []string{KindLock, KindRWLock, KindElection, KindSemaphore, KindBarrier,
+	KindDouble, KindLatch, KindQueue, KindSession, KindSchedule, KindGroup, KindShard,
+	KindRateLimit, KindFence}
 
 // ValidateName reports why name cannot be used, or nil.
 func ValidateName(name string) error {
@@ -45,6 +56,13 @@ func ValidateName(name string) error {
 
 // NormalizeRoot validates a root prefix and makes sure it ends in '/', so
 // that roots "app" and "app2" cannot overlap either.
+//
+// No segment of a root may be a kind ("lock", "queue", ...): the keys of
+// root R all start with R+kind+"/", so a second root nested inside R's
+// keyspace would have to go through one of R's kind segments. Refusing
+// those segments makes overlapping roots impossible rather than merely
+// discouraged: "coord/" and "coord/lock/" can never both be in use, and a
+// Mutex under one never sees the other's keys in its line.
 func NormalizeRoot(root string) (string, error) {
 	if root == "" {
 		return "", fmt.Errorf("%w: root prefix is empty", ErrInvalidName)
@@ -57,6 +75,11 @@ func NormalizeRoot(root string) (string, error) {
 	}
 	if !strings.HasSuffix(root, "/") {
 		root += "/"
+	}
+	for _, seg := range strings.Split(strings.TrimSuffix(root, "/"), "/") {
+		if slices.Contains(Kinds, seg) {
+			return "", fmt.Errorf("%w: root prefix %q has the segment %q, which coord reserves for its %s keys (a root inside another root's keyspace)", ErrInvalidName, root, seg, seg)
+		}
 	}
 	return root, nil
 }

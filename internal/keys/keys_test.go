@@ -92,3 +92,40 @@ func FuzzNoOverlap(f *testing.F) {
 		}
 	})
 }
+
+func TestRootsCannotNest(t *testing.T) {
+	for _, bad := range []string{"coord/lock/", "coord/lock", "app/queue/x/", "semaphore", "a/session/b"} {
+		if _, err := keys.NormalizeRoot(bad); !errors.Is(err, keys.ErrInvalidName) || !strings.Contains(err.Error(), "reserves") {
+			t.Errorf("NormalizeRoot(%q) = %v, want ErrInvalidName saying the segment is reserved", bad, err)
+		}
+	}
+	for _, good := range []string{"coord/", "app/coord/", "locks/", "team-a/lockservice/"} {
+		if _, err := keys.NormalizeRoot(good); err != nil {
+			t.Errorf("NormalizeRoot(%q) = %v", good, err)
+		}
+	}
+}
+
+// FuzzRootsDisjoint checks that any two distinct valid roots give key
+// spaces in which no primitive key of one is inside the other's subtree
+// of any kind.
+func FuzzRootsDisjoint(f *testing.F) {
+	f.Add("coord/", "coord/x/", "w")
+	f.Add("a/", "a/b/", "lock")
+	f.Fuzz(func(t *testing.T, r1, r2, name string) {
+		a, err1 := keys.NormalizeRoot(r1)
+		b, err2 := keys.NormalizeRoot(r2)
+		if err1 != nil || err2 != nil || a == b || keys.ValidateName(name) != nil {
+			return
+		}
+		for _, k1 := range keys.Kinds {
+			for _, k2 := range keys.Kinds {
+				s1, _ := keys.New(a, k1, name)
+				s2, _ := keys.New(b, k2, name)
+				if strings.HasPrefix(s2.Key("w", "1"), a+k1+"/") || strings.HasPrefix(s1.Key("w", "1"), b+k2+"/") {
+					t.Fatalf("roots %q and %q overlap: %s / %s", a, b, s1.Key("w", "1"), s2.Key("w", "1"))
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,345 @@
+package hold
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/coord-go/coord/internal/etcderr"
+	"github.com/coord-go/coord/internal/watch"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Watcher is where a hold sees its key go: a primitive's mirror, or the
+// feed of its range. WatchGone calls gone once, when key (created at rev)
+// is deleted or replaced, or when watching fails for good (a closed
+// client, a refused watch), and returns the function that stops it.
+type Watcher interface {
+	WatchGone(key string, rev int64, gone func(error)) (stop func())
+}
+
+// Done returns a channel closed when the hold ends: lost, or let go by its
+// owner. The first call starts watching the key (a primitive that already
+// follows its line's mirror pays nothing for it).
+func (h *Hold) Done() <-chan struct{} {
+	h.Watch()
+	return h.done
+}
+
+// Watch starts watching for the key's loss, once.
+func (h *Hold) Watch() {
+	h.mu.Lock()
+	if h.stopWatch != nil || h.st >= released || h.rev == 0 {
+		h.mu.Unlock()
+		return
+	}
+	h.stopWatch = func() {} // claimed; set for real below
+	rev := h.rev
+	h.mu.Unlock()
+	var stops []func()
+	for i, k := range h.keys {
+		stops = append(stops, h.watch[i].WatchGone(k, rev, func(err error) { h.lose(err) }))
+	}
+	stop := func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	sessDone := make(chan struct{})
+	go func() {
+		select {
+		case <-h.s.Done():
+			h.lose(h.s.Err())
+		case <-sessDone:
+		}
+	}()
+	h.mu.Lock()
+	h.stopWatch = func() { stop(); close(sessDone) }
+	ended := h.st >= released
+	h.mu.Unlock()
+	if ended {
+		h.halt()
+	}
+}
+
+func (h *Hold) halt() {
+	h.mu.Lock()
+	stop := h.stopWatch
+	h.stopWatch = func() {}
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// lose records that the key went while the hold did not expect it: held
+// (a loss, reported), or asking (the caller's wait sees it). A key that
+// goes while its owner releases it is the owner's own release.
+func (h *Hold) lose(cause error) {
+	h.mu.Lock()
+	if h.st != held && h.st != asking {
+		h.mu.Unlock()
+		return
+	}
+	wasHeld := h.st == held
+	h.st, h.cause = lost, cause
+	h.refined = make(chan struct{})
+	close(h.done)
+	rev, start := h.rev, h.start
+	h.mu.Unlock()
+	go h.halt()
+	// Done is closed first, at once: a holder must learn of its loss before
+	// anyone else can be granted. The cause is refined afterwards: a key
+	// that went with the lease means the session is lost, which is the
+	// cause callers test for (errors.Is(err, session.ErrExpired)).
+	go func() {
+		defer close(h.refined)
+		if errors.Is(cause, watch.ErrGone) {
+			h.s.Verify(context.Background())
+			if serr := h.s.Err(); serr != nil {
+				h.mu.Lock()
+				h.cause = serr
+				h.mu.Unlock()
+			}
+		}
+		if !wasHeld {
+			return
+		}
+		h.mu.Lock()
+		c := h.cause
+		h.mu.Unlock()
+		m := h.s.Metrics()
+		for _, n := range h.cfg.Names {
+			m.Released(h.cfg.Kind, n, time.Since(start), true)
+		}
+		h.s.Logger().Warn("coord "+h.cfg.noun()+" lost", "kind", h.cfg.Kind, "name", h.cfg.Label, "token", rev,
+			"lease", h.s.LeaseHex(), "error", c)
+	}()
+}
+
+// Lost returns the loss error (wrapping the primitive's Lost sentinel and
+// the cause) once the hold was lost, or nil.
+func (h *Hold) Lost() error {
+	h.mu.Lock()
+	st, cause := h.st, h.cause
+	h.mu.Unlock()
+	if st != lost {
+		return nil
+	}
+	return h.lossErr(cause)
+}
+
+func (h *Hold) lossErr(cause error) error {
+	h.mu.Lock()
+	refined := h.refined
+	h.mu.Unlock()
+	if refined != nil {
+		select {
+		case <-refined:
+		case <-time.After(h.s.TTL() / 3):
+		}
+		h.mu.Lock()
+		cause = h.cause
+		h.mu.Unlock()
+	}
+	return fmt.Errorf("%s: %w: %w", h.cfg.Label, h.cfg.Errors.Lost, cause)
+}
+
+// Release lets the keys go in one request. With then (ops the primitive
+// runs only while it still holds: a queue Ack's deletes), it is one Txn
+// fenced on the keys being this hold's:
+//
+//	If(keys created at rev) Then(delete keys, [move the fence], then...)
+//
+// Without, it deletes the keys unconditionally (they are unique to this
+// hold, so a late or repeated delete can never touch another's) and
+// counts what it deleted, so that a MultiMutex that lost one name still
+// lets the others go.
+//
+// On a hold already known lost it returns the loss at once, without
+// touching the network (the network may be what lost it). A Release whose
+// answer is lost can be retried; a retry that finds the keys gone counts
+// as the earlier attempt's success (see Config.StrictRetry), and the
+// keys' watch, which sees the delete, never reports the owner's own
+// release as a loss. It returns then's responses.
+func (h *Hold) Release(ctx context.Context, then ...clientv3.Op) ([]*pb.ResponseOp, error) {
+	h.mu.Lock()
+	switch h.st {
+	case lost:
+		cause := h.cause
+		h.mu.Unlock()
+		return nil, h.lossErr(cause)
+	case held:
+		h.st = releasing
+		h.retried = false
+	case releasing:
+		h.retried = true
+	default:
+		h.mu.Unlock()
+		return nil, h.wrap(h.cfg.Errors.NotHeld)
+	}
+	retry, ambiguous := h.retried, h.ambiguous
+	h.mu.Unlock()
+	ops := make([]clientv3.Op, 0, len(h.keys)+1+len(then))
+	for _, k := range h.keys {
+		ops = append(ops, clientv3.OpDelete(k))
+	}
+	if ambiguous {
+		ops = append(ops, h.s.Bump())
+	}
+	n := len(ops)
+	var resp *clientv3.TxnResponse
+	var err error
+	if n == 1 && len(then) == 0 {
+		// The common case, one key: a plain delete (the uncontended lock
+		// is one Txn and one DeleteRange, as etcd's own).
+		var d *clientv3.DeleteResponse
+		if d, err = h.s.Client().Delete(ctx, h.keys[0]); err == nil {
+			resp = &clientv3.TxnResponse{Header: d.Header, Succeeded: true,
+				Responses: []*pb.ResponseOp{{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: (*pb.DeleteRangeResponse)(d)}}}}
+		}
+	} else {
+		txn := h.s.Client().Txn(ctx)
+		if len(then) > 0 {
+			txn = txn.If(h.IsOwner()...)
+		}
+		resp, err = txn.Then(append(ops, then...)...).Commit()
+	}
+	if err != nil {
+		// Still held as far as we know: the caller may retry.
+		return nil, h.wrap(etcderr.Explain(h.s.Client(), err))
+	}
+	all := resp.Succeeded
+	for i := range h.keys {
+		if resp.Succeeded && resp.Responses[i].GetResponseDeleteRange().Deleted != 1 {
+			all = false
+		}
+	}
+	if resp.Succeeded && ambiguous {
+		h.s.Bumped(resp.Header.Revision)
+	}
+	if all {
+		h.finish(released)
+		return resp.Responses[n:], nil
+	}
+	if retry && (!h.cfg.StrictRetry || h.s.Verify(ctx) == nil && h.s.Err() == nil) {
+		h.finish(released)
+		return nil, nil
+	}
+	// The key went before the release: a loss the watch had not reported
+	// yet (or never watched for).
+	h.mu.Lock()
+	h.st = held
+	h.mu.Unlock()
+	h.lose(watch.ErrGone)
+	return nil, h.Lost()
+}
+
+// finish ends the hold by its owner. It reports the hold time once.
+func (h *Hold) finish(to state) {
+	h.mu.Lock()
+	from := h.st
+	if from == lost || from == released || from == abandoned {
+		h.mu.Unlock()
+		return
+	}
+	h.st = to
+	close(h.done)
+	start, rev := h.start, h.rev
+	h.mu.Unlock()
+	h.halt()
+	if from == held || from == releasing {
+		for _, n := range h.cfg.Names {
+			h.s.Metrics().Released(h.cfg.Kind, n, time.Since(start), false)
+		}
+		h.s.Logger().Debug("coord "+h.cfg.noun()+" released", "kind", h.cfg.Kind, "name", h.cfg.Label, "token", rev,
+			"lease", h.s.LeaseHex(), "held", time.Since(start))
+	}
+}
+
+// Abandon gives up a hold that was not granted (a cancelled or failed
+// wait, an ambiguous create), or one granted but never to be reported:
+// it deletes the keys if they exist, with undo's ops in the same Txn, and
+// moves the fence when a create may still be in flight, so nothing this
+// hold sent can bring a key back. It tries at once with its own
+// timeout (the caller's ctx may be cancelled; only its values are used);
+// if etcd cannot be reached it keeps trying in the background until it
+// can or the session ends (when the lease takes the key anyway). So a
+// failed waiter never blocks a line for longer than etcd is unavailable.
+func (h *Hold) Abandon(ctx context.Context, undo ...clientv3.Op) {
+	h.mu.Lock()
+	if h.st == released || h.st == abandoned {
+		h.mu.Unlock()
+		return
+	}
+	wasLost := h.st == lost
+	if !wasLost {
+		h.st = abandoned
+		close(h.done)
+	}
+	ambiguous, rev := h.ambiguous, h.rev
+	h.mu.Unlock()
+	h.halt()
+	if !ambiguous && (rev == 0 || wasLost) {
+		return // never created, or already gone
+	}
+	if h.s.Err() != nil {
+		return // the lease is gone or going, and takes the key along
+	}
+	run := func(ctx context.Context) error {
+		var bump []clientv3.Op
+		if ambiguous {
+			bump = []clientv3.Op{h.s.Bump()}
+		}
+		dels := make([]clientv3.Op, len(h.keys))
+		for i, k := range h.keys {
+			dels[i] = clientv3.OpDelete(k)
+		}
+		// The keys were created together, so the first says for all.
+		resp, err := h.s.Client().Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(h.keys[0]), ">", 0)).
+			Then(append(append(dels, undo...), bump...)...).
+			Else(bump...).
+			Commit()
+		if err == nil && ambiguous {
+			h.s.Bumped(resp.Header.Revision)
+		}
+		return err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	err := run(cctx)
+	cancel()
+	if err == nil {
+		return
+	}
+	h.s.Logger().Debug("coord cleanup deferred to the background", "kind", h.cfg.Kind, "name", h.cfg.Label,
+		"key", h.keys[0], "error", err)
+	go func() {
+		backoff := 50 * time.Millisecond
+		for {
+			select {
+			case <-h.s.Done():
+				return
+			case <-time.After(backoff):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), h.s.TTL())
+			err := run(ctx)
+			cancel()
+			if err == nil || etcderr.Closed(h.s.Client()) {
+				return
+			}
+			backoff = min(backoff*2, time.Second)
+		}
+	}()
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

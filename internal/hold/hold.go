@@ -1,0 +1,318 @@
+package hold
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coord-go/coord/internal/etcderr"
+	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/lease"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// cleanupTimeout bounds the first, synchronous attempt of a release or an
+// abandon that runs after the caller's context is gone.
+const cleanupTimeout = 5 * time.Second
+
+// Errors are the sentinels a primitive reports through its holds, so that
+// the lifecycle's errors match the primitive's documented ones.
+type Errors struct {
+	// Lost is wrapped when the key was taken away: deleted by someone
+	// else, or gone with the session's lease (then session.ErrExpired is
+	// wrapped too).
+	Lost error
+	// NotHeld is returned by Release on a hold already released.
+	NotHeld error
+}
+
+// Config describes the holds of one primitive.
+type Config struct {
+	Kind string
+	// Names are the primitive's names, for metrics and logs (a MultiMutex
+	// has several).
+	Names []string
+	// Label names the primitive in errors and logs: `lock "backup"`.
+	Label string
+	// Noun is what a hold is called in log messages ("lock",
+	// "leadership", "permit", "claim"): "coord lock lost". Default: Kind.
+	Noun   string
+	Errors Errors
+	// StrictRetry makes a retried Release that finds the key gone count
+	// as a loss unless the session's lease is verified alive: for a queue
+	// claim, "acked" must be true, not likely. Locks and permits give a
+	// retried release the benefit of the doubt: the caller stopped
+	// relying on the key when it asked to release it.
+	StrictRetry bool
+}
+
+type state int
+
+const (
+	asking    state = iota // not yet granted
+	held                   // granted: a loss now is reported
+	releasing              // the owner's release is under way
+	released               // let go by its owner
+	lost                   // taken away while held
+	abandoned              // given up before it was granted
+)
+
+// Hold is one acquisition's keys (one, or a MultiMutex's one per name):
+// created together in one Txn, owned by one session, unique to this
+// acquisition (so no retried, late or repeated operation can ever touch
+// another acquisition's key), and released or retired by its owner. It is
+// safe for concurrent use.
+type Hold struct {
+	s     *lease.Session
+	cfg   *Config
+	keys  []string
+	watch []Watcher
+	rec   keys.Record
+
+	mu        sync.Mutex
+	rev       int64 // create revision: the fencing token
+	ambiguous bool  // a create was sent whose outcome is unknown
+	st        state
+	retried   bool          // a Release is being retried
+	cause     error         // why it was lost
+	refined   chan struct{} // closed once cause is final
+	done      chan struct{} // closed when lost or let go
+	stopWatch func()
+	asked     time.Time
+	start     time.Time
+}
+
+// Key is one key of a hold and where its loss is seen: the primitive's
+// mirror, or the feed of its range.
+type Key struct {
+	Key   string
+	Watch Watcher
+}
+
+// New returns a hold on ks, to be created with rec as their value.
+func New(s *lease.Session, cfg *Config, rec keys.Record, ks ...Key) *Hold {
+	if rec.Since.IsZero() {
+		rec.Since = time.Now()
+	}
+	h := &Hold{s: s, cfg: cfg, rec: rec, done: make(chan struct{}), asked: time.Now()}
+	for _, k := range ks {
+		h.keys = append(h.keys, k.Key)
+		h.watch = append(h.watch, k.Watch)
+	}
+	return h
+}
+
+// Key returns the hold's (first) etcd key.
+func (h *Hold) Key() string { return h.keys[0] }
+
+// Keys returns every key of the hold.
+func (h *Hold) Keys() []string { return h.keys }
+
+// Rev returns the key's create revision (the fencing token), 0 before it
+// was created.
+func (h *Hold) Rev() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rev
+}
+
+// Record returns the value the key was created with.
+func (h *Hold) Record() keys.Record { return h.rec }
+
+// Session returns the owning session.
+func (h *Hold) Session() *lease.Session { return h.s }
+
+// IsOwner returns one compare per key that together hold while every key
+// exists as this hold created it; before creation, compares that never
+// hold (no key has a negative create revision).
+func (h *Hold) IsOwner() []clientv3.Cmp {
+	rev := h.Rev()
+	out := make([]clientv3.Cmp, len(h.keys))
+	for i, k := range h.keys {
+		if rev > 0 {
+			out[i] = clientv3.Compare(clientv3.CreateRevision(k), "=", rev)
+		} else {
+			out[i] = clientv3.Compare(clientv3.CreateRevision(k), "<", 0)
+		}
+	}
+	return out
+}
+
+// Spec is a primitive's part of a Txn the lifecycle runs: its own
+// compares, the ops to run with the lifecycle's when they hold, and the
+// reads to run when they do not.
+type Spec struct {
+	If   []clientv3.Cmp
+	Then []clientv3.Op
+	Else []clientv3.Op
+}
+
+// Created is what Create learned.
+type Created struct {
+	Rev int64 // the key's create revision
+	// Then holds spec.Then's responses when this attempt created the key.
+	// When an earlier attempt whose answer was lost had created it
+	// (Existed), they are not available.
+	Then    []*pb.ResponseOp
+	Existed bool
+	// Else holds spec.Else's responses when spec.If failed: the key was
+	// not created.
+	Else []*pb.ResponseOp
+}
+
+// Failed reports whether spec.If failed (nothing was created).
+func (c Created) Failed() bool { return c.Rev == 0 }
+
+// Create creates the hold's keys, on the session's lease, in one Txn with
+// the primitive's spec:
+//
+//	If(fence, keys absent, spec.If...)
+//	Then(put keys, spec.Then...)
+//	Else(read fence, read first key, spec.Else...)
+//
+// Top-level compares and ops only: etcd before 3.5.26 and 3.6.9 does not
+// check permissions on the ops of a nested Txn. The fence turns away this
+// create if it reaches etcd after the hold was abandoned (see
+// lease.Fence). A transient failure is retried while ctx and the session
+// live; because the key must be absent, a retry never creates it twice,
+// and one that finds it created by an earlier attempt (whose answer was
+// lost) says so (Existed). On any other error the outcome is unknown: the
+// caller must Abandon the hold, which then also moves the fence.
+func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
+	cli := h.s.Client()
+	val := h.rec.Encode()
+	backoff := 10 * time.Millisecond
+	for {
+		fence := h.s.FenceRev()
+		cmps := []clientv3.Cmp{h.s.Fence()}
+		puts := make([]clientv3.Op, 0, len(h.keys)+len(spec.Then))
+		for _, k := range h.keys {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+			puts = append(puts, clientv3.OpPut(k, val, clientv3.WithLease(h.s.Lease())))
+		}
+		resp, err := cli.Txn(ctx).
+			If(append(cmps, spec.If...)...).
+			Then(append(puts, spec.Then...)...).
+			Else(append([]clientv3.Op{h.s.FenceRead(), clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())}, spec.Else...)...).
+			Commit()
+		if err != nil {
+			h.mu.Lock()
+			h.ambiguous = true
+			h.mu.Unlock()
+			if etcderr.Transient(err) && ctx.Err() == nil && h.s.Err() == nil {
+				sleep(ctx, backoff)
+				backoff = min(2*backoff, 500*time.Millisecond)
+				continue
+			}
+			return Created{}, h.wrap(h.sessionCause(err))
+		}
+		if resp.Succeeded {
+			h.created(resp.Header.Revision)
+			return Created{Rev: resp.Header.Revision, Then: resp.Responses[len(h.keys):]}, nil
+		}
+		if own := resp.Responses[1].GetResponseRange().Kvs; len(own) > 0 {
+			// An earlier attempt of this hold created it: only this hold
+			// ever uses the key.
+			h.created(own[0].CreateRevision)
+			return Created{Rev: own[0].CreateRevision, Existed: true}, nil
+		}
+		if h.s.Learn(resp.Responses[0].GetResponseRange().Kvs, fence) {
+			continue // the fence moved (another hold retired a key): retry at once
+		}
+		if len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+			// The marker is gone with the lease: the session is lost.
+			return Created{}, h.wrap(h.sessionCause(rpctypes.ErrLeaseNotFound))
+		}
+		return Created{Else: resp.Responses[2:]}, nil
+	}
+}
+
+func (h *Hold) created(rev int64) {
+	h.mu.Lock()
+	h.rev = rev
+	h.mu.Unlock()
+}
+
+// sessionCause prefers the session's own error, or ErrExpired when etcd
+// says the lease is gone, over the request's error.
+func (h *Hold) sessionCause(err error) error {
+	if serr := h.s.Err(); serr != nil {
+		return serr
+	}
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		h.s.Verify(context.Background())
+		if serr := h.s.Err(); serr != nil {
+			return serr
+		}
+		return fmt.Errorf("%w: %w", lease.ErrExpired, err)
+	}
+	return etcderr.Explain(h.s.Client(), err)
+}
+
+func (h *Hold) wrap(err error) error { return fmt.Errorf("%s: %w", h.cfg.Label, err) }
+
+// Grant confirms the grant against the session and makes the hold held.
+// The answer that made the caller holder may have been held up in the
+// network past the moment the lease could still be trusted (a partition
+// that heals late delivers it all the same): a hold the session cannot
+// vouch for now is never reported. On error the caller must Abandon.
+func (h *Hold) Grant() error {
+	if err := h.s.Err(); err != nil {
+		return h.wrap(err)
+	}
+	h.mu.Lock()
+	if h.st != asking {
+		st, cause := h.st, h.cause
+		h.mu.Unlock()
+		if st == lost {
+			return h.lossErr(cause)
+		}
+		return h.wrap(h.cfg.Errors.NotHeld)
+	}
+	h.st = held
+	h.start = time.Now()
+	rev := h.rev
+	h.mu.Unlock()
+	m := h.s.Metrics()
+	for _, n := range h.cfg.Names {
+		m.Acquired(h.cfg.Kind, n, h.start.Sub(h.asked))
+	}
+	h.s.Logger().Debug("coord "+h.cfg.noun()+" acquired", "kind", h.cfg.Kind, "name", h.cfg.Label, "token", rev,
+		"lease", h.s.LeaseHex(), "waited", h.start.Sub(h.asked))
+	return nil
+}
+
+// Waiting adds delta to the waiting gauge of the hold's primitive.
+func (h *Hold) Waiting(delta int) {
+	for _, n := range h.cfg.Names {
+		h.s.Metrics().Waiting(h.cfg.Kind, n, delta)
+	}
+}
+
+// Held reports whether the hold is granted and not lost or let go.
+func (h *Hold) Held() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.st == held
+}
+
+// Start is when the hold was granted.
+func (h *Hold) Start() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.start
+}
+
+// Asked is when the hold was asked for.
+func (h *Hold) Asked() time.Time { return h.asked }
+
+func (c *Config) noun() string {
+	if c.Noun != "" {
+		return c.Noun
+	}
+	return c.Kind
+}

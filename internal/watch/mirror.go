@@ -1,0 +1,396 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coord-go/coord/internal/etcderr"
+	"github.com/coord-go/coord/internal/keys"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// loadPage is how many keys one read of a mirror's load fetches.
+const loadPage = 1000
+
+// Mirror is the process's copy of one primitive's keys (a lock's line, a
+// semaphore's requests and capacity, an election's candidates), kept
+// current by one Feed. Primitives decide locally against it: a lock
+// waiter is first when its line's First is its own key, a semaphore
+// request fits when the weight Ahead of it plus its own fits. So a
+// handoff costs the holder's write and one watch event, and no read at
+// all; and what a decision costs never grows with the number of keys.
+//
+// The copy is exact at its revision: it starts from a read made after its
+// feed's watch was confirmed, applies every event above that read, and
+// reloads whenever the feed says events were missed. Its memory grows
+// with the keys of the range (once per process), never per waiter.
+type Mirror struct {
+	hub  *Hub
+	sp   span
+	base string
+
+	mu       sync.Mutex
+	refs     int
+	idle     *time.Timer
+	running  bool
+	stop     context.CancelFunc
+	feed     *Feed
+	loaded   bool
+	rev      int64
+	ents     map[string]*Entry
+	lines    map[string]*Line
+	err      error
+	changed  chan struct{} // closed and replaced after every change
+	lis      map[*listener]struct{}
+	attached map[string]*Waitlist
+}
+
+// Change is what a listener is told after the mirror moved: the events
+// applied (in revision order), or Reloaded when the whole state was read
+// again (events may have been missed: re-check everything), or Err when
+// the mirror ended for good.
+type Change struct {
+	Rev      int64
+	Events   []*clientv3.Event
+	Reloaded bool
+	Err      error
+}
+
+// Listener is called, with the mirror locked, after every change. It must
+// not block or call back into the mirror's locking methods; it reads the
+// state through the View it is given.
+type Listener func(v *View, c Change)
+
+type listener struct{ fn Listener }
+
+// Mirror returns the hub's mirror of the keys under base, starting it if
+// needed, with a reference the caller gives back with Release.
+func (h *Hub) Mirror(base string) *Mirror {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sp := span{base, keys.RangeEnd(base)}
+	m, ok := h.mirrors[sp]
+	if !ok {
+		m = &Mirror{hub: h, sp: sp, base: base, lis: map[*listener]struct{}{}, changed: make(chan struct{})}
+		h.mirrors[sp] = m
+	}
+	m.mu.Lock()
+	m.refs++
+	if m.idle != nil {
+		m.idle.Stop()
+		m.idle = nil
+	}
+	if !m.running {
+		m.start()
+	}
+	m.mu.Unlock()
+	return m
+}
+
+// Release gives back a reference.
+func (m *Mirror) Release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.refs--
+	if m.refs == 0 && m.running && m.idle == nil {
+		m.idle = time.AfterFunc(idleTimeout, m.stopIfIdle)
+	}
+}
+
+func (m *Mirror) stopIfIdle() {
+	m.hub.mu.Lock()
+	defer m.hub.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refs == 0 && m.running {
+		m.halt()
+		delete(m.hub.mirrors, m.sp)
+	}
+}
+
+// start runs the mirror. h.mu and m.mu held.
+func (m *Mirror) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.running, m.stop, m.err, m.loaded = true, cancel, nil, false
+	m.ents, m.lines = map[string]*Entry{}, map[string]*Line{}
+	m.feed = m.hub.feedLocked(m.sp.key, m.sp.end)
+	sub := m.feed.Subscribe(0)
+	go m.run(ctx, sub)
+}
+
+// halt stops the mirror. m.mu held.
+func (m *Mirror) halt() {
+	m.stop()
+	m.running, m.loaded = false, false
+	m.feed.Release()
+	if m.idle != nil {
+		m.idle.Stop()
+		m.idle = nil
+	}
+}
+
+func (m *Mirror) run(ctx context.Context, sub *Sub) {
+	defer sub.Close()
+	pause := 10 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sub.C():
+		}
+		for {
+			evs, resync, err := sub.Take()
+			switch {
+			case err != nil:
+				m.fail(err)
+				return
+			case resync:
+				for {
+					err := m.load(ctx)
+					if err == nil {
+						pause = 10 * time.Millisecond
+						break
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					if etcderr.Refused(err) || etcderr.Closed(m.hub.cli) {
+						m.fail(etcderr.Explain(m.hub.cli, err))
+						return
+					}
+					if !sleep(ctx, pause) {
+						return
+					}
+					pause = min(2*pause, 500*time.Millisecond)
+				}
+				continue
+			case len(evs) > 0:
+				m.apply(evs)
+				continue
+			}
+			break
+		}
+	}
+}
+
+// fail ends the mirror with err; the next Mirror call starts afresh.
+func (m *Mirror) fail(err error) {
+	m.hub.mu.Lock()
+	if m.hub.mirrors[m.sp] == m {
+		delete(m.hub.mirrors, m.sp)
+	}
+	m.hub.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.err = err
+	m.notify(Change{Rev: m.rev, Err: err})
+	if m.running {
+		m.halt()
+	}
+}
+
+// load reads the whole range at one revision, in pages, and replaces the
+// state with it.
+func (m *Mirror) load(ctx context.Context) error {
+	cli := m.hub.cli
+	var rev int64
+	var kvs []*mvccpb.KeyValue
+	from := m.sp.key
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(m.sp.end), clientv3.WithLimit(loadPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := cli.Get(rctx, from, opts...)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		kvs = append(kvs, resp.Kvs...)
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ents, m.lines = make(map[string]*Entry, len(kvs)), map[string]*Line{}
+	for _, kv := range kvs {
+		m.put(kv)
+	}
+	for _, l := range m.lines {
+		l.rebuild()
+	}
+	m.rev, m.loaded = rev, true
+	m.notify(Change{Rev: rev, Reloaded: true})
+	return nil
+}
+
+// apply folds events into the state, one revision at a time, and tells
+// the listeners after each revision: a listener sees the state exactly as
+// it was at that revision (the revision a grant is judged at).
+func (m *Mirror) apply(evs []*clientv3.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.loaded {
+		return // a load follows, which covers these
+	}
+	for i := 0; i < len(evs); {
+		rev := evs[i].Kv.ModRevision
+		j := i
+		for j < len(evs) && evs[j].Kv.ModRevision == rev {
+			j++
+		}
+		if rev > m.rev {
+			for _, ev := range evs[i:j] {
+				if ev.Type == clientv3.EventTypeDelete {
+					m.del(string(ev.Kv.Key))
+				} else {
+					m.put(ev.Kv)
+				}
+			}
+			m.rev = rev
+			m.notify(Change{Rev: rev, Events: evs[i:j]})
+		}
+		i = j
+	}
+}
+
+func (m *Mirror) part(key string) string {
+	rest := strings.TrimPrefix(key, m.base)
+	if p, _, ok := strings.Cut(rest, "/"); ok {
+		return p
+	}
+	return ""
+}
+
+func (m *Mirror) put(kv *mvccpb.KeyValue) {
+	key := string(kv.Key)
+	rec, recErr := keys.DecodeRecord(kv.Value)
+	if e, ok := m.ents[key]; ok && e.CreateRev == kv.CreateRevision {
+		old := e.Rec.Weight()
+		e.ModRev, e.Version, e.Lease, e.Value, e.Rec, e.RecErr = kv.ModRevision, kv.Version, kv.Lease, kv.Value, rec, recErr
+		if l := m.lines[e.Part]; l != nil && !e.gone {
+			l.update(e, old)
+		}
+		return
+	} else if ok {
+		m.del(key) // recreated under the same name
+	}
+	e := &Entry{Key: key, Part: m.part(key), CreateRev: kv.CreateRevision, ModRev: kv.ModRevision, Version: kv.Version,
+		Lease: kv.Lease, Value: kv.Value, Rec: rec, RecErr: recErr}
+	m.ents[key] = e
+	l := m.lines[e.Part]
+	if l == nil {
+		l = newLine()
+		m.lines[e.Part] = l
+	}
+	l.add(e)
+}
+
+func (m *Mirror) del(key string) {
+	e, ok := m.ents[key]
+	if !ok {
+		return
+	}
+	delete(m.ents, key)
+	if l := m.lines[e.Part]; l != nil {
+		l.remove(e)
+	}
+}
+
+// notify tells the listeners and wakes Synced waiters. m.mu held.
+func (m *Mirror) notify(c Change) {
+	v := &View{m: m}
+	for l := range m.lis {
+		l.fn(v, c)
+	}
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Listen adds a listener, calls it at once with the current state (a
+// Reloaded change, when the mirror is loaded), and returns the function
+// that removes it.
+func (m *Mirror) Listen(fn Listener) (cancel func()) {
+	l := &listener{fn: fn}
+	m.mu.Lock()
+	m.lis[l] = struct{}{}
+	switch {
+	case m.err != nil:
+		fn(&View{m: m}, Change{Rev: m.rev, Err: m.err})
+	case m.loaded:
+		fn(&View{m: m}, Change{Rev: m.rev, Reloaded: true})
+	}
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		delete(m.lis, l)
+		m.mu.Unlock()
+	}
+}
+
+// Read calls fn with the state, locked, once the mirror is loaded and
+// current at revision rev or later (0: whatever is loaded), or returns
+// ctx's error or the mirror's.
+func (m *Mirror) Read(ctx context.Context, rev int64, fn func(v *View)) error {
+	for {
+		m.mu.Lock()
+		if m.err != nil {
+			err := m.err
+			m.mu.Unlock()
+			return err
+		}
+		if m.loaded && m.rev >= rev {
+			fn(&View{m: m})
+			m.mu.Unlock()
+			return nil
+		}
+		ch := m.changed
+		m.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Err returns why the mirror ended, or nil.
+func (m *Mirror) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// View is read access to a mirror's state, valid only inside the Listener
+// or Read call it was given to.
+type View struct{ m *Mirror }
+
+// Rev is the revision the state is exact at.
+func (v *View) Rev() int64 { return v.m.rev }
+
+// Get returns the key's entry, or nil.
+func (v *View) Get(key string) *Entry { return v.m.ents[key] }
+
+// Line returns the line of one part (never nil).
+func (v *View) Line(part string) *Line {
+	if l := v.m.lines[part]; l != nil {
+		return l
+	}
+	return newLine()
+}
+
+// Len is the number of keys mirrored.
+func (v *View) Len() int { return len(v.m.ents) }
+
+// ErrGone is the cause a GoneWatch reports for a key deleted or replaced.
+var ErrGone = errors.New("own key deleted")
