@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/coord-go/coord/internal/keys"
-	"github.com/coord-go/coord/internal/wait"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -124,10 +124,9 @@ func (b *Barrier) Wait(ctx context.Context) error {
 		return nil
 	}
 	first := st.release
-	// One watch over the whole subtree sees both a hold going away and
-	// the released key being rewritten.
-	r := []wait.Range{{Key: b.sp.Base(), End: keys.RangeEnd(b.sp.Base())}}
-	err = wait.Until(ctx, b.cli, st.rev, r, func(ctx context.Context) (bool, int64, error) {
+	// The process's one feed of the barrier's subtree sees both a hold
+	// going away and the released key being rewritten.
+	err = watch.For(b.cli).Until(ctx, b.sp.Base(), keys.RangeEnd(b.sp.Base()), st.rev, nil, func(ctx context.Context) (bool, int64, error) {
 		st, err := b.read(ctx)
 		if err != nil {
 			return false, 0, err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/coord-go/coord/barrier"
 	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
 )
 
@@ -194,9 +195,9 @@ func TestReleaseIsNeverMissed(t *testing.T) {
 	if err := b.Hold(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The waiters' client counts RPCs: a Wait opens its watch only after
-	// its first read found the gate shut, so five Watch.Create mean all five
-	// are waiting.
+	// A Wait subscribes to the process's feed of the barrier only after its
+	// first read found the gate shut, so five subscriptions on the waiters'
+	// client mean all five are waiting; and they share one watch.
 	counter := etcdtest.NewCounter()
 	cli, err := srv.NewClient(etcdtest.WithCounter(counter))
 	if err != nil {
@@ -206,12 +207,15 @@ func TestReleaseIsNeverMissed(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		waiters = append(waiters, start(func() error { return barrier.New(cli, name).Wait(ctx) }))
 	}
-	for counter.Get("Watch.Create") < 5 {
+	for watch.For(cli).Stats().Subs < 5 {
 		select {
 		case <-ctx.Done():
 			t.Fatalf("waiters did not start: %s", counter)
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+	if n := counter.Get("Watch.Create"); n != 1 {
+		t.Fatalf("5 waiters in one process opened %d watches, want 1", n)
 	}
 	if err := b.Release(ctx); err != nil {
 		t.Fatal(err)

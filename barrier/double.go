@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
-	"github.com/coord-go/coord/internal/wait"
+	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -22,24 +22,25 @@ import (
 // one has left. One DoubleBarrier value is one participant.
 //
 // Keys, under <root>dbarrier/<name>/: "count" stores the count; each
-// participant has a key under "p/" on its session's lease; "round" holds
-// the create revision of the last participant of the last full round. A
-// participant belongs to that round if its key is no newer than it, and to
-// the round now filling otherwise, so a straggler of one round is never
-// counted in the next.
+// participant has a key under "p/" on its session's lease, made and let go
+// through the same lifecycle as a lock's; "round" holds the create
+// revision of the last participant of the last full round. A participant
+// belongs to that round if its key is no newer than it, and to the round
+// now filling otherwise, so a straggler of one round is never counted in
+// the next.
 type DoubleBarrier struct {
-	s     *session.Session
+	s     *lease.Session
 	cli   *clientv3.Client
+	hub   *watch.Hub
 	sp    keys.Space
 	count int
 	cs    string
 	err   error
+	cfg   hold.Config
 
-	mu      sync.Mutex
-	key     string // own participant key while entered
-	rev     int64  // its create revision
-	round   int64  // the round's boundary while entered or leaving, else 0
-	entered time.Time
+	mu    sync.Mutex
+	h     *hold.Hold // the participant's key while entered
+	round int64      // the round's boundary while entered or leaving, else 0
 }
 
 // NewDouble returns participant of the double barrier called name, for
@@ -50,14 +51,17 @@ func NewDouble(s *session.Session, name string, count int) *DoubleBarrier {
 	if s == nil {
 		return &DoubleBarrier{err: fmt.Errorf("%w: nil session", ErrInvalid)}
 	}
-	sp, err := keys.New(s.Prefix(), keys.KindDouble, name)
+	l := lease.Of(s)
+	sp, err := keys.New(l.Root(), keys.KindDouble, name)
 	switch {
 	case err != nil:
 		err = fmt.Errorf("%w: %w", ErrInvalid, err)
 	case count < 1:
 		err = fmt.Errorf("%w: double barrier %q: count %d is under 1", ErrInvalid, name, count)
 	}
-	return &DoubleBarrier{s: s, cli: s.Client(), sp: sp, count: count, cs: strconv.Itoa(count), err: err}
+	return &DoubleBarrier{s: l, cli: l.Client(), hub: watch.For(l.Client()), sp: sp, count: count, cs: strconv.Itoa(count), err: err,
+		cfg: hold.Config{Kind: keys.KindDouble, Names: []string{name}, Label: fmt.Sprintf("double barrier %q", name),
+			Noun: "participant", Errors: hold.Errors{Lost: ErrLost, NotHeld: ErrNotEntered}}}
 }
 
 // state is one consistent read of the barrier.
@@ -70,6 +74,8 @@ type state struct {
 	own      bool    // the caller's key exists (when it has one)
 }
 
+// readOps reads the round and the participants. Participants are at most
+// a few rounds' worth, so reading them all (sorted) is cheap.
 func (d *DoubleBarrier) readOps() []clientv3.Op {
 	p := d.sp.Part("p")
 	return []clientv3.Op{
@@ -98,14 +104,24 @@ func (d *DoubleBarrier) parse(rev int64, rs []*pb.ResponseOp, own string) state 
 	return st
 }
 
+func (d *DoubleBarrier) read(ctx context.Context, own string) (state, error) {
+	resp, err := d.cli.Txn(ctx).Then(d.readOps()...).Commit()
+	if err != nil {
+		return state{}, err
+	}
+	return d.parse(resp.Header.Revision, resp.Responses, own), nil
+}
+
 // Enter adds this participant to the round now filling and blocks until
 // the round has count participants. It returns ErrFull, leaving nothing
 // behind, when the round is already full or the previous round is still
 // leaving; ErrEntered if called twice; the session's error if the session
 // ends; ctx's error if ctx ends, after deleting the participant's key. An
-// Enter cancelled at the very moment its round fills may already have been
-// counted; the others then see it as a participant that entered and left
-// at once, and their Leave does not wait for it.
+// Enter whose request fails (its answer lost) deletes its key too, so it
+// never leaves a ghost participant for the others' Leave to wait on. An
+// Enter cancelled at the very moment its round fills may already have
+// been counted; the others then see it as a participant that entered and
+// left at once, and their Leave does not wait for it.
 func (d *DoubleBarrier) Enter(ctx context.Context) error {
 	if d.err != nil {
 		return d.err
@@ -115,61 +131,84 @@ func (d *DoubleBarrier) Enter(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.key != "" || d.round != 0 {
+	if d.h != nil || d.round != 0 {
 		return fmt.Errorf("double barrier %q: %w", d.sp.Name(), ErrEntered)
 	}
-	start := time.Now()
-	key := d.sp.Key("p", d.s.NextID())
-	countKey := d.sp.Single("count")
-	enter := append([]clientv3.Op{d.s.PutOwn(key, "")}, d.readOps()...)
-	// The first participant ever stores the count; the others check it.
-	// Either way the key is created and the state read in the same Txn.
-	resp, err := d.cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(countKey), "=", 0)).
-		Then(append([]clientv3.Op{clientv3.OpPut(countKey, d.cs)}, enter...)...).
-		Else(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(countKey), "=", d.cs)},
-			enter, []clientv3.Op{clientv3.OpGet(countKey)})).Commit()
+	h := hold.New(d.s, &d.cfg, keys.Record{},
+		hold.Key{Key: d.sp.Key("p", d.s.NextID()), Watch: watch.RangeOf{Hub: d.hub, Key: d.sp.Base(), End: keys.RangeEnd(d.sp.Base())}})
+	st, err := d.enter(ctx, h)
 	if err != nil {
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			err = fmt.Errorf("%w: %w", session.ErrExpired, err)
-		}
+		h.Abandon(ctx)
 		return fmt.Errorf("double barrier %q: enter: %w", d.sp.Name(), err)
 	}
-	rs := resp.Responses
-	if resp.Succeeded {
-		rs = rs[1:]
-	} else {
-		inner := resp.Responses[0].GetResponseTxn()
-		if !inner.Succeeded {
-			kvs := inner.Responses[0].GetResponseRange().Kvs
-			return fmt.Errorf("%w: double barrier %q has count %s, not %d", ErrCountMismatch, d.sp.Name(), kvs[0].Value, d.count)
-		}
-		rs = inner.Responses
-	}
-	rev := resp.Header.Revision
-	st := d.parse(rev, rs[1:], key)
-
-	if st.old > 0 || position(st.cur, rev) >= d.count {
-		d.remove(ctx, key, rev)
+	if st.old > 0 || position(st.cur, h.Rev()) >= d.count {
+		h.Abandon(ctx)
 		why := "round full"
 		if st.old > 0 {
 			why = fmt.Sprintf("%d participants of the previous round have not left", st.old)
 		}
 		return fmt.Errorf("double barrier %q: %w (%s)", d.sp.Name(), ErrFull, why)
 	}
-	round, err := d.awaitFull(ctx, key, rev, st)
+	round, err := d.awaitFull(ctx, h, st)
+	if err == nil {
+		err = h.Grant()
+	}
 	if err != nil {
-		d.remove(ctx, key, rev)
+		h.Abandon(ctx)
 		return fmt.Errorf("double barrier %q: enter: %w", d.sp.Name(), err)
 	}
-	d.key, d.rev, d.round, d.entered = key, rev, round, time.Now()
-	d.s.Metrics().Acquired(keys.KindDouble, d.sp.Name(), time.Since(start))
-	d.s.Logger().Debug("coord double barrier entered", "barrier", d.sp.Name(), "round", round)
+	d.h, d.round = h, round
+	d.s.Logger().Debug("coord double barrier entered", "kind", keys.KindDouble, "name", d.sp.Name(), "token", h.Rev(), "round", round)
 	return nil
 }
 
-// awaitFull waits until the round of the key created at rev is full and
+// enter creates the participant's key and reads the barrier in the same
+// Txn. The first participant ever stores the count, the others check it:
+// two top-level Txns for the first, one for the rest, no nested Txn.
+func (d *DoubleBarrier) enter(ctx context.Context, h *hold.Hold) (state, error) {
+	countKey := d.sp.Single("count")
+	first := false
+	for {
+		spec := hold.Spec{
+			If:   []clientv3.Cmp{clientv3.Compare(clientv3.Value(countKey), "=", d.cs)},
+			Then: d.readOps(),
+			Else: []clientv3.Op{clientv3.OpGet(countKey)},
+		}
+		if first {
+			spec.If = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(countKey), "=", 0)}
+			spec.Then = append([]clientv3.Op{clientv3.OpPut(countKey, d.cs)}, spec.Then...)
+		}
+		created, err := h.Create(ctx, spec)
+		switch {
+		case err != nil:
+			return state{}, err
+		case created.Existed:
+			st, err := d.read(ctx, h.Key())
+			st.rev = created.Rev
+			return st, err
+		case !created.Failed():
+			rs := created.Then
+			if first {
+				rs = rs[1:]
+			}
+			return d.parse(created.Rev, rs, h.Key()), nil
+		}
+		kvs := created.Else[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			first = true
+			continue
+		}
+		if string(kvs[0].Value) != d.cs {
+			return state{}, fmt.Errorf("%w: double barrier %q has count %s, not %d", ErrCountMismatch, d.sp.Name(), kvs[0].Value, d.count)
+		}
+		first = false
+	}
+}
+
+// awaitFull waits until the round of the participant's key is full and
 // returns the round's boundary.
-func (d *DoubleBarrier) awaitFull(ctx context.Context, key string, rev int64, st state) (int64, error) {
+func (d *DoubleBarrier) awaitFull(ctx context.Context, h *hold.Hold, st state) (int64, error) {
+	rev := h.Rev()
 	var round int64
 	// full records a full round (whoever sees it first does it, so a
 	// participant that dies right after entering cannot stall the rest) and
@@ -197,26 +236,41 @@ func (d *DoubleBarrier) awaitFull(ctx context.Context, key string, rev int64, st
 				round = b
 				return true, nil
 			}
-			st = d.parse(resp.Header.Revision, resp.Responses, key)
+			st = d.parse(resp.Header.Revision, resp.Responses, h.Key())
 		}
 	}
 	ok, err := full(ctx, st)
 	if err != nil || ok {
 		return round, err
 	}
-	d.s.Metrics().Waiting(keys.KindDouble, d.sp.Name(), 1)
-	defer d.s.Metrics().Waiting(keys.KindDouble, d.sp.Name(), -1)
-	r := []wait.Range{{Key: d.sp.Base(), End: keys.RangeEnd(d.sp.Base())}}
-	err = wait.Until(ctx, d.cli, st.rev, r, func(ctx context.Context) (bool, int64, error) {
-		resp, err := d.cli.Txn(ctx).Then(d.readOps()...).Commit()
+	err = d.until(ctx, st.rev, nil, func(ctx context.Context) (bool, int64, error) {
+		st, err := d.read(ctx, h.Key())
 		if err != nil {
 			return false, 0, err
 		}
-		st := d.parse(resp.Header.Revision, resp.Responses, key)
 		ok, err := full(ctx, st)
 		return ok, st.rev, err
-	}, d.s)
+	})
 	return round, err
+}
+
+// until waits on the barrier's feed until check is done, the session
+// ends (its error) or ctx ends.
+func (d *DoubleBarrier) until(ctx context.Context, since int64, relevant func(*clientv3.Event) bool, check watch.Check) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-d.s.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := d.hub.Until(ctx, d.sp.Base(), keys.RangeEnd(d.sp.Base()), since, relevant, check)
+	if serr := d.s.Err(); err != nil && serr != nil {
+		return serr
+	}
+	return err
 }
 
 // position is the index of rev in the ascending revs, or len(revs).
@@ -227,14 +281,6 @@ func position(revs []int64, rev int64) int {
 		}
 	}
 	return len(revs)
-}
-
-// remove deletes the caller's key after a failed or cancelled Enter, even
-// when ctx is done. The key is unique to this Enter (Session.NextID), so
-// Session.Retire's unconditional delete is as safe as a fenced one, and it
-// keeps trying in the background if etcd is unreachable right now.
-func (d *DoubleBarrier) remove(ctx context.Context, key string, _ int64) {
-	d.s.Retire(ctx, key)
 }
 
 // Leave removes this participant and blocks until every participant of
@@ -258,36 +304,28 @@ func (d *DoubleBarrier) Leave(ctx context.Context) error {
 	inside := clientv3.OpGet(p, clientv3.WithRange(keys.RangeEnd(p)), clientv3.WithKeysOnly(),
 		clientv3.WithMaxCreateRev(d.round), clientv3.WithLimit(1))
 	var rev int64
-	if d.key != "" {
-		resp, err := d.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(d.key), "=", d.rev)).
-			Then(clientv3.OpDelete(d.key), inside).Commit()
-		if err != nil {
+	if d.h != nil {
+		rs, err := d.h.Release(ctx, inside)
+		if err != nil && !errors.Is(err, ErrLost) {
 			return fmt.Errorf("double barrier %q: leave: %w", d.sp.Name(), err)
 		}
-		held := time.Since(d.entered)
-		d.key = ""
-		if !resp.Succeeded {
+		d.h = nil
+		if err != nil {
 			d.round = 0
-			d.s.Metrics().Released(keys.KindDouble, d.sp.Name(), held, true)
-			return fmt.Errorf("double barrier %q: leave: %w", d.sp.Name(), d.lost(ctx))
+			return fmt.Errorf("double barrier %q: leave: %w", d.sp.Name(), d.lostFrom(err))
 		}
-		d.s.Metrics().Released(keys.KindDouble, d.sp.Name(), held, false)
-		if len(resp.Responses[1].GetResponseRange().Kvs) == 0 {
+		if len(rs) == 0 || len(rs[0].GetResponseRange().Kvs) == 0 {
 			d.round = 0
 			return nil
 		}
-		rev = resp.Header.Revision
 	}
-	d.s.Metrics().Waiting(keys.KindDouble, d.sp.Name(), 1)
-	defer d.s.Metrics().Waiting(keys.KindDouble, d.sp.Name(), -1)
-	r := []wait.Range{{Key: p, End: keys.RangeEnd(p), DeletesOnly: true}}
-	err := wait.Until(ctx, d.cli, rev, r, func(ctx context.Context) (bool, int64, error) {
+	err := d.until(ctx, rev, func(ev *clientv3.Event) bool { return ev.Type == clientv3.EventTypeDelete }, func(ctx context.Context) (bool, int64, error) {
 		resp, err := d.cli.Txn(ctx).Then(inside).Commit()
 		if err != nil {
 			return false, 0, err
 		}
 		return len(resp.Responses[0].GetResponseRange().Kvs) == 0, resp.Header.Revision, nil
-	}, d.s)
+	})
 	if err != nil {
 		return fmt.Errorf("double barrier %q: leave: %w", d.sp.Name(), err)
 	}
@@ -298,11 +336,21 @@ func (d *DoubleBarrier) Leave(ctx context.Context) error {
 // lost explains a participant key found missing: the session's end (which
 // the session itself may not have noticed yet) or ErrLost.
 func (d *DoubleBarrier) lost(ctx context.Context) error {
+	d.s.Verify(ctx)
 	if err := d.s.Err(); err != nil {
 		return err
 	}
-	if resp, err := d.cli.TimeToLive(ctx, d.s.Lease()); err == nil && resp.TTL < 0 {
-		return fmt.Errorf("%w: lease %x is gone", session.ErrExpired, int64(d.s.Lease()))
+	return ErrLost
+}
+
+// lostFrom turns the lifecycle's loss error into what Leave documents:
+// the session's error when the session ended, else ErrLost.
+func (d *DoubleBarrier) lostFrom(err error) error {
+	if serr := d.s.Err(); serr != nil {
+		return serr
+	}
+	if errors.Is(err, lease.ErrExpired) {
+		return err
 	}
 	return ErrLost
 }

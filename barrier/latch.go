@@ -6,7 +6,7 @@ import (
 	"strconv"
 
 	"github.com/coord-go/coord/internal/keys"
-	"github.com/coord-go/coord/internal/wait"
+	"github.com/coord-go/coord/internal/watch"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -72,28 +72,35 @@ func (l *Latch) CountDown(ctx context.Context, opts ...CountDownOption) error {
 		id = keys.Escape(c.id)
 	}
 	countKey, idKey := l.sp.Single("count"), l.sp.Key("d", id)
-	// The first CountDown also stores the count; later ones check it, and
-	// count only an id not counted yet.
-	resp, err := l.cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(countKey), "=", 0)).Then(
-		clientv3.OpPut(countKey, l.cs), clientv3.OpPut(idKey, ""),
-	).Else(clientv3.OpTxn(
-		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(countKey), "=", l.cs)},
-		[]clientv3.Op{clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(idKey), "=", 0)},
-			[]clientv3.Op{clientv3.OpPut(idKey, "")}, nil)},
-		[]clientv3.Op{clientv3.OpGet(countKey)},
-	)).Commit()
-	if err != nil {
-		return fmt.Errorf("latch %q: count down: %w", l.sp.Name(), err)
+	// The latch counts keys, so putting an id's key again counts nothing
+	// new: that is what makes a CountDown with an id idempotent, with no
+	// compare on the id. The first CountDown also stores the count; later
+	// ones check it. Two top-level Txns at most, never a nested one (some
+	// etcd versions do not check permissions inside nested Txns).
+	first := false
+	for {
+		cmp := clientv3.Compare(clientv3.Value(countKey), "=", l.cs)
+		then := []clientv3.Op{clientv3.OpPut(idKey, "")}
+		if first {
+			cmp = clientv3.Compare(clientv3.CreateRevision(countKey), "=", 0)
+			then = append(then, clientv3.OpPut(countKey, l.cs))
+		}
+		resp, err := l.cli.Txn(ctx).If(cmp).Then(then...).Else(clientv3.OpGet(countKey)).Commit()
+		if err != nil {
+			return fmt.Errorf("latch %q: count down: %w", l.sp.Name(), err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+		if len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+			first = true
+			continue
+		}
+		if err := l.mismatch(resp.Responses[0]); err != nil {
+			return err
+		}
+		first = false // stored by someone else meanwhile, and it matches
 	}
-	if resp.Succeeded {
-		return nil
-	}
-	inner := resp.Responses[0].GetResponseTxn()
-	if !inner.Succeeded {
-		return l.mismatch(inner.Responses[0])
-	}
-	return nil
 }
 
 // Count returns how many CountDowns the latch still needs: 0 once open.
@@ -122,8 +129,7 @@ func (l *Latch) Wait(ctx context.Context) error {
 	if left == 0 {
 		return nil
 	}
-	r := []wait.Range{{Key: l.sp.Base(), End: keys.RangeEnd(l.sp.Base())}}
-	err = wait.Until(ctx, l.cli, rev, r, func(ctx context.Context) (bool, int64, error) {
+	err = watch.For(l.cli).Until(ctx, l.sp.Base(), keys.RangeEnd(l.sp.Base()), rev, nil, func(ctx context.Context) (bool, int64, error) {
 		left, rev, err := l.read(ctx)
 		return left == 0, rev, err
 	})

@@ -4,22 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
-	"github.com/coord-go/coord/internal/wait"
-	"github.com/coord-go/coord/session"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"github.com/coord-go/coord/internal/watch"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Campaign blocks until this candidate leads the election, then sets the
 // leader's value. Candidates are served in the order they campaigned.
 //
-// It returns nil only after a read showed its own key alive and first in
-// line while its session lived. It fails at once, wrapping
-// session.ErrExpired or session.ErrClosed, when the session ends while
-// waiting, or with ErrKeyDeleted when its key is deleted; on those
+// Uncontended it is one Txn; a waiting candidate waits on the process's
+// shared mirror of the candidates, so a handover costs the leader's
+// delete and one watch event. It returns nil only after its own key was
+// seen alive and first in line while its session lived. It fails at once,
+// wrapping session.ErrExpired or session.ErrClosed, when the session ends
+// while waiting, or with ErrKeyDeleted when its key is deleted; on those
 // failures and when ctx ends it deletes its key (with its own timeout),
 // so nothing is left behind. Campaign on a leader proclaims value.
 func (e *Election) Campaign(ctx context.Context, value string) error {
@@ -31,7 +31,7 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 		e.mu.Unlock()
 		return fmt.Errorf("election %q: %w", e.name, ErrCampaigning)
 	}
-	if t := e.cur; t != nil && t.hold.Err() == nil {
+	if e.cur != nil && e.cur.Held() {
 		e.mu.Unlock()
 		return e.Proclaim(ctx, value)
 	}
@@ -48,126 +48,75 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("election %q: %w", e.name, err)
 	}
-
-	m := e.s.Metrics()
-	m.Waiting(kind, e.name, 1)
-	defer m.Waiting(kind, e.name, -1)
-	start := time.Now()
-	t, err := e.campaign(ctx, value)
+	h, err := e.campaign(ctx, value)
 	if err != nil {
-		e.s.Logger().Debug("coord campaign failed", "election", e.name, "error", err)
-		return fmt.Errorf("election %q: %w", e.name, err)
+		e.s.Logger().Debug("coord campaign failed", "kind", kind, "name", e.name, "error", err)
+		return err
 	}
 	e.mu.Lock()
-	e.cur = t
+	e.cur = h
 	e.mu.Unlock()
-	m.Acquired(kind, e.name, time.Since(start))
-	m.Leader(e.name, true)
-	e.s.Logger().Info("coord leadership gained", "election", e.name, "token", t.rev)
-	go e.watchLoss(t)
 	return nil
 }
 
 // campaign queues the candidate's key and waits until it is first.
-func (e *Election) campaign(ctx context.Context, value string) (*term, error) {
-	key := e.prefix + e.s.NextID()
-	// One Txn puts the key and reads the two newest keys of the line:
-	// ours, and the one just before it, which is the only key we watch.
-	// With no key before ours we lead at once, for one Txn.
-	line := clientv3.OpGet(e.prefix, clientv3.WithRange(keys.RangeEnd(e.prefix)),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-		clientv3.WithLimit(2), clientv3.WithKeysOnly())
-	resp, err := e.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(e.s.PutOwn(key, value), line).
-		Else(clientv3.OpGet(key)).
-		Commit()
+func (e *Election) campaign(ctx context.Context, value string) (*hold.Hold, error) {
+	c := e.sp.Part("c")
+	h := hold.New(e.s, &e.cfg, keys.Record{Value: value},
+		hold.Key{Key: e.sp.Key("c", e.s.NextID()), Watch: watch.MirrorOf{Hub: e.hub, Base: e.sp.Base()}})
+	// The same Txn reads, in key order (so etcd honours the limit), whether
+	// any other candidate is queued: with none, we lead at once.
+	created, err := h.Create(ctx, hold.Spec{Then: []clientv3.Op{
+		clientv3.OpGet(c, clientv3.WithRange(keys.RangeEnd(c)), clientv3.WithLimit(2), clientv3.WithKeysOnly())}})
 	if err != nil {
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return nil, e.sessionErr()
-		}
-		// The Txn may have been applied before the error reached us.
-		e.cleanup(ctx, key, 0)
+		h.Abandon(ctx)
 		return nil, err
 	}
-	if !resp.Succeeded {
-		// Our ids are unique, so the key can only exist if this very Txn
-		// was applied twice; never treat it as ours.
-		e.cleanup(ctx, key, 0)
-		return nil, fmt.Errorf("candidate key %s already existed", key)
+	alone := false
+	if !created.Existed {
+		r := created.Then[0].GetResponseRange()
+		alone = len(r.Kvs) == 1 && !r.More
 	}
-	rev := resp.Header.Revision
-	kvs := resp.Responses[1].GetResponseRange().Kvs
-	pred := ""
-	if len(kvs) == 2 {
-		pred = string(kvs[1].Key)
+	if !alone {
+		if err := e.wait(ctx, h); err != nil {
+			h.Abandon(ctx)
+			return nil, err
+		}
 	}
-	// The hold starts watching right after rev, so it misses nothing:
-	// while we wait it turns our key's deletion into an error at once, and
-	// afterwards it is the leadership's Done.
-	hold := wait.NewHold(e.cli, key, rev, e.s)
-	if pred != "" {
-		q := wait.Queue{Prefix: e.prefix, Own: key, Rev: rev}
-		err = wait.NoneBefore(ctx, e.cli, q, pred, rev, e.s, hold)
+	if err := h.Grant(); err != nil {
+		h.Abandon(ctx)
+		return nil, err
 	}
+	// Leadership is watched for loss from the start: Run and most callers
+	// ask for Done, and the mirror it shares costs nothing more.
+	h.Watch()
+	return h, nil
+}
+
+func (e *Election) wait(ctx context.Context, h *hold.Hold) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-e.s.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	m := e.hub.Mirror(e.sp.Base())
+	defer m.Release()
+	err := m.Waitlist("first", watch.First).Wait(ctx, &watch.Waiter{Key: h.Key(), Rev: h.Rev(), Arg: []string{"c"}})
 	if err == nil {
-		// Whatever ended first decides; a win observed by a read that
-		// raced with the session's end is no win.
-		if herr := hold.Err(); herr != nil {
-			err = herr
-		} else if serr := e.s.Err(); serr != nil {
-			err = serr
-		}
+		return nil
 	}
-	if err != nil {
-		hold.Stop()
-		e.cleanup(ctx, key, rev)
-		if errors.Is(err, wait.ErrKeyGone) {
-			if serr := e.s.Err(); serr != nil {
-				return nil, serr
-			}
-			return nil, fmt.Errorf("%w: %s", ErrKeyDeleted, key)
-		}
-		return nil, err
+	if errors.Is(err, watch.ErrGone) {
+		e.s.Verify(context.WithoutCancel(ctx))
 	}
-	return &term{key: key, rev: rev, hold: hold, start: time.Now()}, nil
-}
-
-// cleanup deletes a failed candidate's key. The key is unique to this
-// Campaign (Session.NextID), so Session.Retire's unconditional delete can
-// never touch someone else's; it runs with its own timeout after ctx is
-// cancelled, and if etcd is unreachable it keeps trying in the background
-// until it can or the session ends, so a failed candidate never stands in
-// the line for longer than etcd itself is down. A lost session needs
-// nothing: its lease takes the key along.
-func (e *Election) cleanup(ctx context.Context, key string, _ int64) {
-	if err := e.s.Retire(ctx, key); err != nil {
-		e.s.Logger().Debug("coord campaign cleanup deferred", "election", e.name, "key", key, "error", err)
+	if serr := e.s.Err(); serr != nil {
+		return fmt.Errorf("election %q: %w", e.name, serr)
 	}
-}
-
-func (e *Election) sessionErr() error {
-	if err := e.s.Err(); err != nil {
-		return err
+	if errors.Is(err, watch.ErrGone) {
+		return fmt.Errorf("election %q: %w: %s", e.name, ErrKeyDeleted, h.Key())
 	}
-	return fmt.Errorf("%w: lease %x not found", session.ErrExpired, int64(e.s.Lease()))
-}
-
-// watchLoss reports a leadership that ends other than by Resign.
-func (e *Election) watchLoss(t *term) {
-	<-t.hold.Done()
-	e.mu.Lock()
-	resigned := t.resigned
-	if !resigned && e.cur == t {
-		// Keep the term (Token stays for fencing) but mark it over.
-		t.resigned = true
-	}
-	e.mu.Unlock()
-	if resigned {
-		return
-	}
-	m := e.s.Metrics()
-	m.Leader(e.name, false)
-	m.Released(kind, e.name, time.Since(t.start), true)
-	e.s.Logger().Warn("coord leadership lost", "election", e.name, "token", t.rev, "error", t.hold.Err())
+	return fmt.Errorf("election %q: %w", e.name, err)
 }

@@ -7,10 +7,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coord-go/coord/internal/etcderr"
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
-	"github.com/coord-go/coord/internal/wait"
+	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -34,6 +36,10 @@ var ErrKeyDeleted = errors.New("election: candidate key deleted")
 // UTF-8), and by Run for bad arguments.
 var ErrInvalid = errors.New("election: invalid argument")
 
+// errResigned is the NotHeld sentinel of the lifecycle: never returned,
+// since Resign without leadership does nothing.
+var errResigned = errors.New("election: resigned")
+
 // cleanupTimeout bounds Run's Resign when its context has ended, so a
 // successor takes over in one round trip without Run hanging on a dead
 // connection.
@@ -55,45 +61,57 @@ type Leader struct {
 // with the session. An Election is safe for concurrent use, but runs one
 // Campaign at a time.
 type Election struct {
-	s      *session.Session
-	cli    *clientv3.Client
-	name   string
-	prefix string        // every candidate key starts with it
-	err    error         // why the Election cannot be used, or nil
-	idle   chan struct{} // closed: the Done of an Election that does not lead
+	s    *lease.Session
+	hub  *watch.Hub
+	name string
+	sp   keys.Space
+	err  error         // why the Election cannot be used, or nil
+	idle chan struct{} // closed: the Done of an Election that does not lead
+	cfg  hold.Config
 
 	mu          sync.Mutex
 	campaigning bool
-	cur         *term // the leadership held, or nil
-}
-
-// term is one leadership: from Campaign's success to Resign or loss.
-type term struct {
-	key      string
-	rev      int64
-	hold     *wait.Hold
-	start    time.Time
-	resigned bool // guarded by Election.mu
+	cur         *hold.Hold // the leadership held (or lost), or nil
 }
 
 // New returns a candidate for the election called name on session s.
 // It talks to etcd only when used. A nil session or an invalid name is
 // reported, wrapping ErrInvalid, by every method that can fail.
 func New(s *session.Session, name string) *Election {
-	e := &Election{s: s, name: name, idle: make(chan struct{})}
+	e := &Election{name: name, idle: make(chan struct{})}
 	close(e.idle)
 	if s == nil {
 		e.err = fmt.Errorf("%w: nil session", ErrInvalid)
 		return e
 	}
-	sp, err := keys.New(s.Prefix(), kind, name)
+	e.s = lease.Of(s)
+	sp, err := keys.New(e.s.Root(), kind, name)
 	if err != nil {
 		e.err = fmt.Errorf("%w: %w", ErrInvalid, err)
 		return e
 	}
-	e.cli = s.Client()
-	e.prefix = sp.Part("c")
+	e.sp = sp
+	e.hub = watch.For(e.s.Client())
+	e.cfg = hold.Config{
+		Kind: kind, Names: []string{name}, Label: fmt.Sprintf("election %q", name), Noun: "leadership",
+		Errors: hold.Errors{Lost: ErrNotLeader, NotHeld: errResigned},
+		OnGrant: func(h *hold.Hold) {
+			e.s.Metrics().Leader(name, true)
+			e.s.Logger().Info("coord leadership gained", "kind", kind, "name", name, "token", h.Rev(), "lease", e.s.LeaseHex())
+		},
+		OnEnd: func(*hold.Hold, bool) { e.s.Metrics().Leader(name, false) },
+	}
 	return e
+}
+
+// leading returns the leadership held and not lost, or nil.
+func (e *Election) leading() *hold.Hold {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur != nil && e.cur.Held() {
+		return e.cur
+	}
+	return nil
 }
 
 // Proclaim sets a new value for the leadership this Election holds,
@@ -104,92 +122,68 @@ func (e *Election) Proclaim(ctx context.Context, value string) error {
 	if e.err != nil {
 		return e.err
 	}
-	t := e.term()
-	if t == nil {
+	h := e.leading()
+	if h == nil {
+		if e.cur != nil {
+			if err := e.cur.Lost(); err != nil {
+				return err
+			}
+		}
 		return fmt.Errorf("election %q: %w", e.name, ErrNotLeader)
 	}
-	if err := t.hold.Err(); err != nil {
-		return fmt.Errorf("election %q: %w: %w", e.name, ErrNotLeader, err)
-	}
-	resp, err := e.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
-		Then(clientv3.OpPut(t.key, value, clientv3.WithLease(e.s.Lease()))).
+	rec := h.Record()
+	rec.Value = value
+	resp, err := e.s.Client().Txn(ctx).
+		If(h.IsOwner()...).
+		Then(clientv3.OpPut(h.Key(), rec.Encode(), clientv3.WithLease(e.s.Lease()))).
 		Commit()
 	switch {
-	case errors.Is(err, rpctypes.ErrLeaseNotFound):
-		return fmt.Errorf("election %q: %w: %w", e.name, ErrNotLeader, e.sessionErr())
+	case err != nil && e.s.Err() != nil:
+		return fmt.Errorf("election %q: %w: %w", e.name, ErrNotLeader, e.s.Err())
 	case err != nil:
-		return fmt.Errorf("election %q: proclaim: %w", e.name, err)
+		return fmt.Errorf("election %q: proclaim: %w", e.name, etcderr.Explain(e.s.Client(), err))
 	case !resp.Succeeded:
-		return fmt.Errorf("election %q: %w: key %s is gone", e.name, ErrNotLeader, t.key)
+		return fmt.Errorf("election %q: %w: key %s is gone", e.name, ErrNotLeader, h.Key())
 	}
 	return nil
 }
 
 // Resign gives up the leadership, so the next candidate leads at once,
-// and closes Done. It is one Txn fenced on the leader key's create
-// revision, safe to retry. If the request fails, Resign returns the error
-// and this Election still counts itself leader, since it may well be.
-// After a loss it only forgets the lost leadership, without a request.
-// Without leadership Resign does nothing and returns nil; to abandon a
-// Campaign still waiting, cancel its ctx.
+// and closes Done. It is one request, safe to retry. If the request
+// fails, Resign returns the error and this Election still counts itself
+// leader, since it may well be. After a loss it only forgets the lost
+// leadership, without a request. Without leadership Resign does nothing
+// and returns nil; to abandon a Campaign still waiting, cancel its ctx.
+// A clean Resign is never reported as a lost leadership.
 func (e *Election) Resign(ctx context.Context) error {
 	if e.err != nil {
 		return e.err
 	}
-	t := e.term()
-	if t == nil {
+	e.mu.Lock()
+	h := e.cur
+	e.mu.Unlock()
+	if h == nil {
 		return nil
 	}
-	// A lost leadership has nothing to delete: its key is gone, or goes
-	// with a lease the session is revoking, and the client may be cut
-	// off, which would only make the caller wait.
-	if t.hold.Err() == nil {
-		_, err := e.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
-			Then(clientv3.OpDelete(t.key)).
-			Commit()
-		if err != nil {
-			return fmt.Errorf("election %q: resign: %w", e.name, err)
-		}
+	if _, err := h.Release(ctx); err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, errResigned) {
+		return err
 	}
 	e.mu.Lock()
-	wasLeading := !t.resigned
-	t.resigned = true
-	if e.cur == t {
+	if e.cur == h {
 		e.cur = nil
 	}
 	e.mu.Unlock()
-	t.hold.Release(fmt.Errorf("election %q: resigned", e.name))
-	if wasLeading {
-		e.s.Metrics().Leader(e.name, false)
-		e.s.Metrics().Released(kind, e.name, time.Since(t.start), false)
-		e.s.Logger().Debug("coord leadership resigned", "election", e.name, "token", t.rev)
-	}
 	return nil
 }
 
-func (e *Election) term() *term {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.cur
-}
-
 // Leader returns the current leader of the election, as any reader sees
-// it, or ErrNoLeader.
+// it, or ErrNoLeader. It is one read of the candidates (their number is
+// the number of replicas campaigning).
 func (e *Election) Leader(ctx context.Context) (Leader, error) {
 	if e.err != nil {
 		return Leader{}, e.err
 	}
-	// The prefix ends in '/', so WithPrefix covers exactly this name.
-	resp, err := e.cli.Get(ctx, e.prefix, clientv3.WithFirstCreate()...)
-	if err != nil {
-		return Leader{}, fmt.Errorf("election %q: %w", e.name, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return Leader{}, fmt.Errorf("election %q: %w", e.name, ErrNoLeader)
-	}
-	return Leader{Value: string(resp.Kvs[0].Value), Token: resp.Kvs[0].CreateRevision}, nil
+	return readLeader(ctx, e.s.Client(), e.sp)
 }
 
 // Done returns a channel that is closed when the leadership won by the
@@ -197,20 +191,22 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // deleted, or Resign was called. Without leadership it returns a closed
 // channel, so call it after Campaign returns.
 func (e *Election) Done() <-chan struct{} {
-	if t := e.term(); t != nil {
-		return t.hold.Done()
+	e.mu.Lock()
+	h := e.cur
+	e.mu.Unlock()
+	if h != nil {
+		return h.Done()
 	}
 	return e.idle
 }
 
-// Token returns the fencing token of the leadership won by the last
-// successful Campaign: the create revision of its key, strictly
-// increasing across the successive leaders of one election. It stays
-// after a loss, so writes fenced on it are refused; it is 0 before the
-// first Campaign and after Resign.
+// Token returns the fencing token of the leadership this Election holds:
+// the create revision of its key, strictly increasing across the
+// successive leaders of one election. It is 0 when it does not lead: before
+// the first Campaign, after Resign, and after the leadership was lost.
 func (e *Election) Token() int64 {
-	if t := e.term(); t != nil {
-		return t.rev
+	if h := e.leading(); h != nil {
+		return h.Rev()
 	}
 	return 0
 }
@@ -219,9 +215,9 @@ func (e *Election) Token() int64 {
 // leader key exists, for guarding your own Txns with the leadership.
 // Without leadership it returns a comparison that never holds.
 func (e *Election) IsOwner() clientv3.Cmp {
-	if t := e.term(); t != nil {
-		return clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)
+	if h := e.leading(); h != nil {
+		return h.IsOwner()[0]
 	}
 	// No key has a negative create revision.
-	return clientv3.Compare(clientv3.CreateRevision(e.prefix), "=", -1)
+	return clientv3.Compare(clientv3.CreateRevision(e.sp.Part("c")), "=", -1)
 }

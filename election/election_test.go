@@ -138,8 +138,8 @@ func TestUncontendedCampaignIsOneTxn(t *testing.T) {
 	if err := e.Resign(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := c.Get("Txn"); n != 1 {
-		t.Errorf("resign: %d Txns, want 1 (%v)", n, c)
+	if n := c.Total("Txn", "DeleteRange"); n != 1 {
+		t.Errorf("resign: %d writes, want 1 (%v)", n, c)
 	}
 	if !isClosed(e.Done()) {
 		t.Fatal("Done open after Resign")

@@ -2,10 +2,13 @@ package election
 
 import (
 	"context"
-	"errors"
-	"time"
+	"fmt"
+	"log/slog"
+	"sync"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"github.com/coord-go/coord/internal/etcderr"
+	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/watch"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -14,179 +17,155 @@ import (
 // by the leader, and the zero Leader (Token 0) when no one leads. It
 // sends a state only when it differs from the one sent before.
 //
-// The channel closes when ctx ends, and never before: after a
-// compaction, a reconnect or a member failover Observe resumes its watch
-// where it stopped or, when that history is gone, re-reads the current
-// leader, so it may skip states it could not see but never reports one
-// that is not true. The caller must keep receiving; Observe waits for
-// it. An Election made with a nil session or bad name has nothing to
-// observe: its channel is closed at once.
+// It follows the process's shared mirror of the election's candidates,
+// which keeps every candidate in memory and applies etcd's events one
+// revision at a time: so the sequence is exact while the watch lasts, and
+// after a compaction, a reconnect or a member failover the mirror reloads
+// and Observe goes on from the present, which may skip states it could
+// not see but never reports one that is not true. States are queued for
+// a slow receiver, never dropped.
+//
+// The channel closes when ctx ends, or earlier only when etcd refuses to
+// let the client read the election (a missing permission) or the client
+// is closed; that cause is logged at error level. An Election made with
+// a nil session or bad name has nothing to observe: its channel is closed
+// at once.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	if e.err != nil {
 		close(ch)
 		return ch
 	}
-	go observe(ctx, e.cli, e.prefix, ch)
+	go observe(ctx, e.hub, e.sp, ch, e.s.Logger())
 	return ch
 }
 
-// observer follows the first key of a line of candidates. It keeps the
-// whole line in memory (its keys are few: one per candidate), so each
-// event says by itself who leads next, and the sequence it reports needs
-// no read at an old revision that a compaction could have removed.
-type observer struct {
-	cli    *clientv3.Client
-	prefix string
-	out    chan<- Leader
-
-	line     map[string]Leader // every candidate, by key
-	cur      Leader            // the first of line
-	curKey   string
-	seen     int64  // every event up to here is reflected in line
-	sent     bool   // something was sent
-	lastSent Leader // what was sent last
-	resume   bool   // the watch may resume from seen+1
+// leaderIn is the leader in a mirror of the election: the oldest
+// candidate.
+func leaderIn(v *watch.View) Leader {
+	if f := v.Line("c").First(); f != nil {
+		return leaderOf(f.Value, f.CreateRev)
+	}
+	return Leader{}
 }
 
-func observe(ctx context.Context, cli *clientv3.Client, prefix string, out chan<- Leader) {
+// leaderOf reads a candidate key's value: a coord record, or, for a key
+// not written by coord, the raw value.
+func leaderOf(val []byte, rev int64) Leader {
+	if rec, err := keys.DecodeRecord(val); err == nil {
+		return Leader{Value: rec.Value, Token: rev}
+	}
+	return Leader{Value: string(val), Token: rev}
+}
+
+// readLeader reads the candidates once and returns the oldest.
+func readLeader(ctx context.Context, cli *clientv3.Client, sp keys.Space) (Leader, error) {
+	c := sp.Part("c")
+	resp, err := cli.Get(ctx, c, clientv3.WithRange(keys.RangeEnd(c)))
+	if err != nil {
+		return Leader{}, fmt.Errorf("election %q: %w", sp.Name(), etcderr.Explain(cli, err))
+	}
+	var best Leader
+	for _, kv := range resp.Kvs {
+		if best.Token == 0 || kv.CreateRevision < best.Token {
+			best = leaderOf(kv.Value, kv.CreateRevision)
+		}
+	}
+	if best.Token == 0 {
+		return Leader{}, fmt.Errorf("election %q: %w", sp.Name(), ErrNoLeader)
+	}
+	return best, nil
+}
+
+// observe sends the leader of sp's mirror to out, every change, until ctx
+// ends or the mirror fails for good.
+func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Leader, logger *slog.Logger) {
 	defer close(out)
-	o := &observer{cli: cli, prefix: prefix, out: out}
-	delay := retryMin
-	for ctx.Err() == nil {
-		if o.follow(ctx) {
-			delay = retryMin
-			continue
+	m := hub.Mirror(sp.Base())
+	defer m.Release()
+	var q stateQueue
+	q.init()
+	stop := m.Listen(func(v *watch.View, c watch.Change) {
+		if c.Err != nil {
+			q.fail(c.Err)
+			return
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, retryMax)
-	}
-}
-
-const (
-	retryMin = 10 * time.Millisecond
-	retryMax = 500 * time.Millisecond
-)
-
-// follow opens one watch and follows it until it breaks. It reports
-// whether it made progress, so that failures back off and successes don't.
-func (o *observer) follow(ctx context.Context) bool {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	var wch clientv3.WatchChan
-	progress := false
-	if o.resume {
-		// Picks up exactly where the last watch broke (a reconnect, a
-		// member that lost its leader), so no change in between is missed.
-		wch = o.cli.Watch(wctx, o.prefix, clientv3.WithPrefix(), clientv3.WithRev(o.seen+1))
-	} else {
-		// A watch from now, confirmed by the server before the read, is
-		// synced from the start and cannot miss what follows the read.
-		wch = o.cli.Watch(wctx, o.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
-		select {
-		case resp, ok := <-wch:
-			if !ok || resp.Err() != nil || !resp.Created {
-				return false
-			}
-		case <-ctx.Done():
-			return false
-		}
-		resp, err := o.cli.Get(ctx, o.prefix, clientv3.WithPrefix())
-		if err != nil {
-			return false
-		}
-		o.line = make(map[string]Leader, len(resp.Kvs))
-		for _, kv := range resp.Kvs {
-			o.line[string(kv.Key)] = Leader{Value: string(kv.Value), Token: kv.CreateRevision}
-		}
-		o.seen, o.resume = resp.Header.Revision, true
-		o.elect()
-		if !o.emit(ctx) {
-			return false
-		}
-		progress = true
-	}
+		q.push(leaderIn(v))
+	})
+	defer stop()
 	for {
-		var resp clientv3.WatchResponse
-		var ok bool
+		l, err := q.pop(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				logger.Error("coord election: observing stopped", "kind", kind, "name", sp.Name(), "error", err)
+			}
+			return
+		}
 		select {
+		case out <- l:
 		case <-ctx.Done():
-			return progress
-		case resp, ok = <-wch:
-		}
-		if !ok || resp.Canceled || resp.Err() != nil {
-			if errors.Is(resp.Err(), rpctypes.ErrCompacted) || resp.CompactRevision != 0 {
-				// The history we would resume from is gone: start over
-				// from the present, which may skip states but never lies.
-				o.resume = false
-			}
-			return progress
-		}
-		for _, ev := range resp.Events {
-			if ev.Kv.ModRevision <= o.seen {
-				continue // already in the read
-			}
-			if !o.apply(ctx, ev) {
-				return progress
-			}
-			progress = true
-		}
-		// A revision's events always arrive in one response, so seen
-		// moves only past whole revisions.
-		if n := len(resp.Events); n > 0 {
-			o.seen = max(o.seen, resp.Events[n-1].Kv.ModRevision)
+			return
 		}
 	}
 }
 
-// apply folds one event into the line and sends the leader if it changed.
-func (o *observer) apply(ctx context.Context, ev *clientv3.Event) bool {
-	key := string(ev.Kv.Key)
-	switch ev.Type {
-	case clientv3.EventTypePut:
-		o.line[key] = Leader{Value: string(ev.Kv.Value), Token: ev.Kv.CreateRevision}
-		switch {
-		case key == o.curKey:
-			o.cur = o.line[key]
-		case o.curKey == "":
-			o.cur, o.curKey = o.line[key], key
-		default:
-			return true // a candidate joined behind the leader
-		}
-	case clientv3.EventTypeDelete:
-		delete(o.line, key)
-		if key != o.curKey {
-			return true // a candidate left behind the leader
-		}
-		o.elect()
-	}
-	return o.emit(ctx)
+// stateQueue holds the states a listener saw and the receiver has not
+// taken yet, without the repeats.
+type stateQueue struct {
+	mu     sync.Mutex
+	states []Leader
+	last   Leader
+	pushed bool
+	err    error
+	signal chan struct{}
 }
 
-// elect makes the oldest candidate of the line the current leader.
-func (o *observer) elect() {
-	o.cur, o.curKey = Leader{}, ""
-	for k, l := range o.line {
-		if o.curKey == "" || l.Token < o.cur.Token {
-			o.cur, o.curKey = l, k
-		}
+func (q *stateQueue) init() { q.signal = make(chan struct{}, 1) }
+
+func (q *stateQueue) push(l Leader) {
+	q.mu.Lock()
+	if q.pushed && q.last == l {
+		q.mu.Unlock()
+		return
 	}
+	q.pushed, q.last = true, l
+	q.states = append(q.states, l)
+	q.mu.Unlock()
+	q.wake()
 }
 
-// emit sends the current state unless it was the last one sent.
-func (o *observer) emit(ctx context.Context) bool {
-	if o.sent && o.lastSent == o.cur {
-		return true
-	}
+func (q *stateQueue) fail(err error) {
+	q.mu.Lock()
+	q.err = err
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *stateQueue) wake() {
 	select {
-	case o.out <- o.cur:
-		o.sent = true
-		o.lastSent = o.cur
-		return true
-	case <-ctx.Done():
-		return false
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *stateQueue) pop(ctx context.Context) (Leader, error) {
+	for {
+		q.mu.Lock()
+		if len(q.states) > 0 {
+			l := q.states[0]
+			q.states = q.states[1:]
+			q.mu.Unlock()
+			return l, nil
+		}
+		err := q.err
+		q.mu.Unlock()
+		if err != nil {
+			return Leader{}, err
+		}
+		select {
+		case <-q.signal:
+		case <-ctx.Done():
+			return Leader{}, ctx.Err()
+		}
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coord-go/coord/internal/etcderr"
 	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/metrics"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -127,7 +129,7 @@ func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(
 		defer wg.Wait()
 		defer cancel()
 		ch := make(chan Leader)
-		go observe(octx, cli, sp.Part("c"), ch)
+		go observe(octx, watch.For(cli), sp, ch, o.logger)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -146,6 +148,12 @@ func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(
 			var fatal fatalError
 			if errors.As(err, &fatal) {
 				return fatal.err
+			}
+			if etcderr.Refused(err) {
+				// A role without the permission, a failed login: no retry
+				// cures it, and retrying silently would hide it.
+				o.logger.Error("coord election run: etcd refused the campaign", "kind", kind, "name", name, "error", err)
+				return fmt.Errorf("election %q: %w", name, err)
 			}
 			o.logger.Debug("coord election run: retrying", "election", name, "error", err, "in", delay)
 		}

@@ -144,7 +144,9 @@ func member(kv *mvccpb.KeyValue, owners map[int64]string, ttls map[int64]time.Du
 	if kv.Lease != 0 {
 		m.TTLLeft = ttls[kv.Lease]
 	}
-	if t, err := time.Parse(time.RFC3339Nano, m.Value); err == nil {
+	if rec, err := keys.DecodeRecord(kv.Value); err == nil {
+		m.Since, m.Value, m.Weight = rec.Since, rec.Value, rec.N
+	} else if t, err := time.Parse(time.RFC3339Nano, m.Value); err == nil {
 		m.Since, m.Value = t, ""
 	}
 	return m
@@ -213,12 +215,8 @@ func build(ctx context.Context, cli *clientv3.Client, root string, sp keys.Space
 		}
 		var used int64
 		line := part(sp, kvs, "q", owners, ttls)
-		for i, m := range line {
-			w, err := strconv.ParseInt(strings.Fields(m.Value + " 1")[0], 10, 64)
-			if err != nil || w < 1 {
-				w = 1
-			}
-			line[i].Weight = w
+		for i := range line {
+			line[i].Weight = max(line[i].Weight, 1)
 		}
 		for i, m := range line {
 			// Strict FIFO: the first request that does not fit blocks

@@ -192,25 +192,12 @@ func (c *core) take(ctx context.Context, m mode, id string, entries []entry, try
 	return &acq{h: h, mode: m}, nil
 }
 
-// first is the lock's rule: a waiter may proceed when no line it must be
-// first in holds a key older than its own.
-func first(v *watch.View, w *watch.Waiter) bool {
-	for _, l := range w.Arg.([]string) {
-		if f := v.Line(l).First(); f != nil && f.CreateRev < w.Rev {
-			return false
-		}
-	}
-	return true
-}
-
 // wait blocks until the caller is first in every line, through the
 // process's mirror of each name's keys: a handoff is the holder's delete
 // and one watch event, with no read. Lines are waited for one name after
 // another: keys older than the caller's only ever go away, so a line
 // found clear stays clear.
 func (c *core) wait(ctx context.Context, h *hold.Hold, entries []entry) error {
-	h.Waiting(1)
-	defer h.Waiting(-1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -223,7 +210,7 @@ func (c *core) wait(ctx context.Context, h *hold.Hold, entries []entry) error {
 	rev := h.Rev()
 	for i, e := range entries {
 		mir := c.hub.Mirror(e.sp.Base())
-		wl := mir.Waitlist(c.kind+" lines", first)
+		wl := mir.Waitlist("first", watch.First)
 		err := wl.Wait(ctx, &watch.Waiter{Key: h.Keys()[i], Rev: rev, Arg: e.lines})
 		mir.Release()
 		if err != nil {

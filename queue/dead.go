@@ -11,14 +11,21 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// DeadLetter is a message that reached MaxAttempts, as kept in the
-// dead-letter list.
+// DeadLetter is a message that was dead-lettered, as kept in the
+// dead-letter list, with why.
 type DeadLetter struct {
 	ID       string
 	Payload  []byte
 	Attempts int // claims made before it was dead-lettered
 	Priority int
 	Enqueued time.Time
+	// Reason says why it was dead-lettered ("max attempts: nacked 3
+	// times").
+	Reason string
+	// LastError is the error text of its last failed attempt, when known.
+	LastError string
+	// Claimed are the times of its latest claims, oldest first.
+	Claimed []time.Time
 }
 
 // validID reports whether id has the shape Enqueue gives ids, so that an
@@ -46,34 +53,65 @@ func (q *Queue) deadKey(id string) (string, error) {
 	return q.sp.Key(partDead, id), nil
 }
 
-func deadLetter(id string, val []byte) (DeadLetter, error) {
+func deadLetter(id string, val, payload []byte) (DeadLetter, error) {
 	rec, err := decodeRecord(val)
 	if err != nil {
 		return DeadLetter{}, err
 	}
-	return DeadLetter{ID: id, Payload: rec.payload, Attempts: rec.attempts, Priority: rec.prio, Enqueued: unixTime(rec.enqueued)}, nil
+	dl := DeadLetter{ID: id, Payload: payload, Attempts: rec.attempts, Priority: rec.prio, Enqueued: unixTime(rec.enqueued),
+		Reason: rec.reason, LastError: rec.lastErr}
+	for _, t := range rec.times {
+		dl.Claimed = append(dl.Claimed, unixTime(t))
+	}
+	return dl, nil
 }
 
+// deadPage is how many dead letters one read of DeadLetters fetches, with
+// their payloads in the same Txn.
+const deadPage = 64
+
 // DeadLetters lists the dead-letter list, oldest message id first, with
-// payloads.
+// payloads and reasons. It reads a page of dead letters and their
+// payloads per Txn.
 func (q *Queue) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 	if q.err != nil {
 		return nil, q.err
 	}
 	d := q.sp.Part(partDead)
-	resp, err := q.cli.Get(ctx, d, clientv3.WithRange(keys.RangeEnd(d)))
-	if err != nil {
-		return nil, fmt.Errorf("queue %q: dead letters: %w", q.sp.Name(), err)
-	}
-	out := make([]DeadLetter, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		dl, err := deadLetter(strings.TrimPrefix(string(kv.Key), d), kv.Value)
+	var out []DeadLetter
+	from := d
+	for {
+		resp, err := q.cli.Get(ctx, from, clientv3.WithRange(keys.RangeEnd(d)), clientv3.WithLimit(deadPage))
 		if err != nil {
-			continue // not written by this package
+			return nil, fmt.Errorf("queue %q: dead letters: %w", q.sp.Name(), err)
 		}
-		out = append(out, dl)
+		if len(resp.Kvs) == 0 {
+			return out, nil
+		}
+		gets := make([]clientv3.Op, len(resp.Kvs))
+		for i, kv := range resp.Kvs {
+			gets[i] = clientv3.OpGet(q.sp.Key(partPayload, strings.TrimPrefix(string(kv.Key), d)), clientv3.WithRev(resp.Header.Revision))
+		}
+		pr, err := q.cli.Txn(ctx).Then(gets...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("queue %q: dead letters: %w", q.sp.Name(), err)
+		}
+		for i, kv := range resp.Kvs {
+			var payload []byte
+			if p := pr.Responses[i].GetResponseRange().Kvs; len(p) > 0 {
+				payload = p[0].Value
+			}
+			dl, err := deadLetter(strings.TrimPrefix(string(kv.Key), d), kv.Value, payload)
+			if err != nil {
+				continue // not written by this package
+			}
+			out = append(out, dl)
+		}
+		if !resp.More {
+			return out, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	return out, nil
 }
 
 // DeadLetter returns one dead letter, or ErrNotFound.
@@ -82,33 +120,38 @@ func (q *Queue) DeadLetter(ctx context.Context, id string) (DeadLetter, error) {
 	if err != nil {
 		return DeadLetter{}, err
 	}
-	resp, err := q.cli.Get(ctx, key)
+	resp, err := q.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(q.sp.Key(partPayload, id))).Commit()
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("queue %q: dead letter %s: %w", q.sp.Name(), id, err)
 	}
-	if len(resp.Kvs) == 0 {
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
 		return DeadLetter{}, fmt.Errorf("queue %q: %w: %s", q.sp.Name(), ErrNotFound, id)
 	}
-	return deadLetter(id, resp.Kvs[0].Value)
+	var payload []byte
+	if p := resp.Responses[1].GetResponseRange().Kvs; len(p) > 0 {
+		payload = p[0].Value
+	}
+	return deadLetter(id, kvs[0].Value, payload)
 }
 
 // Redrive puts a dead letter back in the queue, at its original place in
-// line and with its attempts reset, in one Txn fenced on the dead letter
-// being unchanged. It returns ErrNotFound if id is not dead (or someone
-// else re-drove or discarded it first).
+// line and with its attempts, reason and claim times reset, in one Txn
+// fenced on the dead letter being unchanged. It returns ErrNotFound if id
+// is not dead (or someone else re-drove or discarded it first).
 func (q *Queue) Redrive(ctx context.Context, id string) error {
 	return q.moveDead(ctx, id, "redrive", func(key string, rec record) []clientv3.Op {
-		rec.attempts = 0
+		rec.attempts, rec.reason, rec.lastErr, rec.times = 0, "", "", nil
 		return []clientv3.Op{clientv3.OpDelete(key),
 			clientv3.OpPut(q.sp.Key(partReady, encodePriority(rec.prio)+"-"+id), string(rec.encode()))}
 	})
 }
 
-// Discard deletes a dead letter for good, and its idempotency key with it.
-// It returns ErrNotFound if id is not dead.
+// Discard deletes a dead letter for good, with its payload and its
+// idempotency key. It returns ErrNotFound if id is not dead.
 func (q *Queue) Discard(ctx context.Context, id string) error {
 	return q.moveDead(ctx, id, "discard", func(key string, rec record) []clientv3.Op {
-		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(q.sp.Key(partPayload, id))}
 		if rec.idem != "" {
 			ops = append(ops, clientv3.OpDelete(q.sp.Key(partIdem, keys.Escape(rec.idem))))
 		}

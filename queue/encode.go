@@ -11,25 +11,36 @@ import (
 
 // Key layout inside the queue's space (every key through keys.Space):
 //
-//	r/<prio>-<id>                 a ready message (no lease)
-//	t/<due>-<prio>-<id>           a delayed or nacked message (no lease)
-//	c/r/<prio>-<id>, c/t/...      the claim on a message, on the consumer's lease
-//	a/<id>                        attempt counter: its Version is the number of claims
-//	d/<id>                        a dead letter
-//	i/<escaped key>               idempotency record, value = message id
+//	r/<prio>-<id>             a ready message's index entry (small value: its record, no payload)
+//	t/<due>-<prio>-<id>       a delayed or nacked message's index entry
+//	f/<id>                    a claimed message, in flight: where it came from, its record, its claim key
+//	c/<id>/<claim id>         the claim itself, on the consumer's session lease (one key per claim)
+//	d/<id>                    a dead letter: its record, with why it died
+//	i/<escaped key>           idempotency record, value = message id
+//	v/<id>                    the payload, written once by Enqueue, deleted by Ack or Discard
 //
 // <prio> and <due> are 16 hex digits, so key order is priority order, and
 // <id> starts with the enqueue time in 16 hex digits, so key order within
-// a priority is FIFO. A claim key mirrors its message key, so claims sort
-// exactly like the messages they hide: the first K claims of a part are
-// all the claims on the first K messages of that part.
+// a priority is FIFO.
+//
+// Why this shape: a Claim moves a message's small index entry out of the
+// ready range (r/ or t/ to f/), so the head of the ready range is always
+// claimable and a Claim reads only its first few entries, however many
+// messages are in flight; and payloads live apart (v/), so no read of the
+// index, no compare and no watch ever loads a payload it does not return.
+// The claim key is unique to each claim, so a claim's cleanup can never
+// delete another claim of the same message, even on a shared session. A
+// claim whose consumer dies leaves its f/ entry behind; the next consumer
+// to notice (through its feed, or before it goes idle) puts it back where
+// it came from.
 const (
-	partReady   = "r"
-	partTimed   = "t"
-	partClaim   = "c"
-	partAttempt = "a"
-	partDead    = "d"
-	partIdem    = "i"
+	partReady    = "r"
+	partTimed    = "t"
+	partInflight = "f"
+	partClaim    = "c"
+	partDead     = "d"
+	partIdem     = "i"
+	partPayload  = "v"
 )
 
 // encodePriority maps p to 16 hex digits that sort like the signed ints,
@@ -113,30 +124,82 @@ func parseTimed(suffix string) (order, error) {
 	return o, nil
 }
 
-// record is what a message key holds besides the payload. Payloads are
-// stored raw after a small binary header (no base64), so a payload just
-// under the request limit still fits.
+// maxTimes is how many claim times a record keeps, newest last.
+const maxTimes = 16
+
+// record is what a message's index entry holds: everything but the
+// payload, small enough to read and watch freely.
 type record struct {
 	prio     int
-	enqueued int64 // unix nanoseconds
-	attempts int   // only meaningful for dead letters: claims made
-	idem     string
-	payload  []byte
+	enqueued int64   // unix nanoseconds
+	attempts int     // claims made so far
+	idem     string  // idempotency key, "" if none
+	times    []int64 // unix ns of the latest claims, oldest first
+	reason   string  // a dead letter's reason
+	lastErr  string  // the error of the last failed attempt, when known
 }
 
-const recordVersion = 1
+const recordVersion = 2
 
 var errBadRecord = errors.New("queue: malformed message record")
 
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
 func (r record) encode() []byte {
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(r.idem)+len(r.payload))
+	b := make([]byte, 0, 32+len(r.idem)+len(r.reason)+len(r.lastErr)+8*len(r.times))
 	b = append(b, recordVersion)
 	b = binary.AppendVarint(b, int64(r.prio))
 	b = binary.AppendVarint(b, r.enqueued)
 	b = binary.AppendUvarint(b, uint64(r.attempts))
-	b = binary.AppendUvarint(b, uint64(len(r.idem)))
-	b = append(b, r.idem...)
-	return append(b, r.payload...)
+	b = appendString(b, r.idem)
+	b = appendString(b, r.reason)
+	b = appendString(b, r.lastErr)
+	b = binary.AppendUvarint(b, uint64(len(r.times)))
+	for _, t := range r.times {
+		b = binary.AppendVarint(b, t)
+	}
+	return b
+}
+
+// reader decodes the fields of a record in order, remembering the first
+// failure.
+type reader struct {
+	b   []byte
+	bad bool
+}
+
+func (d *reader) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *reader) string() string {
+	l := d.uvarint()
+	if d.bad || uint64(len(d.b)) < l {
+		d.bad = true
+		return ""
+	}
+	s := string(d.b[:l])
+	d.b = d.b[l:]
+	return s
 }
 
 func decodeRecord(b []byte) (record, error) {
@@ -144,31 +207,69 @@ func decodeRecord(b []byte) (record, error) {
 	if len(b) == 0 || b[0] != recordVersion {
 		return r, errBadRecord
 	}
-	b = b[1:]
-	prio, n := binary.Varint(b)
-	if n <= 0 {
-		return r, errBadRecord
+	d := reader{b: b[1:]}
+	r.prio = int(d.varint())
+	r.enqueued = d.varint()
+	r.attempts = int(d.uvarint())
+	r.idem = d.string()
+	r.reason = d.string()
+	r.lastErr = d.string()
+	n := d.uvarint()
+	if n > maxTimes {
+		d.bad = true
 	}
-	b = b[n:]
-	enq, n := binary.Varint(b)
-	if n <= 0 {
-		return r, errBadRecord
+	for i := uint64(0); i < n && !d.bad; i++ {
+		r.times = append(r.times, d.varint())
 	}
-	b = b[n:]
-	att, n := binary.Uvarint(b)
-	if n <= 0 {
-		return r, errBadRecord
+	if d.bad || len(d.b) != 0 {
+		return record{}, errBadRecord
 	}
-	b = b[n:]
-	il, n := binary.Uvarint(b)
-	if n <= 0 || uint64(len(b)-n) < il {
-		return r, errBadRecord
-	}
-	b = b[n:]
-	r.prio, r.enqueued, r.attempts = int(prio), enq, int(att)
-	r.idem = string(b[:il])
-	r.payload = b[il:]
 	return r, nil
+}
+
+// claimed returns the record after one more claim at now.
+func (r record) claimed(now int64) record {
+	r.attempts++
+	r.times = append(append([]int64(nil), r.times...), now)
+	if len(r.times) > maxTimes {
+		r.times = r.times[len(r.times)-maxTimes:]
+	}
+	return r
+}
+
+// inflight is what f/<id> holds: the index key the message was claimed
+// from (so it can be put back), its record as of the claim, and the claim
+// key whose existence says the claim is alive.
+type inflight struct {
+	from  string // the index key the claim took it from
+	claim string
+	rec   record
+}
+
+const inflightVersion = 1
+
+func (f inflight) encode() []byte {
+	b := []byte{inflightVersion}
+	b = appendString(b, f.from)
+	b = appendString(b, f.claim)
+	return append(b, f.rec.encode()...)
+}
+
+func decodeInflight(b []byte) (inflight, error) {
+	if len(b) == 0 || b[0] != inflightVersion {
+		return inflight{}, errBadRecord
+	}
+	d := reader{b: b[1:]}
+	f := inflight{from: d.string(), claim: d.string()}
+	if d.bad {
+		return inflight{}, errBadRecord
+	}
+	rec, err := decodeRecord(d.b)
+	if err != nil {
+		return inflight{}, err
+	}
+	f.rec = rec
+	return f, nil
 }
 
 func unixTime(ns int64) time.Time { return time.Unix(0, ns) }

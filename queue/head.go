@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -13,122 +14,49 @@ import (
 
 // candidate is an unclaimed message a consumer may try to claim.
 type candidate struct {
-	key    string // the message key
-	part   string // partReady or partTimed
-	suffix string // key below the part, also the claim key below c/<part>/
-	mod    int64  // the message's mod revision when read
-	ord    order
+	key  string // its index entry
+	part string // partReady or partTimed
+	mod  int64  // the entry's mod revision when read
+	rec  record
+	ord  order
 }
 
-// view is one read of the head of the queue: the unclaimed messages in
-// the first window of each part, and when the next delayed message is due.
+// view is one read of the head of the queue: the first window of ready
+// messages, the first window of due delayed messages, and when the next
+// delayed message is due. Claimed messages are not in either range, so
+// the head is always claimable: a read never pages.
 type view struct {
 	rev     int64
 	now     int64 // unix ns: messages due by then are in the view
 	cands   []candidate
 	nextDue int64 // unix ns of the earliest message not yet due, 0 if none
-	// more[i] says part i (ready, timed) has more messages past a window
-	// that is all claimed: page on. lastKey[i] is the window's last key.
-	more    [2]bool
-	lastKey [2]string
-	// readyN counts the ready messages read, claimed or not, for the
-	// horizon.
-	readyN int
 }
 
-// windowOps reads, keys only, the first window of ready messages in
-// [fromR, endR) and of due delayed messages from fromT, the claims that can
-// hide them, and the first message not yet due. An empty endR reads to the
-// end of the part.
-//
-// etcd counts every key of a range even when asked for a few, so a read
-// to the end of a long queue costs the whole backlog; endR bounds it to
-// the head seen last time (see horizon).
-func (q *Queue) windowOps(now int64, fromR, fromT, endR string) []clientv3.Op {
+// headOps reads the head: ready entries and due delayed entries (small
+// index records, never payloads), and the first one not yet due.
+func (q *Queue) headOps(now int64) []clientv3.Op {
 	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
-	cr, ct := q.claimPrefix(partReady), q.claimPrefix(partTimed)
-	endCR := keys.RangeEnd(cr)
-	if endR == "" {
-		endR = keys.RangeEnd(r)
-	} else {
-		endCR = cr + strings.TrimPrefix(endR, r)
-	}
 	dueEnd := t + encodeTime(now+1)
-	page := func(from, end string) clientv3.Op {
-		return clientv3.OpGet(from, clientv3.WithRange(end), clientv3.WithLimit(window), clientv3.WithKeysOnly())
-	}
 	return []clientv3.Op{
-		page(fromR, endR),
-		page(cr+strings.TrimPrefix(fromR, r), endCR),
-		page(fromT, dueEnd),
-		page(ct+strings.TrimPrefix(fromT, t), keys.RangeEnd(ct)),
+		clientv3.OpGet(r, clientv3.WithRange(keys.RangeEnd(r)), clientv3.WithLimit(window)),
+		clientv3.OpGet(t, clientv3.WithRange(dueEnd), clientv3.WithLimit(window)),
 		clientv3.OpGet(dueEnd, clientv3.WithRange(keys.RangeEnd(t)), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
 	}
 }
 
-// headOps reads the head of the queue, bounded by the horizon.
-// It also returns the time it took as "now" for due messages.
-func (q *Queue) headOps() ([]clientv3.Op, bool, int64) {
-	q.mu.Lock()
-	end := q.horizon
-	q.mu.Unlock()
-	now := time.Now().UnixNano()
-	return q.windowOps(now, q.sp.Part(partReady), q.sp.Part(partTimed), end), end != "", now
-}
-
-// observe moves the horizon after a read of the head: past the last ready
-// key of a full window read to the end that had free messages, and back
-// to "the end" when a bounded window has been mostly consumed.
-func (q *Queue) observe(v *view, bounded bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	switch {
-	case !bounded && v.readyN == window && len(v.cands) > 0:
-		q.horizon = v.lastKey[0] + "\x00"
-	case !bounded, v.readyN < window/2:
-		q.horizon = ""
-	}
-}
-
-func (q *Queue) claimPrefix(part string) string { return q.sp.Part(partClaim) + part + "/" }
-
-// parseView builds a view from the responses of windowOps.
+// parseView builds a view from the responses of headOps.
 func (q *Queue) parseView(rev, now int64, rs []*pb.ResponseOp) *view {
 	v := &view{rev: rev, now: now}
-	parts := [2]string{partReady, partTimed}
-	for i, part := range parts {
-		msgs, claims := rs[2*i].GetResponseRange(), rs[2*i+1].GetResponseRange()
-		if i == 0 {
-			v.readyN = len(msgs.Kvs)
-		}
-		prefix, cprefix := q.sp.Part(part), q.claimPrefix(part)
-		held := make(map[string]bool, len(claims.Kvs))
-		for _, kv := range claims.Kvs {
-			held[strings.TrimPrefix(string(kv.Key), cprefix)] = true
-		}
-		found := 0
-		for _, kv := range msgs.Kvs {
-			suffix := strings.TrimPrefix(string(kv.Key), prefix)
-			if held[suffix] {
-				continue
+	for i, part := range []string{partReady, partTimed} {
+		prefix := q.sp.Part(part)
+		for _, kv := range rs[i].GetResponseRange().Kvs {
+			c, ok := q.candidate(part, strings.TrimPrefix(string(kv.Key), prefix), kv.Value, kv.ModRevision)
+			if ok {
+				v.cands = append(v.cands, c)
 			}
-			parse := parseReady
-			if part == partTimed {
-				parse = parseTimed
-			}
-			ord, err := parse(suffix)
-			if err != nil {
-				continue // not a key this package wrote; never claim it
-			}
-			found++
-			v.cands = append(v.cands, candidate{key: string(kv.Key), part: part, suffix: suffix, mod: kv.ModRevision, ord: ord})
-		}
-		if len(msgs.Kvs) > 0 {
-			v.lastKey[i] = string(msgs.Kvs[len(msgs.Kvs)-1].Key)
-			v.more[i] = found == 0 && msgs.More
 		}
 	}
-	if kvs := rs[4].GetResponseRange().Kvs; len(kvs) > 0 {
+	if kvs := rs[2].GetResponseRange().Kvs; len(kvs) > 0 {
 		if o, err := parseTimed(strings.TrimPrefix(string(kvs[0].Key), q.sp.Part(partTimed))); err == nil {
 			v.nextDue = o.ready
 		}
@@ -145,49 +73,62 @@ func (q *Queue) parseView(rev, now int64, rs []*pb.ResponseOp) *view {
 	return v
 }
 
-// read returns a view with candidates, paging past a head that is all
-// claimed, or the first page when there are none.
-func (q *Queue) read(ctx context.Context) (*view, error) {
-	ops, bounded, now := q.headOps()
-	var first *view
-	for {
-		resp, err := q.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return nil, err
-		}
-		v := q.parseView(resp.Header.Revision, now, resp.Responses)
-		if first == nil {
-			q.observe(v, bounded)
-			if len(v.cands) == 0 && bounded {
-				// Nothing free below the horizon: look at the whole
-				// part before calling the queue empty.
-				now = time.Now().UnixNano()
-				ops = q.windowOps(now, q.sp.Part(partReady), q.sp.Part(partTimed), "")
-				bounded = false
-				continue
-			}
-			first = v
-		}
-		if len(v.cands) > 0 {
-			v.nextDue = first.nextDue
-			return v, nil
-		}
-		if !v.more[0] && !v.more[1] {
-			return first, nil
-		}
-		// A page that is all claimed: go on past it. A part with
-		// nothing more is read from its last key, which is claimed, so
-		// it adds no candidates.
-		fromR, fromT := q.sp.Part(partReady), q.sp.Part(partTimed)
-		if v.lastKey[0] != "" {
-			fromR = v.lastKey[0] + "\x00"
-		}
-		if v.lastKey[1] != "" {
-			fromT = v.lastKey[1] + "\x00"
-		}
-		now = time.Now().UnixNano()
-		ops = q.windowOps(now, fromR, fromT, "")
+// candidate parses one index entry; ok is false for a key this package
+// did not write, which is never claimed.
+func (q *Queue) candidate(part, suffix string, val []byte, mod int64) (candidate, bool) {
+	parse := parseReady
+	if part == partTimed {
+		parse = parseTimed
 	}
+	ord, err := parse(suffix)
+	if err != nil {
+		return candidate{}, false
+	}
+	rec, err := decodeRecord(val)
+	if err != nil {
+		return candidate{}, false
+	}
+	return candidate{key: q.sp.Key(part, suffix), part: part, mod: mod, rec: rec, ord: ord}, true
+}
+
+// read returns a fresh view of the head: one read.
+func (q *Queue) read(ctx context.Context) (*view, error) {
+	now := time.Now().UnixNano()
+	resp, err := q.cli.Txn(ctx).Then(q.headOps(now)...).Commit()
+	if err != nil {
+		return nil, err
+	}
+	return q.parseView(resp.Header.Revision, now, resp.Responses), nil
+}
+
+// pick chooses which candidate to try. With no contention seen it is the
+// head, so a lone consumer gets strict priority and FIFO order; after
+// conflicts, claims spread over the first few candidates, each consumer
+// starting from its own place (by its lease) so that consumers of
+// different processes stop racing for the same key.
+func (q *Queue) pick(cands []candidate, lease int64, attempt int) candidate {
+	q.mu.Lock()
+	n := min(q.spread, len(cands))
+	q.mu.Unlock()
+	if n <= 1 {
+		return cands[0]
+	}
+	// Fibonacci hashing of the lease: leases are sequential, their
+	// places should not be.
+	h := (uint64(lease) * 0x9E3779B97F4A7C15) >> 32
+	return cands[(int(h%uint64(n))+attempt+rand.IntN(2))%n]
+}
+
+// contended adjusts the spread: double it on a lost race, shrink it by
+// one on a claim won at the first try.
+func (q *Queue) contended(lost bool) {
+	q.mu.Lock()
+	if lost {
+		q.spread = min(q.spread*2, window)
+	} else {
+		q.spread = max(q.spread-1, 1)
+	}
+	q.mu.Unlock()
 }
 
 // cacheViews bounds the views kept from Acks for the next Claims.

@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/metrics"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -43,11 +45,10 @@ const (
 	// record header and the request's own framing.
 	DefaultMaxPayload = 3<<19 - 4<<10
 	// window is how many messages of each part a claim looks at: the
-	// head it spreads consumers over, and the page size when the head is
-	// all claimed.
+	// head it spreads consumers over.
 	window = 32
-	// cleanupTimeout bounds the removal of a claim left by a cancelled
-	// Claim.
+	// cleanupTimeout bounds the repairs and cleanups that run after the
+	// caller's ctx is gone.
 	cleanupTimeout = 5 * time.Second
 )
 
@@ -63,8 +64,10 @@ type options struct {
 }
 
 // WithPrefix sets the root prefix of the queue's keys (default "coord/").
-// Consumers' sessions do not change it: producers and consumers of one
-// queue must use the same root.
+// Producers and consumers of one queue must use the same root; Claim
+// refuses a session of another root (ErrInvalid), so a consumer set up
+// with session.WithPrefix and a Queue without it fails loudly instead of
+// silently working on another queue.
 func WithPrefix(root string) Option { return func(o *options) { o.root = root } }
 
 // WithMaxAttempts moves a message to the dead-letter list once it has
@@ -99,17 +102,17 @@ func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metric
 // of its own and is safe for concurrent use.
 type Queue struct {
 	cli  *clientv3.Client
+	hub  *watch.Hub
 	sp   keys.Space
+	root string
 	opts options
 	err  error // from New, returned by every method
+	cfg  hold.Config
 
 	mu     sync.Mutex
 	lastNS int64 // keeps ids strictly increasing within this process
 	spread int   // how many head messages claims spread over (1: strict order)
 	views  []*view
-	// horizon bounds reads of the head (see windowOps): the end of the
-	// ready range last seen full, or "" for the end of the part.
-	horizon string
 }
 
 // New returns the queue called name. It makes no RPC; an invalid name or
@@ -134,11 +137,20 @@ func New(cli *clientv3.Client, name string, opts ...Option) *Queue {
 		q.err = fmt.Errorf("%w: %w", ErrInvalid, err)
 		return q
 	}
+	q.root = root
 	if q.sp, err = keys.New(root, keys.KindQueue, name); err != nil {
 		q.err = fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	q.hub = watch.For(cli)
+	q.cfg = hold.Config{Kind: keys.KindQueue, Names: []string{name}, Label: fmt.Sprintf("queue %q", name), Noun: "claim",
+		Errors: hold.Errors{Lost: ErrClaimLost, NotHeld: ErrFinished}, StrictRetry: true}
 	return q
 }
+
+// indexEnd is the end of the range every consumer follows: every part of
+// the queue but the payloads (v/ sorts after every index part), so no
+// watch ever carries a payload.
+func (q *Queue) indexEnd() string { return q.sp.Part(partPayload) }
 
 // Name returns the queue's name.
 func (q *Queue) Name() string { return q.sp.Name() }
@@ -196,7 +208,8 @@ func (q *Queue) newID() (string, int64) {
 }
 
 // Enqueue adds payload to the queue and returns the message's id. It is
-// one Put (one Txn with WithIdempotencyKey). Without an idempotency key,
+// one Txn (its index entry and its payload, written together). Without an
+// idempotency key,
 // an Enqueue that fails with a network error may or may not have added
 // the message. It returns ErrTooLarge for a payload over the limit and
 // ErrInvalid for bad options, in both cases without writing anything.
@@ -218,14 +231,14 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 		return "", err
 	}
 	id, ns := q.newID()
-	rec := record{prio: o.prio, enqueued: ns, idem: o.idem, payload: payload}
+	rec := record{prio: o.prio, enqueued: ns, idem: o.idem}
 	key := q.sp.Key(partReady, encodePriority(o.prio)+"-"+id)
 	if o.delay > 0 {
 		key = q.sp.Key(partTimed, encodeTime(ns+int64(o.delay))+"-"+encodePriority(o.prio)+"-"+id)
 	}
-	val := string(rec.encode())
+	puts := []clientv3.Op{clientv3.OpPut(key, string(rec.encode())), clientv3.OpPut(q.sp.Key(partPayload, id), string(payload))}
 	if o.idem == "" {
-		if _, err := q.cli.Put(ctx, key, val); err != nil {
+		if _, err := q.cli.Txn(ctx).Then(puts...).Commit(); err != nil {
 			return "", q.wrapPutErr(err)
 		}
 		q.opts.metrics.QueueEvent(q.sp.Name(), metrics.QueueEnqueued)
@@ -234,7 +247,7 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	ik := q.sp.Key(partIdem, keys.Escape(o.idem))
 	resp, err := q.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(ik), "=", 0)).
-		Then(clientv3.OpPut(ik, id), clientv3.OpPut(key, val)).
+		Then(append(puts, clientv3.OpPut(ik, id))...).
 		Else(clientv3.OpGet(ik)).
 		Commit()
 	if err != nil {
@@ -287,12 +300,12 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	count := func(prefix, end string) clientv3.Op {
 		return clientv3.OpGet(prefix, clientv3.WithRange(end), clientv3.WithCountOnly())
 	}
-	r, t, c, d := q.sp.Part(partReady), q.sp.Part(partTimed), q.sp.Part(partClaim), q.sp.Part(partDead)
+	r, t, f, d := q.sp.Part(partReady), q.sp.Part(partTimed), q.sp.Part(partInflight), q.sp.Part(partDead)
 	resp, err := q.cli.Txn(ctx).Then(
 		count(r, keys.RangeEnd(r)),
 		count(t, keys.RangeEnd(t)),
 		count(t, t+encodeTime(now+1)),
-		count(c, keys.RangeEnd(c)),
+		count(f, keys.RangeEnd(f)),
 		count(d, keys.RangeEnd(d)),
 	).Commit()
 	if err != nil {
@@ -300,7 +313,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	}
 	n := func(i int) int64 { return resp.Responses[i].GetResponseRange().Count }
 	ready, timed, due, claimed, dead := n(0), n(1), n(2), n(3), n(4)
-	// A claimed delayed message was due when it was claimed, so every
-	// claim hides one message counted in ready or due.
-	return Stats{Ready: max(ready+due-claimed, 0), Claimed: claimed, Delayed: timed - due, Dead: dead}, nil
+	// A claimed message's index entry moved to f/: every part counts
+	// distinct messages.
+	return Stats{Ready: ready + due, Claimed: claimed, Delayed: timed - due, Dead: dead}, nil
 }

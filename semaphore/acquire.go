@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/watch"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -18,18 +19,32 @@ import (
 // together, as in golang.org/x/sync/semaphore, so a large request is never
 // starved by later small ones.
 //
-// With enough free permits Acquire costs one Txn. A waiting Acquire adds
-// no RPC while the Semaphore's shared watch is open, and one watch and one
-// read when it has to open it. On a cancelled ctx or a
-// lost session it removes its request (with its own timeout) and returns
-// the ctx's error or the session's. It returns an error wrapping
-// ErrInvalid for n < 1, ErrTooLarge for n above the capacity,
-// ErrCapacityMismatch when the stored capacity differs from New's, and
-// ErrLost when its request is deleted by someone else while it waits.
+// With enough free permits Acquire costs one Txn, whatever the number of
+// requests in the line. A waiting Acquire waits on the process's shared
+// mirror of the semaphore (one watch and one read when the process opens
+// it, nothing after), and a release grants it with no RPC at all. On a
+// cancelled ctx or a lost session it removes its request (with its own
+// timeout) and returns the ctx's error or the session's. It returns an
+// error wrapping ErrInvalid for n < 1, ErrTooLarge for n above the
+// capacity, ErrCapacityMismatch when the stored capacity differs from
+// New's, and ErrLost when its request is deleted by someone else while it
+// waits.
 func (s *Semaphore) Acquire(ctx context.Context, n int64) (*Permit, error) {
-	start := time.Now()
+	return s.acquire(ctx, n, false)
+}
+
+// TryAcquire acquires n permits only if it can do so at once: enough are
+// free and no earlier request is waiting. Otherwise it returns
+// ErrNoPermits and leaves nothing in etcd. It costs one Txn, and one
+// delete of its request when it finds no permits. Its other errors are
+// Acquire's.
+func (s *Semaphore) TryAcquire(ctx context.Context, n int64) (*Permit, error) {
+	return s.acquire(ctx, n, true)
+}
+
+func (s *Semaphore) acquire(ctx context.Context, n int64, try bool) (*Permit, error) {
 	if err := s.usable(ctx); err != nil {
-		return nil, s.wrap(err)
+		return nil, err
 	}
 	if err := checkWeight(n); err != nil {
 		return nil, s.wrap(err)
@@ -37,158 +52,169 @@ func (s *Semaphore) Acquire(ctx context.Context, n int64) (*Permit, error) {
 	if err := s.fitsCapacity(ctx, n); err != nil {
 		return nil, s.wrap(err)
 	}
-	l, err := s.enqueue(ctx, n)
+	h := hold.New(s.s, &s.cfg, keys.Record{N: n},
+		hold.Key{Key: s.sp.Key("q", s.s.NextID()), Watch: watch.MirrorOf{Hub: s.hub, Base: s.sp.Base()}})
+	fits, err := s.enqueue(ctx, h, n)
 	if err != nil {
+		h.Abandon(ctx)
 		return nil, s.wrap(err)
 	}
-	if !l.fits() {
-		m := s.s.Metrics()
-		m.Waiting(kind, s.name, 1)
-		s.s.Logger().Debug("coord semaphore waiting", "name", s.name, "n", n, "ahead", l.sum, "capacity", l.capacity.n)
-		err := s.wait(ctx, l)
-		m.Waiting(kind, s.name, -1)
+	if !fits {
+		err := s.wait(ctx, h, n, try)
 		if err != nil {
-			s.abandon(ctx, l.own)
-			return nil, s.wrap(err)
-		}
-	}
-	// A grant delivered late (held up in a partition) may come after the
-	// lease stopped being trustworthy: never hand out such a permit.
-	if err := s.s.Err(); err != nil {
-		s.abandon(ctx, l.own)
-		return nil, s.wrap(err)
-	}
-	return s.granted(l.own, l.rev, n, start), nil
-}
-
-// TryAcquire acquires n permits only if it can do so at once: enough are
-// free and no earlier request is waiting. Otherwise it returns
-// ErrNoPermits and leaves nothing in etcd. It costs one read, plus one Txn
-// when it succeeds. Its other errors are Acquire's.
-func (s *Semaphore) TryAcquire(ctx context.Context, n int64) (*Permit, error) {
-	start := time.Now()
-	if err := s.usable(ctx); err != nil {
-		return nil, s.wrap(err)
-	}
-	if err := checkWeight(n); err != nil {
-		return nil, s.wrap(err)
-	}
-	cli := s.s.Client()
-	pfx := s.linePfx()
-	own := s.sp.Key("q", s.s.NextID())
-	for range maxRetries {
-		st, snap, err := s.read(ctx, true)
-		if err != nil {
-			return nil, s.wrap(err)
-		}
-		c := st.Capacity
-		if n > c {
-			return nil, s.wrap(fmt.Errorf("%w: request for %d permits, capacity is %d", ErrTooLarge, n, c))
-		}
-		var sum int64
-		for _, h := range snap.line {
-			sum += h.Weight
-		}
-		if sum+n > c {
-			return nil, s.wrap(fmt.Errorf("%w: %d requested, %d of %d taken or asked for earlier", ErrNoPermits, n, sum, c))
-		}
-		rev := snap.rev
-		capCmp := clientv3.Compare(clientv3.ModRevision(s.capKey()), "=", snap.capMod)
-		var capOps []clientv3.Op
-		if snap.capMod == 0 {
-			capOps = []clientv3.Op{clientv3.OpPut(s.capKey(), strconv.FormatInt(s.ctor, 10))}
-		}
-		// Granted only if the line gained no key since the read (keys that
-		// left only free permits) and the capacity did not change.
-		noNewer := clientv3.Compare(clientv3.CreateRevision(pfx), "<", rev+1).WithRange(keys.RangeEnd(pfx))
-		put := s.s.PutOwn(own, strconv.FormatInt(n, 10))
-		tresp, err := cli.Txn(ctx).If(capCmp, noNewer).Then(append(capOps, put)...).Commit()
-		if err != nil {
-			// The put may have landed; take it back.
-			s.abandon(ctx, own)
-			return nil, s.wrap(err)
-		}
-		if tresp.Succeeded {
-			if err := s.s.Err(); err != nil { // granted too late to trust
-				s.abandon(ctx, own)
-				return nil, s.wrap(err)
-			}
-			return s.granted(own, tresp.Header.Revision, n, start), nil
-		}
-	}
-	return nil, s.wrap(fmt.Errorf("%w: the line kept changing", ErrNoPermits))
-}
-
-// line is a waiting request's view of the semaphore: the weights of the
-// requests made before it (holders and waiters alike) and the capacity.
-// Requests made later never matter, so the request is granted exactly
-// when sum+n fits, and only deletions of earlier keys or a capacity
-// change can bring that about.
-type line struct {
-	own      string
-	rev      int64 // create revision of own: the fencing token
-	n        int64
-	earlier  map[string]int64
-	sum      int64
-	capacity capValue
-	since    int64 // the revision the view is current at
-}
-
-func (l *line) fits() bool { return l.capacity.holds(l.rev, l.sum, l.n) }
-
-func (l *line) load(kvs []*mvccpb.KeyValue) {
-	l.earlier, l.sum = make(map[string]int64, len(kvs)), 0
-	for _, kv := range kvs {
-		if kv.CreateRevision < l.rev {
-			w := weight(kv.Value)
-			l.earlier[string(kv.Key)] = w
-			l.sum += w
-		}
-	}
-}
-
-// enqueue puts the request's key in the line and reads the line, in one
-// Txn that also checks the stored capacity is the one we believe, or
-// stores ours if there is none yet.
-func (s *Semaphore) enqueue(ctx context.Context, n int64) (*line, error) {
-	cli := s.s.Client()
-	pfx := s.linePfx()
-	own := s.sp.Key("q", s.s.NextID())
-	put := s.s.PutOwn(own, strconv.FormatInt(n, 10))
-	list := clientv3.OpGet(pfx, clientv3.WithRange(keys.RangeEnd(pfx)))
-	create := clientv3.OpTxn(
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.capKey()), "=", 0)},
-		[]clientv3.Op{clientv3.OpPut(s.capKey(), strconv.FormatInt(s.ctor, 10)), put, list},
-		[]clientv3.Op{clientv3.OpGet(s.capKey())})
-	for range maxRetries {
-		stored, c := s.belief()
-		resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(s.capKey()), "=", stored)).
-			Then(put, list).Else(create).Commit()
-		if err != nil {
-			// The outcome is unknown; the key may exist.
-			s.abandon(ctx, own)
+			h.Abandon(ctx)
 			return nil, err
 		}
-		l := &line{own: own, rev: resp.Header.Revision, n: n, capacity: capValue{n: c}, since: resp.Header.Revision}
-		if resp.Succeeded {
-			l.load(resp.Responses[1].GetResponseRange().Kvs)
-			return l, nil
+	}
+	if err := h.Grant(); err != nil {
+		h.Abandon(ctx)
+		return nil, err
+	}
+	return &Permit{sem: s, h: h, n: n}, nil
+}
+
+// enqueue puts the request's key in the line, in one Txn that checks the
+// stored capacity is the one we believe (or stores ours if there is none
+// yet) and reads the first requests of the line. It says whether the
+// request fits by that read; false means "not known from the read".
+func (s *Semaphore) enqueue(ctx context.Context, h *hold.Hold, n int64) (bool, error) {
+	pfx := s.linePfx()
+	line := clientv3.OpGet(pfx, clientv3.WithRange(keys.RangeEnd(pfx)), clientv3.WithLimit(window))
+	first := false // no capacity key yet: the first user stores it
+	for range maxRetries {
+		stored, c := s.belief()
+		spec := hold.Spec{
+			If:   []clientv3.Cmp{clientv3.Compare(clientv3.Value(s.capKey()), "=", stored)},
+			Then: []clientv3.Op{line},
+			Else: []clientv3.Op{clientv3.OpGet(s.capKey())},
 		}
-		inner := resp.Responses[0].GetResponseTxn()
-		if inner.Succeeded {
-			l.capacity = capValue{n: s.ctor}
-			l.load(inner.Responses[2].GetResponseRange().Kvs)
-			return l, nil
+		if first {
+			spec.If = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.capKey()), "=", 0)}
+			spec.Then = []clientv3.Op{clientv3.OpPut(s.capKey(), strconv.FormatInt(s.ctor, 10)), line}
+			c = s.ctor
+		}
+		created, err := h.Create(ctx, spec)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case created.Existed:
+			return false, nil // an earlier attempt queued it: judge from the mirror
+		case !created.Failed():
+			r := created.Then[len(created.Then)-1].GetResponseRange()
+			if r.More {
+				return false, nil
+			}
+			return capValue{n: c}.holds(created.Rev, ahead(r.Kvs, created.Rev), n), nil
+		}
+		kvs := created.Else[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			first = true
+			continue
 		}
 		// The stored capacity is not what we believed: adopt it and retry,
 		// unless it is a first user's different one.
-		cv, err := s.adopt(inner.Responses[0].GetResponseRange().Kvs[0].Value)
+		cv, err := s.adopt(kvs[0].Value)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
-		if c = cv.n; n > c {
-			return nil, fmt.Errorf("%w: request for %d permits, capacity is %d", ErrTooLarge, n, c)
+		first = false
+		if n > cv.n {
+			return false, fmt.Errorf("%w: request for %d permits, capacity is %d", ErrTooLarge, n, cv.n)
 		}
 	}
-	return nil, errors.New("the stored capacity kept changing")
+	return false, errors.New("the stored capacity kept changing")
+}
+
+// ahead sums the weights of the requests created before rev.
+func ahead(kvs []*mvccpb.KeyValue, rev int64) int64 {
+	var sum int64
+	for _, kv := range kvs {
+		if kv.CreateRevision < rev {
+			sum += weight(kv.Value)
+		}
+	}
+	return sum
+}
+
+// request is what a waiter's rule needs.
+type request struct {
+	sem *Semaphore
+	n   int64
+}
+
+// fits is the semaphore's rule, judged on the mirror: a request is
+// granted when it and every request before it fit in the capacity, or
+// when it was granted before the last capacity change (heldThrough).
+func fits(v *watch.View, w *watch.Waiter) (bool, error) {
+	r := w.Arg.(request)
+	c := capValue{n: r.sem.ctor}
+	if e := v.Get(r.sem.capKey()); e != nil {
+		cv, err := r.sem.adopt(e.Value)
+		if err != nil {
+			return false, err
+		}
+		c = cv
+	}
+	_, sum := v.Line("q").Ahead(w.Rev)
+	if c.holds(w.Rev, sum, r.n) {
+		return true, nil
+	}
+	if r.n > c.n {
+		return false, fmt.Errorf("%w: capacity lowered to %d under a waiting request for %d", ErrTooLarge, c.n, r.n)
+	}
+	return false, nil
+}
+
+// wait blocks until the request fits, in the process's mirror: each event
+// is applied once for every waiter, and a release grants the waiters it
+// lets in with no read at all. With try it only asks, at the request's
+// own revision, and gives up with ErrNoPermits.
+func (s *Semaphore) wait(ctx context.Context, h *hold.Hold, n int64, try bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.s.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	m := s.hub.Mirror(s.sp.Base())
+	defer m.Release()
+	w := &watch.Waiter{Key: h.Key(), Rev: h.Rev(), Arg: request{sem: s, n: n}}
+	var err error
+	if try {
+		var ok bool
+		rerr := m.Read(ctx, h.Rev(), func(v *watch.View) {
+			if e := v.Get(h.Key()); e == nil || e.CreateRev != h.Rev() {
+				err = watch.ErrGone
+				return
+			}
+			ok, err = fits(v, w)
+		})
+		switch {
+		case rerr != nil:
+			err = rerr
+		case err == nil && !ok:
+			return s.wrap(fmt.Errorf("%w: %d requested", ErrNoPermits, n))
+		}
+	} else {
+		s.s.Logger().Debug("coord semaphore waiting", "kind", kind, "name", s.name, "n", n)
+		err = m.Waitlist("fits", fits).Wait(ctx, w)
+	}
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, watch.ErrGone) {
+		s.s.Verify(context.WithoutCancel(ctx))
+		if serr := s.s.Err(); serr != nil {
+			return s.wrap(fmt.Errorf("%w: %w", ErrLost, serr))
+		}
+		return s.wrap(fmt.Errorf("%w: key %s was deleted", ErrLost, h.Key()))
+	}
+	if serr := s.s.Err(); serr != nil {
+		return s.wrap(serr)
+	}
+	return s.wrap(err)
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -44,48 +46,56 @@ var ErrLost = errors.New("semaphore: permit lost")
 
 const (
 	kind = keys.KindSemaphore
-	// cleanupTimeout bounds the deletes that clean up after a failed or
-	// cancelled Acquire, which run even when the caller's ctx is gone.
-	cleanupTimeout = 5 * time.Second
 	// maxRetries bounds the loops that retry when the capacity or the line
 	// changed under them.
 	maxRetries = 16
+	// window is how many requests of the line an Acquire's Txn reads (in
+	// key order, so etcd honours the limit): a line no longer than that is
+	// judged from the Txn itself; a longer one from the process's mirror.
+	window = 32
 )
 
 // Semaphore is a weighted, FIFO semaphore named name, shared by every
 // process that uses the same name under the same root prefix. It is safe
 // for concurrent use; many Acquires may be outstanding on one Semaphore.
 type Semaphore struct {
-	s    *session.Session
+	s    *lease.Session
+	hub  *watch.Hub
 	sp   keys.Space
 	name string
 	ctor int64
 	err  error // a bad argument to New, returned by every method
+	cfg  hold.Config
 
 	mu       sync.Mutex
 	stored   string // the capacity value believed to be in etcd
 	capacity int64
-
-	f follower // the watch its waiters share
 }
 
 // New returns the semaphore name with the given capacity on session s.
 // Nothing is written until the first Acquire; bad arguments are reported
 // by every method (wrapping ErrInvalid), never by a panic.
 func New(s *session.Session, name string, capacity int64) *Semaphore {
-	sem := &Semaphore{s: s, name: name, ctor: capacity, capacity: capacity, stored: strconv.FormatInt(capacity, 10)}
-	sem.f.sem = sem
+	sem := &Semaphore{name: name, ctor: capacity, capacity: capacity, stored: strconv.FormatInt(capacity, 10)}
 	switch {
 	case s == nil:
 		sem.err = fmt.Errorf("%w: nil session", ErrInvalid)
 	case capacity < 1:
 		sem.err = fmt.Errorf("%w: capacity %d, want at least 1", ErrInvalid, capacity)
 	default:
-		sp, err := keys.New(s.Prefix(), kind, name)
+		sem.s = lease.Of(s)
+		sp, err := keys.New(sem.s.Root(), kind, name)
 		if err != nil {
 			sem.err = fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		sem.sp = sp
+		sem.hub = watch.For(sem.s.Client())
+		sem.cfg = hold.Config{
+			Kind: kind, Names: []string{name}, Label: fmt.Sprintf("semaphore %.64q", name), Noun: "permit",
+			Errors:  hold.Errors{Lost: ErrLost, NotHeld: ErrNotHeld},
+			OnGrant: func(h *hold.Hold) { sem.s.Metrics().Permits(name, h.Record().Weight()) },
+			OnEnd:   func(h *hold.Hold, _ bool) { sem.s.Metrics().Permits(name, -h.Record().Weight()) },
+		}
 	}
 	return sem
 }
@@ -97,7 +107,7 @@ func (s *Semaphore) wrap(err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("semaphore %.64q: %w", s.name, err)
+	return fmt.Errorf("%s: %w", s.cfg.Label, err)
 }
 
 // usable reports why the semaphore cannot be used now, before any RPC.
@@ -106,9 +116,9 @@ func (s *Semaphore) usable(ctx context.Context) error {
 		return s.err
 	}
 	if err := s.s.Err(); err != nil {
-		return err
+		return s.wrap(err)
 	}
-	return ctx.Err()
+	return s.wrap(ctx.Err())
 }
 
 func checkWeight(n int64) error {
@@ -131,22 +141,8 @@ func (s *Semaphore) belief() (string, int64) {
 // weight reads a line key's value; a key that is not ours to parse
 // counts as one permit, so it can delay others but never let too many in.
 func weight(v []byte) int64 {
-	w, err := strconv.ParseInt(string(v), 10, 64)
-	if err != nil || w < 1 {
-		return 1
-	}
-	return w
-}
-
-// abandon deletes a request's key after a failed or cancelled Acquire.
-// Session.Retire uses its own timeout, so a caller's cancelled ctx leaves
-// nothing behind, and keeps trying in the background while etcd is
-// unreachable, so an abandoned request never holds up the line for longer
-// than etcd itself is down.
-func (s *Semaphore) abandon(ctx context.Context, key string) {
-	if err := s.s.Retire(ctx, key); err != nil {
-		s.s.Logger().Debug("coord semaphore: delete of abandoned request deferred", "name", s.name, "key", key, "err", err)
-	}
+	rec, _ := keys.DecodeRecord(v)
+	return rec.Weight()
 }
 
 // refresh reads the stored capacity, for a request larger than the one we

@@ -281,11 +281,17 @@ func (r *replica) cron(ctx context.Context) {
 				r.d.say(r.name, "as leader, enqueues \"job %d.1\" to \"job %d.%d\"", n, n, demoPerTick)
 			}
 			if l := r.lead.Load(); l != nil && (*l).Err() == nil {
+				// Not on the leadership's ctx: a leadership lost while an
+				// Enqueue is on its way would cancel a request that may
+				// still land, and the count would no longer say what is
+				// in the queue.
+				ectx, cancel := context.WithTimeout(context.WithoutCancel(*l), 5*time.Second)
 				for i := range demoPerTick {
-					if _, err := r.q.Enqueue(*l, fmt.Appendf(nil, "job %d.%d", n, i+1)); err == nil {
+					if _, err := r.q.Enqueue(ectx, fmt.Appendf(nil, "job %d.%d", n, i+1)); err == nil {
 						r.d.enqueued.Add(1)
 					}
 				}
+				cancel()
 			}
 			r.tick.Store(int64(n))
 		}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/coord-go/coord/internal/etcderr"
+	"github.com/coord-go/coord/internal/lease"
 	"github.com/coord-go/coord/internal/watch"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -110,12 +112,22 @@ func (h *Hold) lose(cause error) {
 		h.mu.Lock()
 		c := h.cause
 		h.mu.Unlock()
+		// A deliberate Session.Close ends what the session held as its
+		// owner asked: not a loss to alert anyone about.
+		loss := !errors.Is(c, lease.ErrClosed)
 		m := h.s.Metrics()
 		for _, n := range h.cfg.Names {
-			m.Released(h.cfg.Kind, n, time.Since(start), true)
+			m.Released(h.cfg.Kind, n, time.Since(start), loss)
 		}
-		h.s.Logger().Warn("coord "+h.cfg.noun()+" lost", "kind", h.cfg.Kind, "name", h.cfg.Label, "token", rev,
-			"lease", h.s.LeaseHex(), "error", c)
+		if h.cfg.OnEnd != nil {
+			h.cfg.OnEnd(h, loss)
+		}
+		level := slog.LevelWarn
+		if !loss {
+			level = slog.LevelDebug
+		}
+		h.s.Logger().Log(context.Background(), level, "coord "+h.cfg.noun()+" lost", "kind", h.cfg.Kind, "name", h.cfg.Label,
+			"token", rev, "lease", h.s.LeaseHex(), "error", c)
 	}()
 }
 
@@ -221,6 +233,9 @@ func (h *Hold) Release(ctx context.Context, then ...clientv3.Op) ([]*pb.Response
 		h.s.Bumped(resp.Header.Revision)
 	}
 	if all {
+		h.mu.Lock()
+		h.releasedAt = resp.Header.Revision
+		h.mu.Unlock()
 		h.finish(released)
 		return resp.Responses[n:], nil
 	}
@@ -254,6 +269,9 @@ func (h *Hold) finish(to state) {
 		for _, n := range h.cfg.Names {
 			h.s.Metrics().Released(h.cfg.Kind, n, time.Since(start), false)
 		}
+		if h.cfg.OnEnd != nil {
+			h.cfg.OnEnd(h, false)
+		}
 		h.s.Logger().Debug("coord "+h.cfg.noun()+" released", "kind", h.cfg.Kind, "name", h.cfg.Label, "token", rev,
 			"lease", h.s.LeaseHex(), "held", time.Since(start))
 	}
@@ -282,6 +300,7 @@ func (h *Hold) Abandon(ctx context.Context, undo ...clientv3.Op) {
 	ambiguous, rev := h.ambiguous, h.rev
 	h.mu.Unlock()
 	h.halt()
+	h.stopWaiting()
 	if !ambiguous && (rev == 0 || wasLost) {
 		return // never created, or already gone
 	}
@@ -342,4 +361,13 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// ReleasedAt is the revision of the request that released the hold (0 if
+// it was not released by a request that answered): the revision at which
+// reads made in the same Txn are current.
+func (h *Hold) ReleasedAt() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.releasedAt
 }

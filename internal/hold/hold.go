@@ -42,6 +42,11 @@ type Config struct {
 	// "leadership", "permit", "claim"): "coord lock lost". Default: Kind.
 	Noun   string
 	Errors Errors
+	// OnGrant and OnEnd, when set, run after a grant and after the hold
+	// ends having been granted (lost: taken away rather than released),
+	// for a primitive's own metrics (the leader gauge, permits held).
+	OnGrant func(h *Hold)
+	OnEnd   func(h *Hold, lost bool)
 	// StrictRetry makes a retried Release that finds the key gone count
 	// as a loss unless the session's lease is verified alive: for a queue
 	// claim, "acked" must be true, not likely. Locks and permits give a
@@ -73,17 +78,19 @@ type Hold struct {
 	watch []Watcher
 	rec   keys.Record
 
-	mu        sync.Mutex
-	rev       int64 // create revision: the fencing token
-	ambiguous bool  // a create was sent whose outcome is unknown
-	st        state
-	retried   bool          // a Release is being retried
-	cause     error         // why it was lost
-	refined   chan struct{} // closed once cause is final
-	done      chan struct{} // closed when lost or let go
-	stopWatch func()
-	asked     time.Time
-	start     time.Time
+	mu         sync.Mutex
+	rev        int64 // create revision: the fencing token
+	ambiguous  bool  // a create was sent whose outcome is unknown
+	st         state
+	retried    bool          // a Release is being retried
+	cause      error         // why it was lost
+	refined    chan struct{} // closed once cause is final
+	done       chan struct{} // closed when lost or let go
+	stopWatch  func()
+	asked      time.Time
+	start      time.Time
+	waiting    bool // counted in the waiting gauge, from Create to Grant or Abandon
+	releasedAt int64
 }
 
 // Key is one key of a hold and where its loss is seen: the primitive's
@@ -154,6 +161,7 @@ type Spec struct {
 // Created is what Create learned.
 type Created struct {
 	Rev int64 // the key's create revision
+	At  int64 // the revision of the Txn that answered
 	// Then holds spec.Then's responses when this attempt created the key.
 	// When an earlier attempt whose answer was lost had created it
 	// (Existed), they are not available.
@@ -183,22 +191,20 @@ func (c Created) Failed() bool { return c.Rev == 0 }
 // lost) says so (Existed). On any other error the outcome is unknown: the
 // caller must Abandon the hold, which then also moves the fence.
 func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
+	h.mu.Lock()
+	if !h.waiting {
+		h.waiting = true
+		h.mu.Unlock()
+		h.gauge(1)
+	} else {
+		h.mu.Unlock()
+	}
 	cli := h.s.Client()
-	val := h.rec.Encode()
 	backoff := 10 * time.Millisecond
 	for {
 		fence := h.s.FenceRev()
-		cmps := []clientv3.Cmp{h.s.Fence()}
-		puts := make([]clientv3.Op, 0, len(h.keys)+len(spec.Then))
-		for _, k := range h.keys {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-			puts = append(puts, clientv3.OpPut(k, val, clientv3.WithLease(h.s.Lease())))
-		}
-		resp, err := cli.Txn(ctx).
-			If(append(cmps, spec.If...)...).
-			Then(append(puts, spec.Then...)...).
-			Else(append([]clientv3.Op{h.s.FenceRead(), clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())}, spec.Else...)...).
-			Commit()
+		cmps, then, els := h.createOps(spec)
+		resp, err := cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 		if err != nil {
 			h.mu.Lock()
 			h.ambiguous = true
@@ -212,13 +218,13 @@ func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
 		}
 		if resp.Succeeded {
 			h.created(resp.Header.Revision)
-			return Created{Rev: resp.Header.Revision, Then: resp.Responses[len(h.keys):]}, nil
+			return Created{Rev: resp.Header.Revision, At: resp.Header.Revision, Then: resp.Responses[len(h.keys):]}, nil
 		}
 		if own := resp.Responses[1].GetResponseRange().Kvs; len(own) > 0 {
 			// An earlier attempt of this hold created it: only this hold
 			// ever uses the key.
 			h.created(own[0].CreateRevision)
-			return Created{Rev: own[0].CreateRevision, Existed: true}, nil
+			return Created{Rev: own[0].CreateRevision, At: resp.Header.Revision, Existed: true}, nil
 		}
 		if h.s.Learn(resp.Responses[0].GetResponseRange().Kvs, fence) {
 			continue // the fence moved (another hold retired a key): retry at once
@@ -227,8 +233,24 @@ func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
 			// The marker is gone with the lease: the session is lost.
 			return Created{}, h.wrap(h.sessionCause(rpctypes.ErrLeaseNotFound))
 		}
-		return Created{Else: resp.Responses[2:]}, nil
+		return Created{At: resp.Header.Revision, Else: resp.Responses[2:]}, nil
 	}
+}
+
+// createOps is the create Txn as Create sends it, with the fence as the
+// session knows it now.
+func (h *Hold) createOps(spec Spec) (cmps []clientv3.Cmp, then, els []clientv3.Op) {
+	val := h.rec.Encode()
+	cmps = []clientv3.Cmp{h.s.Fence()}
+	then = make([]clientv3.Op, 0, len(h.keys)+len(spec.Then))
+	for _, k := range h.keys {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+		then = append(then, clientv3.OpPut(k, val, clientv3.WithLease(h.s.Lease())))
+	}
+	cmps = append(cmps, spec.If...)
+	then = append(then, spec.Then...)
+	els = append([]clientv3.Op{h.s.FenceRead(), clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())}, spec.Else...)
+	return cmps, then, els
 }
 
 func (h *Hold) created(rev int64) {
@@ -277,27 +299,43 @@ func (h *Hold) Grant() error {
 	h.start = time.Now()
 	rev := h.rev
 	h.mu.Unlock()
+	h.stopWaiting()
 	m := h.s.Metrics()
 	for _, n := range h.cfg.Names {
 		m.Acquired(h.cfg.Kind, n, h.start.Sub(h.asked))
+	}
+	if h.cfg.OnGrant != nil {
+		h.cfg.OnGrant(h)
 	}
 	h.s.Logger().Debug("coord "+h.cfg.noun()+" acquired", "kind", h.cfg.Kind, "name", h.cfg.Label, "token", rev,
 		"lease", h.s.LeaseHex(), "waited", h.start.Sub(h.asked))
 	return nil
 }
 
-// Waiting adds delta to the waiting gauge of the hold's primitive.
-func (h *Hold) Waiting(delta int) {
+// gauge adds delta to the waiting gauge of the hold's primitive.
+func (h *Hold) gauge(delta int) {
 	for _, n := range h.cfg.Names {
 		h.s.Metrics().Waiting(h.cfg.Kind, n, delta)
 	}
 }
 
-// Held reports whether the hold is granted and not lost or let go.
+// stopWaiting takes the hold out of the waiting gauge, once.
+func (h *Hold) stopWaiting() {
+	h.mu.Lock()
+	w := h.waiting
+	h.waiting = false
+	h.mu.Unlock()
+	if w {
+		h.gauge(-1)
+	}
+}
+
+// Held reports whether the hold is granted and not lost or let go (a
+// release under way whose outcome is not known yet still holds).
 func (h *Hold) Held() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.st == held
+	return h.st == held || h.st == releasing
 }
 
 // Start is when the hold was granted.

@@ -257,6 +257,7 @@ type Sub struct {
 	evs    []*clientv3.Event
 	resync bool  // events were missed: re-read once the feed is synced
 	err    error // the feed ended for good
+	since  int64 // every event above since is delivered (once not resync)
 }
 
 // Subscribe adds a subscriber that knows the watched state as of revision
@@ -274,6 +275,7 @@ func (f *Feed) Subscribe(since int64) *Sub {
 			s.err = errors.New("watch: feed stopped")
 		}
 	case f.synced && since > 0 && since >= f.from:
+		s.since = since
 		for _, ev := range f.hist {
 			if ev.Kv.ModRevision > since {
 				s.evs = append(s.evs, ev)
@@ -312,12 +314,21 @@ func (s *Sub) Take() (evs []*clientv3.Event, resync bool, err error) {
 		if !s.f.synced {
 			return nil, false, nil // the feed is reopening; wait for C
 		}
-		s.resync = false
-		evs, s.evs = s.evs, nil
+		s.resync, s.evs, s.since = false, nil, s.f.from
 		return nil, true, nil
 	}
 	evs, s.evs = s.evs, nil
 	return evs, false, nil
+}
+
+// Since returns the revision after which the subscriber has been (or will
+// be) given every event: what it subscribed with, or after a resync the
+// revision the reopened watch started at. A reader that saw the state at
+// a revision below Since may have missed events.
+func (s *Sub) Since() int64 {
+	s.f.mu.Lock()
+	defer s.f.mu.Unlock()
+	return s.since
 }
 
 // Close removes the subscriber.

@@ -20,6 +20,24 @@ type Hub struct {
 	mu      sync.Mutex
 	feeds   map[span]*Feed
 	mirrors map[span]*Mirror
+	shared  map[string]any
+}
+
+// Shared returns the hub's value for key, made by mk on first use: for a
+// primitive's per-process state that must outlive any one of its values
+// (a queue's dispatcher of idle consumers). It lives as long as the hub.
+func (h *Hub) Shared(key string, mk func() any) any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.shared == nil {
+		h.shared = map[string]any{}
+	}
+	v, ok := h.shared[key]
+	if !ok {
+		v = mk()
+		h.shared[key] = v
+	}
+	return v
 }
 
 // span is a watched range [key, end).

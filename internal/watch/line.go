@@ -103,9 +103,7 @@ func (l *Line) add(e *Entry) {
 	}
 	e.idx = len(l.ents)
 	l.ents = append(l.ents, e)
-	l.bit, l.cnt = append(l.bit, 0), append(l.cnt, 0)
-	add(l.bit, e.idx, e.Rec.Weight())
-	add(l.cnt, e.idx, 1)
+	l.bit, l.cnt = grow(l.bit, e.Rec.Weight()), grow(l.cnt, 1)
 	l.live++
 }
 
@@ -143,6 +141,15 @@ func (l *Line) rebuild() {
 		add(l.bit, i, e.Rec.Weight())
 		add(l.cnt, i, 1)
 	}
+}
+
+// grow appends a position holding v to a Fenwick tree. The new node n
+// (1-based) covers positions (n-lowbit(n), n], so it starts as the sum of
+// the ones already there, not as zero.
+func grow(t []int64, v int64) []int64 {
+	n := len(t) + 1
+	node := sum(t, n-1) - sum(t, n-(n&-n)) + v
+	return append(t, node)
 }
 
 // add adds d at position i of a Fenwick tree.

@@ -7,12 +7,13 @@ import (
 )
 
 // Rule says whether a waiter may proceed, judged against the mirror's
-// state. A Waitlist's rule must be monotone in create-revision order: if a
-// waiter may not proceed, no waiter that queued after it may either. Every
-// FIFO rule is (a lock's "no older key in my lines", a semaphore's "what
-// is ahead of me plus my own weight fits"), and it is what lets a change
-// be judged by looking at the front of the list only.
-type Rule func(v *View, w *Waiter) bool
+// state, or that it never will (an error, which ends its wait). A
+// Waitlist's rule must be monotone in create-revision order: if a waiter
+// may not proceed, no waiter that queued after it may either. Every FIFO
+// rule is (a lock's "no older key in my lines", a semaphore's "what is
+// ahead of me plus my own weight fits"), and it is what lets a change be
+// judged by looking at the front of the list only.
+type Rule func(v *View, w *Waiter) (bool, error)
 
 // Waiter is one local waiter: its own key (created at Rev) and whatever
 // its rule needs (Arg: the lines it must be first in, its weight).
@@ -144,7 +145,15 @@ func (wl *Waitlist) front(v *View) {
 			wl.dead--
 			continue
 		}
-		if v.Rev() < w.Rev || !wl.rule(v, w) {
+		if v.Rev() < w.Rev {
+			break
+		}
+		ok, err := wl.rule(v, w)
+		if err != nil {
+			wl.wake(w, err)
+			continue
+		}
+		if !ok {
 			break
 		}
 		wl.wake(w, nil)
@@ -178,4 +187,16 @@ func (wl *Waitlist) remove(w *Waiter) {
 	wl.dead++
 	delete(wl.byKey, w.Key)
 	wl.compact()
+}
+
+// First is the rule of every FIFO line (a lock, an election in campaign
+// order): a waiter may proceed when none of the parts its Arg names (a
+// []string) holds a key older than its own.
+func First(v *View, w *Waiter) (bool, error) {
+	for _, l := range w.Arg.([]string) {
+		if f := v.Line(l).First(); f != nil && f.CreateRev < w.Rev {
+			return false, nil
+		}
+	}
+	return true, nil
 }

@@ -1,0 +1,197 @@
+package hold
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/watch"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var srv *etcdtest.Server
+
+func TestMain(m *testing.M) { etcdtest.Main(m, &srv, etcdtest.WithoutFsync()) }
+
+var errLost = errors.New("test: lost")
+var errNotHeld = errors.New("test: not held")
+
+func newLease(t *testing.T, cli *clientv3.Client, ttl time.Duration) *lease.Session {
+	t.Helper()
+	s, err := lease.New(etcdtest.Context(t, 10*time.Second), cli, lease.Config{TTL: ttl, Root: "hold-test/", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newHold(s *lease.Session, key string) *Hold {
+	cfg := &Config{Kind: "test", Names: []string{"t"}, Label: `test "t"`, Errors: Errors{Lost: errLost, NotHeld: errNotHeld}}
+	return New(s, cfg, keys.Record{}, Key{Key: key, Watch: watch.RangeOf{Hub: watch.For(s.Client()), Key: key, End: keys.RangeEnd(key)}})
+}
+
+func exists(t *testing.T, key string) bool {
+	t.Helper()
+	resp, err := srv.Client().Get(etcdtest.Context(t, 5*time.Second), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(resp.Kvs) == 1
+}
+
+// A create that reaches etcd after its hold was abandoned (a request held
+// up in a partition, delivered after its caller gave up and cleaned up)
+// must not bring the key back: the abandon moved the session's fence.
+func TestAbandonedCreateDeliveredLateDoesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := etcdtest.Context(t, 10*time.Second)
+	s := newLease(t, srv.Client(), 10*time.Second)
+	key := "hold-test/late/" + s.NextID()
+	h := newHold(s, key)
+	// The request as Create sends it, kept to be delivered late.
+	cmps, then, els := h.createOps(Spec{})
+	h.mu.Lock()
+	h.ambiguous = true // its answer was lost
+	h.mu.Unlock()
+	h.Abandon(ctx)
+	resp, err := srv.Client().Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Succeeded || exists(t, key) {
+		t.Fatal("a create delivered after its hold was abandoned brought the key back")
+	}
+	// The session's next create learns the moved fence and succeeds.
+	h2 := newHold(s, "hold-test/late/"+s.NextID())
+	if c, err := h2.Create(ctx, Spec{}); err != nil || c.Failed() {
+		t.Fatalf("create after a fence move: %+v, %v", c, err)
+	}
+}
+
+// The fence is one key per session, however many waits it abandons.
+func TestAbandonLeavesNoMarkPerKey(t *testing.T) {
+	t.Parallel()
+	ctx := etcdtest.Context(t, 20*time.Second)
+	s := newLease(t, srv.Client(), 10*time.Second)
+	prefix := "hold-test/many-" + s.NextID() + "/"
+	for range 200 {
+		h := newHold(s, prefix+s.NextID())
+		if _, err := h.Create(ctx, Spec{}); err != nil {
+			t.Fatal(err)
+		}
+		h.mu.Lock()
+		h.ambiguous = true
+		h.mu.Unlock()
+		h.Abandon(ctx)
+	}
+	resp, err := srv.Client().Get(ctx, "hold-test/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		if clientv3.LeaseID(kv.Lease) == s.Lease() && !strings.HasPrefix(string(kv.Key), "hold-test/session/") {
+			t.Fatalf("200 abandoned holds left %s behind", kv.Key)
+		}
+	}
+}
+
+// Abandon deletes at once, or in the background once etcd is reachable
+// again, even with a cancelled context.
+func TestAbandonDeletesNowOrInTheBackground(t *testing.T) {
+	t.Parallel()
+	p := etcdtest.NewProxy(t, srv.Endpoints()[0])
+	cli, err := etcdtest.NewClient(p.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := etcdtest.Context(t, 30*time.Second)
+	s := newLease(t, cli, 20*time.Second)
+	now := newHold(s, "hold-test/now/"+s.NextID())
+	if _, err := now.Create(ctx, Spec{}); err != nil {
+		t.Fatal(err)
+	}
+	now.Abandon(ctx)
+	if exists(t, now.Key()) {
+		t.Fatal("Abandon left the key")
+	}
+	later := newHold(s, "hold-test/later/"+s.NextID())
+	if _, err := later.Create(ctx, Spec{}); err != nil {
+		t.Fatal(err)
+	}
+	p.Blackhole()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	later.Abandon(cancelled)
+	p.Restore()
+	deadline := time.Now().Add(15 * time.Second)
+	for exists(t, later.Key()) {
+		if time.Now().After(deadline) {
+			t.Fatal("background abandon did not delete the key within 15s of the network healing")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
+	}
+	if s.Err() != nil {
+		t.Fatalf("session ended: %v", s.Err())
+	}
+}
+
+// A release whose answer is lost and is retried is a clean release, not
+// a loss; a key gone before the first release is a loss, and a release
+// after a known loss makes no request.
+func TestReleaseRetryAndLoss(t *testing.T) {
+	t.Parallel()
+	ctx := etcdtest.Context(t, 20*time.Second)
+	s := newLease(t, srv.Client(), 10*time.Second)
+	h := newHold(s, "hold-test/rel/"+s.NextID())
+	if _, err := h.Create(ctx, Spec{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Grant(); err != nil {
+		t.Fatal(err)
+	}
+	// The first release's answer was lost: it did delete the key.
+	h.mu.Lock()
+	h.st = releasing
+	h.mu.Unlock()
+	srv.Client().Delete(ctx, h.Key())
+	if _, err := h.Release(ctx); err != nil {
+		t.Fatalf("retried release after an applied one: %v, want nil", err)
+	}
+	if h.Lost() != nil {
+		t.Fatal("a clean release was counted as a loss")
+	}
+
+	g := newHold(s, "hold-test/rel/"+s.NextID())
+	if _, err := g.Create(ctx, Spec{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Grant(); err != nil {
+		t.Fatal(err)
+	}
+	done := g.Done()
+	srv.Client().Delete(ctx, g.Key()) // an operator deletes it
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed within 5s of the key's deletion")
+	}
+	if err := g.Lost(); !errors.Is(err, errLost) || !errors.Is(err, watch.ErrGone) {
+		t.Fatalf("Lost = %v, want errLost wrapping ErrGone", err)
+	}
+	// Release after a known loss: the loss, at once, through a client that
+	// could not even reach etcd.
+	cli, _ := etcdtest.NewClient(srv.Endpoints())
+	cli.Close()
+	start := time.Now()
+	if _, err := g.Release(ctx); !errors.Is(err, errLost) || time.Since(start) > time.Second {
+		t.Fatalf("Release after loss = %v in %v, want errLost at once", err, time.Since(start))
+	}
+}

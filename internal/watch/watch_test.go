@@ -1,0 +1,249 @@
+package watch_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/etcderr"
+	"github.com/coord-go/coord/internal/watch"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var srv *etcdtest.Server
+
+func TestMain(m *testing.M) { etcdtest.Main(m, &srv, etcdtest.WithoutFsync()) }
+
+// line puts keys a (first) and b (second) in part "w" of base and returns
+// the waiter for b.
+func line(t *testing.T, cli *clientv3.Client, base string) *watch.Waiter {
+	t.Helper()
+	ctx := etcdtest.Context(t, 20*time.Second)
+	for {
+		if _, err := cli.Put(ctx, base+"w/a", "first"); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := cli.Put(ctx, base+"w/b", "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &watch.Waiter{Key: base + "w/b", Rev: resp.Header.Revision, Arg: []string{"w"}}
+}
+
+func startWait(ctx context.Context, cli *clientv3.Client, base string, w *watch.Waiter) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		m := watch.For(cli).Mirror(base)
+		defer m.Release()
+		errc <- m.Waitlist("first", watch.First).Wait(ctx, w)
+	}()
+	return errc
+}
+
+func notYet(t *testing.T, errc <-chan error, d time.Duration) {
+	t.Helper()
+	select {
+	case err := <-errc:
+		t.Fatalf("wait ended early: %v", err)
+	case <-time.After(d):
+	}
+}
+
+func within(t *testing.T, errc <-chan error, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(d):
+		t.Fatalf("wait did not end within %v", d)
+		return nil
+	}
+}
+
+func TestFirstWakesWhenOlderKeysGo(t *testing.T) {
+	t.Parallel()
+	cli := srv.Client()
+	base := etcdtest.Name(t) + "/"
+	w := line(t, cli, base)
+	errc := startWait(etcdtest.Context(t, 30*time.Second), cli, base, w)
+	// Later keys and rewrites of the older one do not end it.
+	cli.Put(context.Background(), base+"w/z", "later")
+	cli.Put(context.Background(), base+"w/a", "rewritten")
+	notYet(t, errc, 200*time.Millisecond)
+	cli.Delete(context.Background(), base+"w/a")
+	if err := within(t, errc, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWaitReportsOwnKeyDeleted(t *testing.T) {
+	t.Parallel()
+	cli := srv.Client()
+	base := etcdtest.Name(t) + "/"
+	w := line(t, cli, base)
+	errc := startWait(etcdtest.Context(t, 30*time.Second), cli, base, w)
+	notYet(t, errc, 100*time.Millisecond)
+	cli.Delete(context.Background(), w.Key)
+	if err := within(t, errc, 2*time.Second); !errors.Is(err, watch.ErrGone) {
+		t.Fatalf("err = %v, want ErrGone", err)
+	}
+}
+
+// One watch per range per process, however many wait on it.
+func TestOneWatchPerRange(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.NewCounter()
+	cli, err := srv.NewClient(etcdtest.WithCounter(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := etcdtest.Name(t) + "/"
+	ctx := etcdtest.Context(t, 30*time.Second)
+	cli.Put(ctx, base+"w/0", "holder")
+	var errs []<-chan error
+	for i := range 50 {
+		resp, _ := cli.Put(ctx, fmt.Sprintf("%sw/%02d", base, i+1), "")
+		errs = append(errs, startWait(ctx, cli, base, &watch.Waiter{Key: fmt.Sprintf("%sw/%02d", base, i+1), Rev: resp.Header.Revision, Arg: []string{"w"}}))
+	}
+	notYet(t, errs[0], 200*time.Millisecond)
+	if n := c.Get("Watch.Create"); n != 1 {
+		t.Fatalf("50 waiters opened %d watches, want 1", n)
+	}
+	// Each departure lets exactly the next one through, in order.
+	prev := base + "w/0"
+	for i, errc := range errs {
+		cli.Delete(ctx, prev)
+		if err := within(t, errc, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if i+1 < len(errs) {
+			notYet(t, errs[i+1], 20*time.Millisecond)
+		}
+		prev = fmt.Sprintf("%sw/%02d", base, i+1)
+	}
+}
+
+func TestWaitAndHoldSurviveCompaction(t *testing.T) {
+	t.Parallel()
+	s := etcdtest.NewServer(t, etcdtest.WithoutFsync())
+	cli := s.Client()
+	ctx := etcdtest.Context(t, 30*time.Second)
+	base := "compact/"
+	w := line(t, cli, base)
+	errc := startWait(ctx, cli, base, w)
+	gone := make(chan error, 1)
+	stop := watch.MirrorOf{Hub: watch.For(cli), Base: base}.WatchGone(w.Key, w.Rev, func(err error) { gone <- err })
+	defer stop()
+	for i := range 10 {
+		cli.Put(ctx, "noise", fmt.Sprint(i))
+		if err := s.Compact(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notYet(t, errc, 100*time.Millisecond)
+	cli.Delete(ctx, base+"w/a")
+	if err := within(t, errc, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-gone:
+		t.Fatalf("hold lost through compaction: %v", err)
+	default:
+	}
+	cli.Delete(ctx, w.Key)
+	if err := within(t, gone, 2*time.Second); !errors.Is(err, watch.ErrGone) {
+		t.Fatalf("hold: %v, want ErrGone", err)
+	}
+}
+
+// A closed client ends every wait and every watched hold at once with
+// ErrClientClosed: nothing spins reopening watches on a closed client.
+func TestClosedClientEndsWaitsAtOnce(t *testing.T) {
+	t.Parallel()
+	cli, err := srv.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := etcdtest.Name(t) + "/"
+	w := line(t, cli, base)
+	errc := startWait(etcdtest.Context(t, 30*time.Second), cli, base, w)
+	gone := make(chan error, 1)
+	watch.RangeOf{Hub: watch.For(cli), Key: w.Key, End: w.Key + "\x00"}.WatchGone(w.Key, w.Rev, func(err error) { gone <- err })
+	notYet(t, errc, 100*time.Millisecond)
+	cli.Close()
+	for _, c := range []<-chan error{errc, gone} {
+		if err := within(t, c, time.Second); !errors.Is(err, etcderr.ErrClientClosed) {
+			t.Fatalf("after Close: %v, want ErrClientClosed", err)
+		}
+	}
+	deadline := time.Now().Add(time.Second)
+	for watch.For(cli).Stats().Feeds != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("feeds still open a second after the client closed: %+v", watch.For(cli).Stats())
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// TestWaitSurvivesMemberRestarts kills and restarts every member in turn
+// while a waiter waits on a 3-member cluster, compacting while each member
+// is down so a resumed watch would start at a compacted revision, and
+// deletes the older key while the waiter's member may be down. The wait
+// must neither end early nor miss the delete, and the watched hold must
+// not be reported lost.
+func TestWaitSurvivesMemberRestarts(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
+	cli, err := c.NewClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := c.Client()
+	ctx := etcdtest.Context(t, 120*time.Second)
+	base := "restarts/"
+	w := line(t, cli, base)
+	errc := startWait(ctx, cli, base, w)
+	gone := make(chan error, 1)
+	stop := watch.MirrorOf{Hub: watch.For(cli), Base: base}.WatchGone(w.Key, w.Rev, func(err error) { gone <- err })
+	defer stop()
+	retry := func(f func(context.Context) error) {
+		for {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := f(rctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 3 {
+		c.Kill(i)
+		retry(func(ctx context.Context) error { _, err := admin.Put(ctx, "noise", fmt.Sprint(i)); return err })
+		retry(func(ctx context.Context) error { return c.Compact(ctx) })
+		if i == 2 {
+			retry(func(ctx context.Context) error { _, err := admin.Delete(ctx, base+"w/a"); return err })
+		} else {
+			notYet(t, errc, 50*time.Millisecond)
+		}
+		if err := c.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := within(t, errc, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-gone:
+		t.Fatalf("hold lost across restarts: %v", err)
+	default:
+	}
+}
