@@ -153,7 +153,7 @@ func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(
 				// A role without the permission, a failed login: no retry
 				// cures it, and retrying silently would hide it.
 				o.logger.Error("coord election run: etcd refused the campaign", "kind", kind, "name", name, "error", err)
-				return fmt.Errorf("election %q: %w", name, err)
+				return err
 			}
 			o.logger.Debug("coord election run: retrying", "election", name, "error", err, "in", delay)
 		}

@@ -10,14 +10,21 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // Counter counts the etcd RPCs a client makes, by method, so tests and
 // benchmarks can state "RPCs per operation". Unary calls are counted once
 // per attempt (retries included). On streams, every message the client
 // sends is counted as its own RPC under a name that says what it was:
-// "Watch.Create", "Watch.Cancel", "LeaseKeepAlive". A Counter is safe for
-// concurrent use; attach it with WithCounter.
+// "Watch.Create", "Watch.Cancel", "LeaseKeepAlive"; and every stream the
+// client opens is counted as "<Method>.Open" ("LeaseKeepAlive.Open",
+// "Watch.Open"), which on an auth-enabled cluster is also an
+// authentication. A Txn that carries a nested Txn op is counted once more
+// as "Txn.Nested": etcd before 3.5.26 and 3.6.9 skips permission checks on
+// nested ops. It also counts the bytes of the replies to reads ("Range
+// bytes" and "Txn bytes"), for "bytes read per operation". A Counter is
+// safe for concurrent use; attach it with WithCounter.
 type Counter struct {
 	mu sync.Mutex
 	n  map[string]int64
@@ -46,15 +53,18 @@ func (c *Counter) Snapshot() map[string]int64 {
 	return maps.Clone(c.n)
 }
 
-// Total returns the sum over the given methods, or over all when none
-// are named.
+// Total returns the sum over the given methods, or, when none are named,
+// over every RPC (not the derived counts: stream opens, nested Txns,
+// bytes).
 func (c *Counter) Total(methods ...string) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var t int64
 	if len(methods) == 0 {
-		for _, v := range c.n {
-			t += v
+		for k, v := range c.n {
+			if !derived(k) {
+				t += v
+			}
 		}
 		return t
 	}
@@ -62,6 +72,13 @@ func (c *Counter) Total(methods ...string) int64 {
 		t += c.n[m]
 	}
 	return t
+}
+
+// Bytes returns the bytes of every read reply counted (Range and Txn).
+func (c *Counter) Bytes() int64 { return c.Total("Range bytes", "Txn bytes") }
+
+func derived(name string) bool {
+	return strings.HasSuffix(name, ".Open") || strings.HasSuffix(name, " bytes") || name == "Txn.Nested"
 }
 
 // Reset sets every count to zero.
@@ -96,17 +113,48 @@ func (c *Counter) String() string {
 func (c *Counter) DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			c.add(shortMethod(method))
-			return invoker(ctx, method, req, reply, cc, opts...)
+			name := shortMethod(method)
+			c.add(name)
+			if t, ok := req.(*pb.TxnRequest); ok && nested(t) {
+				c.add("Txn.Nested")
+			}
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			switch r := reply.(type) {
+			case *pb.RangeResponse:
+				c.addN("Range bytes", int64(proto.Size(r)))
+			case *pb.TxnResponse:
+				c.addN("Txn bytes", int64(proto.Size(r)))
+			}
+			return err
 		}),
 		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			name := shortMethod(method)
+			c.add(name + ".Open")
 			s, err := streamer(ctx, desc, cc, method, opts...)
 			if err != nil {
 				return s, err
 			}
-			return &countingStream{ClientStream: s, c: c, method: shortMethod(method)}, nil
+			return &countingStream{ClientStream: s, c: c, method: name}, nil
 		}),
 	}
+}
+
+func (c *Counter) addN(name string, n int64) {
+	c.mu.Lock()
+	c.n[name] += n
+	c.mu.Unlock()
+}
+
+// nested reports whether a Txn carries a Txn among its ops.
+func nested(t *pb.TxnRequest) bool {
+	for _, ops := range [][]*pb.RequestOp{t.Success, t.Failure} {
+		for _, op := range ops {
+			if op.GetRequestTxn() != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func shortMethod(full string) string {

@@ -15,6 +15,7 @@ package etcderr
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -68,6 +69,15 @@ func Refused(err error) bool {
 	switch status.Code(err) {
 	case codes.PermissionDenied, codes.Unauthenticated:
 		return true
+	}
+	// A refused watch reaches the caller as a plain error carrying the
+	// server's message, with no code left to test.
+	msg := err.Error()
+	for _, e := range []error{rpctypes.ErrGRPCPermissionDenied, rpctypes.ErrGRPCAuthFailed,
+		rpctypes.ErrGRPCInvalidAuthToken, rpctypes.ErrGRPCUserEmpty, rpctypes.ErrGRPCAuthOldRevision} {
+		if strings.Contains(msg, rpctypes.ErrorDesc(e)) {
+			return true
+		}
 	}
 	return false
 }

@@ -143,18 +143,30 @@ func (h *Hold) Lost() error {
 	return h.lossErr(cause)
 }
 
+// refineWait bounds how long reporting a loss waits for its cause to be
+// refined (is the lease gone too?): a round trip on a healthy network, and
+// never long on a broken one, where the loss must still be reported at
+// once.
+const refineWait = 250 * time.Millisecond
+
 func (h *Hold) lossErr(cause error) error {
 	h.mu.Lock()
 	refined := h.refined
 	h.mu.Unlock()
 	if refined != nil {
+		t := time.NewTimer(refineWait)
 		select {
 		case <-refined:
-		case <-time.After(h.s.TTL() / 3):
+		case <-h.s.Done():
+		case <-t.C:
 		}
+		t.Stop()
 		h.mu.Lock()
 		cause = h.cause
 		h.mu.Unlock()
+		if serr := h.s.Err(); serr != nil && errors.Is(cause, watch.ErrGone) {
+			cause = serr
+		}
 	}
 	return fmt.Errorf("%s: %w: %w", h.cfg.Label, h.cfg.Errors.Lost, cause)
 }

@@ -91,7 +91,7 @@ func TestAbandonLeavesNoMarkPerKey(t *testing.T) {
 		h.mu.Unlock()
 		h.Abandon(ctx)
 	}
-	resp, err := srv.Client().Get(ctx, "hold-test/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := srv.Client().Get(ctx, "hold-test/", clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
