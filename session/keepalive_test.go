@@ -6,6 +6,7 @@ import (
 
 	"github.com/coord-go/coord/etcdtest"
 	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
@@ -37,63 +38,54 @@ func TestOneKeepaliveStreamPerSession(t *testing.T) {
 	}
 }
 
-// TestAuthenticationsPerSession measures, on an auth-enabled server at
-// etcd's default bcrypt cost, the keepalive streams and authentications
-// of a coord session and of etcd's concurrency.Session over the same
-// renewals, side by side. It is a measurement for the README and the
-// closing note; it asserts only coord's one stream.
-func TestAuthenticationsPerSession(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a 15 s measurement")
-	}
-	t.Parallel()
-	own := etcdtest.NewServer(t) // fsync on, default bcrypt cost
-	ctx := ctxT(t, 120*time.Second)
+// BenchmarkAuthenticationsPerSession measures, on an auth-enabled server
+// at etcd's default bcrypt cost, the keepalive streams and the
+// authentications of a coord session and of etcd's concurrency.Session
+// over the same 15 s of renewals (TTL 2 s), side by side. Run it with
+// go test -run x -bench AuthenticationsPerSession ./session.
+func BenchmarkAuthenticationsPerSession(b *testing.B) {
+	own := etcdtest.NewServer(b) // fsync on, default bcrypt cost
+	ctx := etcdtest.Context(b, 120*time.Second)
 	if err := etcdtest.EnableAuth(ctx, own.Client(), "rootpw"); err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
-	mk := func() (*etcdtest.Counter, func()) {
-		c := etcdtest.NewCounter()
-		cli, err := etcdtest.NewClient(own.Endpoints(), etcdtest.WithAuth("root", "rootpw"), etcdtest.WithCounter(c))
+	client := func(c *etcdtest.Counter) *clientv3.Client {
+		cli, err := etcdtest.NewClient(own.Endpoints(), etcdtest.WithAuth("root", "rootpw"), etcdtest.WithCounter(c),
+			etcdtest.WithClientConfig(func(cfg *clientv3.Config) { cfg.DialTimeout = 30 * time.Second }))
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
-		return c, func() { cli.Close() }
+		b.Cleanup(func() { cli.Close() })
+		return cli
 	}
-	cc, closeC := mk()
-	defer closeC()
-	ec, closeE := mk()
-	defer closeE()
-	coordCli, _ := etcdtest.NewClient(own.Endpoints(), etcdtest.WithAuth("root", "rootpw"), etcdtest.WithCounter(cc))
-	defer coordCli.Close()
-	etcdCli, _ := etcdtest.NewClient(own.Endpoints(), etcdtest.WithAuth("root", "rootpw"), etcdtest.WithCounter(ec))
-	defer etcdCli.Close()
-	cc.Reset()
-	ec.Reset()
-	start := time.Now()
-	s, err := session.New(ctx, coordCli, session.WithTTL(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	es, err := concurrency.NewSession(etcdCli, concurrency.WithTTL(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	for time.Since(start) < 15*time.Second && s.Err() == nil {
-		time.Sleep(100 * time.Millisecond) // a measurement window, not a synchronization
-	}
-	perMin := func(n int64) float64 { return float64(n) * float64(time.Minute) / float64(time.Since(start)) }
-	t.Logf("per session per minute, TTL 2s, auth at etcd's default bcrypt cost:")
-	t.Logf("  coord session:          %5.1f keepalive streams, %5.1f authentications, %5.1f renewals (%s)",
-		perMin(cc.Get("LeaseKeepAlive.Open")), perMin(cc.Get("Authenticate")), perMin(cc.Get("LeaseKeepAlive")), cc)
-	t.Logf("  concurrency.Session:    %5.1f keepalive streams, %5.1f authentications, %5.1f renewals (%s)",
-		perMin(ec.Get("LeaseKeepAlive.Open")), perMin(ec.Get("Authenticate")), perMin(ec.Get("LeaseKeepAlive")), ec)
-	if s.Err() != nil {
-		t.Fatalf("coord session lost: %v", s.Err())
-	}
-	if n := cc.Get("LeaseKeepAlive.Open"); n != 1 {
-		t.Fatalf("coord session opened %d keepalive streams, want 1", n)
+	cc, ec := etcdtest.NewCounter(), etcdtest.NewCounter()
+	coordCli, etcdCli := client(cc), client(ec)
+	window := 15 * time.Second
+	for b.Loop() {
+		cc.Reset()
+		ec.Reset()
+		start := time.Now()
+		s, err := session.New(ctx, coordCli, session.WithTTL(2*time.Second))
+		if err != nil {
+			b.Fatal(err)
+		}
+		es, err := concurrency.NewSession(etcdCli, concurrency.WithTTL(2))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for time.Since(start) < window && s.Err() == nil {
+			time.Sleep(100 * time.Millisecond) // a measurement window, not a synchronization
+		}
+		if s.Err() != nil {
+			b.Fatalf("coord session lost: %v", s.Err())
+		}
+		b.Logf("in %v, TTL 2s: coord session: %d keepalive streams, %d authentications, %d renewals (%s)",
+			window, cc.Get("LeaseKeepAlive.Open"), cc.Get("Authenticate"), cc.Get("LeaseKeepAlive"), cc)
+		b.Logf("in %v, TTL 2s: concurrency.Session: %d keepalive streams, %d authentications, %d renewals (%s)",
+			window, ec.Get("LeaseKeepAlive.Open"), ec.Get("Authenticate"), ec.Get("LeaseKeepAlive"), ec)
+		b.ReportMetric(float64(cc.Get("Authenticate"))*float64(time.Minute)/float64(window), "coord-auths/min")
+		b.ReportMetric(float64(ec.Get("Authenticate"))*float64(time.Minute)/float64(window), "etcd-auths/min")
+		s.Close()
+		es.Close()
 	}
 }

@@ -1,6 +1,7 @@
 package faulttest
 
 import (
+	"context"
 	"fmt"
 	"math/rand"
 	"sort"
@@ -10,11 +11,15 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Client is one simulated process: its own etcd client behind its own
-// proxies, so faults can be aimed at it alone.
+// proxies, so faults can be aimed at it alone, and one session shared by
+// all its workers (holds of every kind, two queue workers), as the README
+// advises: what one worker does on the session (a failed claim's cleanup,
+// say) must never touch what another holds.
 type Client struct {
 	ID  int
 	P   etcdtest.Proxies
@@ -23,6 +28,50 @@ type Client struct {
 	mu      sync.Mutex
 	pending time.Duration // a pause to take at the next Stall
 	paused  chan struct{} // closed when that pause is over
+
+	smu  sync.Mutex
+	sess *session.Session
+}
+
+// Session returns the process's live session, making a new one when the
+// last was lost or closed (every worker of the process then moves to it).
+func (c *Client) Session(ctx context.Context, e *Env) (*session.Session, error) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.sess != nil && c.sess.Err() == nil {
+		return c.sess, nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	s, err := session.New(sctx, c.Cli, session.WithTTL(e.TTL), session.WithPrefix(e.Root))
+	if err != nil {
+		return nil, err
+	}
+	if c.sess != nil {
+		c.sess.Close()
+	}
+	c.sess = s
+	return s, nil
+}
+
+// Crash ends the process's session as a dying process would lose it:
+// everything every worker holds goes with it.
+func (c *Client) Crash(s *session.Session) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.sess == s {
+		s.Close()
+	}
+}
+
+// CloseSession closes the process's session at the end of a scenario.
+func (c *Client) CloseSession() {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.sess != nil {
+		c.sess.Close()
+		c.sess = nil
+	}
 }
 
 // Stall is where a workload's process can be paused: right after it

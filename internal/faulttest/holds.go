@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -43,12 +42,11 @@ type holdSpec struct {
 }
 
 // runHolds runs one client's loop of acquire, fenced write, release, for
-// as long as ctx lives, making a new session whenever one is lost.
+// as long as ctx lives, on the process's shared session (a new one
+// whenever it was lost).
 func runHolds(ctx context.Context, e *Env, c *Client, spec holdSpec, holding *atomic.Int32) {
 	for ctx.Err() == nil {
-		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		s, err := session.New(sctx, c.Cli, session.WithTTL(e.TTL), session.WithPrefix(e.Root))
-		cancel()
+		s, err := c.Session(ctx, e)
 		if err != nil {
 			pause(ctx, 50*time.Millisecond)
 			continue
@@ -57,7 +55,6 @@ func runHolds(ctx context.Context, e *Env, c *Client, spec holdSpec, holding *at
 		if s.Err() == nil {
 			e.checkNoKeysLeft(c, s, spec)
 		}
-		s.Close()
 	}
 }
 
@@ -293,13 +290,6 @@ func (e *Env) checkNoKeysLeft(c *Client, s *session.Session, spec holdSpec) {
 
 // weightOf reads a semaphore request's weight from its key's value.
 func weightOf(v string) int64 {
-	f := strings.Fields(v)
-	if len(f) == 0 {
-		return 1
-	}
-	n, err := strconv.ParseInt(f[0], 10, 64)
-	if err != nil || n < 1 {
-		return 1
-	}
-	return n
+	rec, _ := keys.DecodeRecord([]byte(v))
+	return rec.Weight()
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/queue"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -63,34 +65,37 @@ func (r *queueRun) produce(ctx context.Context, e *Env, c *Client) {
 	}
 }
 
-// consume claims and acks; now and then it "crashes" mid-job: it drops
-// the message without acking and abandons its session, as a killed
-// worker would, so the message must come back.
+// consume is one queue worker of a process: it claims and acks on the
+// process's shared session, beside the process's other worker and its
+// holds. Now and then the process "crashes" mid-job: the message is
+// dropped without an ack and the process's session goes, with everything
+// its workers held, so the message must come back.
 func (r *queueRun) consume(ctx context.Context, e *Env, c *Client) {
 	q := r.q(e, c.Cli)
 	for ctx.Err() == nil {
-		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		s, err := session.New(sctx, c.Cli, session.WithTTL(e.TTL), session.WithPrefix(e.Root))
-		cancel()
+		s, err := c.Session(ctx, e)
 		if err != nil {
 			pause(ctx, 50*time.Millisecond)
 			continue
 		}
-		r.consumeWith(ctx, e, c, q, s)
-		s.Close()
+		if r.consumeWith(ctx, e, c, q, s) {
+			c.Crash(s)
+		}
 	}
 }
 
-func (r *queueRun) consumeWith(ctx context.Context, e *Env, c *Client, q *queue.Queue, s *session.Session) {
+// consumeWith works until the session ends; it returns true when the
+// process should crash.
+func (r *queueRun) consumeWith(ctx context.Context, e *Env, c *Client, q *queue.Queue, s *session.Session) bool {
 	for ctx.Err() == nil && s.Err() == nil {
 		m, err := q.Claim(ctx, s)
 		if err != nil {
 			continue
 		}
 		c.Stall(e)
-		if e.Rand(20) == 0 {
+		if e.Rand(40) == 0 {
 			e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "crash", Call: time.Now(), Return: time.Now(), Detail: m.ID})
-			return // the caller closes the session without acking
+			return true // the caller ends the session without acking
 		}
 		ambiguous := false
 		for try := 0; try < 5; try++ {
@@ -118,6 +123,7 @@ func (r *queueRun) consumeWith(ctx context.Context, e *Env, c *Client, q *queue.
 		}
 		r.mu.Unlock()
 	}
+	return false
 }
 
 // check drains what is left with a fresh consumer, then requires that
@@ -190,8 +196,41 @@ func (r *queueRun) check(e *Env) {
 			e.Stats.Violation("queue: payload %s, enqueued once, was delivered as %d messages", p, n)
 		}
 	}
+	r.checkClaims(e)
 	e.Stats.mu.Lock()
 	e.Stats.Faults["queue-messages"] = len(r.sure)
 	e.Stats.Faults["queue-claims-lost"] = r.lost
 	e.Stats.mu.Unlock()
+}
+
+// checkClaims replays etcd's history of the queue's claim keys and
+// requires that no message is ever held by two live claims at once: at
+// every revision, at most one claim key per message exists (a claim key
+// lives on its consumer's lease, so etcd deletes it when the lease ends).
+// Workers that share a session are where this broke before.
+func (r *queueRun) checkClaims(e *Env) {
+	if !e.Log.Complete() {
+		e.Stats.Figure("queue claims check skipped: history incomplete", 0)
+		return
+	}
+	sp, _ := keys.New(e.Root, keys.KindQueue, r.name)
+	pre := sp.Part("c")
+	live := map[string]map[string]bool{} // message id -> claim keys
+	for _, ev := range e.Log.Events() {
+		if !strings.HasPrefix(ev.Key, pre) {
+			continue
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(ev.Key, pre), "/")
+		if ev.Delete {
+			delete(live[id], ev.Key)
+			continue
+		}
+		if live[id] == nil {
+			live[id] = map[string]bool{}
+		}
+		live[id][ev.Key] = true
+		if n := len(live[id]); n > 1 {
+			e.Stats.Violation("queue: message %s held by %d live claims at rev %d", id, n, ev.Rev)
+		}
+	}
 }
