@@ -3,7 +3,6 @@ package barrier_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,17 +15,7 @@ import (
 
 var srv *etcdtest.Server
 
-func TestMain(m *testing.M) {
-	var err error
-	srv, err = etcdtest.Start(etcdtest.WithoutFsync())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	srv.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { etcdtest.Main(m, &srv, etcdtest.WithoutFsync()) }
 
 var seq atomic.Int64
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,17 +20,7 @@ import (
 
 var srv *etcdtest.Server
 
-func TestMain(m *testing.M) {
-	var err error
-	srv, err = etcdtest.Start(etcdtest.WithoutFsync())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	srv.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { etcdtest.Main(m, &srv, etcdtest.WithoutFsync()) }
 
 func newSession(t *testing.T, ctx context.Context, root string) *session.Session {
 	t.Helper()

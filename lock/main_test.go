@@ -3,8 +3,6 @@ package lock_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,28 +16,7 @@ import (
 // srv is shared by every test of the package; each test uses fresh names.
 var srv *etcdtest.Server
 
-// benchSrv has fsync on, as production does; started by the first
-// benchmark that needs it.
-var (
-	benchOnce sync.Once
-	benchSrv  *etcdtest.Server
-	benchErr  error
-)
-
-func TestMain(m *testing.M) {
-	var err error
-	srv, err = etcdtest.Start(etcdtest.WithoutFsync())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	srv.Close()
-	if benchSrv != nil {
-		benchSrv.Close()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { etcdtest.Main(m, &srv, etcdtest.WithoutFsync()) }
 
 var seq atomic.Int64
 

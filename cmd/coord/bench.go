@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
-	"github.com/coord-go/coord/internal/bench"
+	"github.com/coord-go/coord/internal/harness/bench"
 )
 
 func init() {

@@ -190,13 +190,23 @@ func (f *Feed) run(ctx context.Context) {
 				break
 			}
 			f.record(resp.Events)
+			var direct []func([]*clientv3.Event)
 			for s := range f.subs {
-				if !s.resync && s.err == nil {
+				switch {
+				case s.resync || s.err != nil:
+				case s.direct != nil:
+					direct = append(direct, s.direct)
+				default:
 					s.evs = append(s.evs, resp.Events...)
 					s.signal()
 				}
 			}
 			f.mu.Unlock()
+			// Direct subscribers (mirrors) apply events on this goroutine,
+			// in order, without a hop through their own.
+			for _, fn := range direct {
+				fn(resp.Events)
+			}
 		}
 		wcancel()
 		if ctx.Err() != nil {
@@ -258,16 +268,26 @@ type Sub struct {
 	resync bool  // events were missed: re-read once the feed is synced
 	err    error // the feed ended for good
 	since  int64 // every event above since is delivered (once not resync)
+	// direct, when set, receives events at once on the feed's goroutine,
+	// instead of through Take; resyncs and errors still come through Take.
+	direct func([]*clientv3.Event)
 }
 
 // Subscribe adds a subscriber that knows the watched state as of revision
 // since (0: knows nothing). If the feed's history covers everything after
 // since, the inbox starts with those events and no re-read is needed;
 // otherwise the first Take says to re-read.
-func (f *Feed) Subscribe(since int64) *Sub {
+func (f *Feed) Subscribe(since int64) *Sub { return f.subscribe(since, nil) }
+
+// subscribeDirect is Subscribe for a subscriber that takes events on the
+// feed's own goroutine (fn must not block for long, nor call back into
+// the feed); it starts needing a re-read.
+func (f *Feed) subscribeDirect(fn func([]*clientv3.Event)) *Sub { return f.subscribe(0, fn) }
+
+func (f *Feed) subscribe(since int64, direct func([]*clientv3.Event)) *Sub {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := &Sub{f: f, c: make(chan struct{}, 1)}
+	s := &Sub{f: f, c: make(chan struct{}, 1), direct: direct}
 	switch {
 	case !f.running:
 		s.err = etcderr.ErrClientClosed

@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"bytes"
 	"slices"
 
 	"github.com/coord-go/coord/internal/keys"
@@ -15,12 +16,29 @@ type Entry struct {
 	Version   int64
 	Lease     int64
 	Value     []byte
-	Rec       keys.Record // Value decoded; the zero Record if it is not one
-	RecErr    error       // why Value is not a record, or nil
 
-	idx  int // position in its line
-	gone bool
+	weight int64 // the record's semaphore weight, 1 when it has none
+	idx    int   // position in its line
+	gone   bool
 }
+
+// weightOf reads a value's semaphore weight without decoding records that
+// carry none (a lock's or a candidate's): every event of a busy line goes
+// through here, in every process that follows it.
+func weightOf(v []byte) int64 {
+	if !bytes.Contains(v, []byte(`"n":`)) {
+		return 1
+	}
+	rec, _ := keys.DecodeRecord(v)
+	return rec.Weight()
+}
+
+// Record decodes the entry's value; a value that is not a coord record
+// gives the zero Record and an error.
+func (e *Entry) Record() (keys.Record, error) { return keys.DecodeRecord(e.Value) }
+
+// Weight is the entry's semaphore weight (1 when its record has none).
+func (e *Entry) Weight() int64 { return e.weight }
 
 // Line is the keys of one part of a mirrored range in create-revision
 // order: the order every coord line is served in. First and Ahead answer
@@ -103,13 +121,13 @@ func (l *Line) add(e *Entry) {
 	}
 	e.idx = len(l.ents)
 	l.ents = append(l.ents, e)
-	l.bit, l.cnt = grow(l.bit, e.Rec.Weight()), grow(l.cnt, 1)
+	l.bit, l.cnt = grow(l.bit, e.weight), grow(l.cnt, 1)
 	l.live++
 }
 
 // update records a new value of a live entry (its weight may change).
 func (l *Line) update(e *Entry, old int64) {
-	if d := e.Rec.Weight() - old; d != 0 {
+	if d := e.weight - old; d != 0 {
 		add(l.bit, e.idx, d)
 	}
 }
@@ -117,7 +135,7 @@ func (l *Line) update(e *Entry, old int64) {
 func (l *Line) remove(e *Entry) {
 	e.gone = true
 	l.live--
-	add(l.bit, e.idx, -e.Rec.Weight())
+	add(l.bit, e.idx, -e.weight)
 	add(l.cnt, e.idx, -1)
 	if len(l.ents) > 64 && l.live*2 < len(l.ents) {
 		l.rebuild()
@@ -138,7 +156,7 @@ func (l *Line) rebuild() {
 	l.bit, l.cnt = make([]int64, len(live)), make([]int64, len(live))
 	for i, e := range live {
 		e.idx = i
-		add(l.bit, i, e.Rec.Weight())
+		add(l.bit, i, e.weight)
 		add(l.cnt, i, 1)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/coord-go/coord/internal/keys"
 )
 
 // TestLineAgreesWithASlowCount checks First and Ahead against a plain
@@ -18,7 +17,7 @@ func TestLineAgreesWithASlowCount(t *testing.T) {
 		switch op := r.IntN(10); {
 		case op < 5 || len(all) == 0:
 			rev += 1 + int64(r.IntN(3))
-			e := &Entry{Key: "k", CreateRev: rev, Rec: keys.Record{N: int64(1 + r.IntN(5))}}
+			e := &Entry{Key: "k", CreateRev: rev, weight: int64(1 + r.IntN(5))}
 			l.add(e)
 			all = append(all, e)
 		case op < 8:
@@ -27,8 +26,8 @@ func TestLineAgreesWithASlowCount(t *testing.T) {
 			all = append(all[:i], all[i+1:]...)
 		default:
 			e := all[r.IntN(len(all))]
-			old := e.Rec.Weight()
-			e.Rec.N = int64(1 + r.IntN(5))
+			old := e.weight
+			e.weight = int64(1 + r.IntN(5))
 			l.update(e, old)
 		}
 		q := int64(r.IntN(int(rev) + 2))
@@ -41,7 +40,7 @@ func TestLineAgreesWithASlowCount(t *testing.T) {
 			}
 			if e.CreateRev < q {
 				wantN++
-				wantW += e.Rec.Weight()
+				wantW += e.weight
 			}
 		}
 		if n, w := l.Ahead(q); n != wantN || w != wantW {

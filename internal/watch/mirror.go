@@ -47,6 +47,7 @@ type Mirror struct {
 	changed  chan struct{} // closed and replaced after every change
 	lis      map[*listener]struct{}
 	attached map[string]*Waitlist
+	pending  []*clientv3.Event // events that arrived while a load was under way
 }
 
 // Change is what a listener is told after the mirror moved: the events
@@ -116,9 +117,9 @@ func (m *Mirror) stopIfIdle() {
 func (m *Mirror) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.running, m.stop, m.err, m.loaded = true, cancel, nil, false
-	m.ents, m.lines = map[string]*Entry{}, map[string]*Line{}
+	m.ents, m.lines, m.pending = map[string]*Entry{}, map[string]*Line{}, nil
 	m.feed = m.hub.feedLocked(m.sp.key, m.sp.end)
-	sub := m.feed.Subscribe(0)
+	sub := m.feed.subscribeDirect(m.apply)
 	go m.run(ctx, sub)
 }
 
@@ -169,7 +170,7 @@ func (m *Mirror) run(ctx context.Context, sub *Sub) {
 				}
 				continue
 			case len(evs) > 0:
-				m.apply(evs)
+				m.apply(evs) // never: a direct subscriber gets them at once
 				continue
 			}
 			break
@@ -196,6 +197,11 @@ func (m *Mirror) fail(err error) {
 // load reads the whole range at one revision, in pages, and replaces the
 // state with it.
 func (m *Mirror) load(ctx context.Context) error {
+	// From now on, events wait in pending: the old state missed some, and
+	// the new one is not read yet.
+	m.mu.Lock()
+	m.loaded, m.pending = false, nil
+	m.mu.Unlock()
 	cli := m.hub.cli
 	var rev int64
 	var kvs []*mvccpb.KeyValue
@@ -231,6 +237,9 @@ func (m *Mirror) load(ctx context.Context) error {
 	}
 	m.rev, m.loaded = rev, true
 	m.notify(Change{Rev: rev, Reloaded: true})
+	pending := m.pending
+	m.pending = nil
+	m.applyLocked(pending)
 	return nil
 }
 
@@ -241,8 +250,15 @@ func (m *Mirror) apply(evs []*clientv3.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.loaded {
-		return // a load follows, which covers these
+		// A load is under way: it covers what it reads, and the rest is
+		// applied after it.
+		m.pending = append(m.pending, evs...)
+		return
 	}
+	m.applyLocked(evs)
+}
+
+func (m *Mirror) applyLocked(evs []*clientv3.Event) {
 	for i := 0; i < len(evs); {
 		rev := evs[i].Kv.ModRevision
 		j := i
@@ -274,10 +290,10 @@ func (m *Mirror) part(key string) string {
 
 func (m *Mirror) put(kv *mvccpb.KeyValue) {
 	key := string(kv.Key)
-	rec, recErr := keys.DecodeRecord(kv.Value)
+	w := weightOf(kv.Value)
 	if e, ok := m.ents[key]; ok && e.CreateRev == kv.CreateRevision {
-		old := e.Rec.Weight()
-		e.ModRev, e.Version, e.Lease, e.Value, e.Rec, e.RecErr = kv.ModRevision, kv.Version, kv.Lease, kv.Value, rec, recErr
+		old := e.weight
+		e.ModRev, e.Version, e.Lease, e.Value, e.weight = kv.ModRevision, kv.Version, kv.Lease, kv.Value, w
 		if l := m.lines[e.Part]; l != nil && !e.gone {
 			l.update(e, old)
 		}
@@ -286,7 +302,7 @@ func (m *Mirror) put(kv *mvccpb.KeyValue) {
 		m.del(key) // recreated under the same name
 	}
 	e := &Entry{Key: key, Part: m.part(key), CreateRev: kv.CreateRevision, ModRev: kv.ModRevision, Version: kv.Version,
-		Lease: kv.Lease, Value: kv.Value, Rec: rec, RecErr: recErr}
+		Lease: kv.Lease, Value: kv.Value, weight: w}
 	m.ents[key] = e
 	l := m.lines[e.Part]
 	if l == nil {

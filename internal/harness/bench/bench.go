@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
-	"github.com/coord-go/coord/internal/benchutil"
+	"github.com/coord-go/coord/internal/harness/benchutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -20,7 +20,17 @@ type Result struct {
 	Elapsed time.Duration // wall time they took
 	P50     time.Duration // median latency of the measured step
 	P99     time.Duration
-	RPCs    int64 // RPCs sent by every participant's client
+	RPCs    int64  // RPCs sent by every participant's client
+	Bytes   int64  // bytes of read replies they received
+	Note    string // what went wrong on a side that could not finish ("hung after 10 rounds")
+}
+
+// BytesPerOp is how much each operation read, in bytes of replies.
+func (r Result) BytesPerOp() float64 {
+	if r.Ops == 0 {
+		return 0
+	}
+	return float64(r.Bytes) / float64(r.Ops)
 }
 
 // OpsPerSec is the throughput.
@@ -40,11 +50,12 @@ func (r Result) RPCsPerOp() float64 {
 }
 
 // Case is one benchmark: the same workload for coord and for etcd's
-// equivalent.
+// equivalent (none for the physical floor, or where etcd has no such
+// operation).
 type Case struct {
 	Primitive string // "lock"
 	Name      string // "4 contenders"
-	Etcd      string // what coord is compared with: "concurrency.Mutex"
+	Etcd      string // what coord is compared with: "concurrency.Mutex", "" for none
 	Measured  string // what the latency columns measure
 	coord     runner
 	etcd      runner
@@ -59,15 +70,17 @@ type Row struct {
 	Coord, Etcd Result
 }
 
-// Cases are the cases coord bench runs, in table order.
+// Cases are the cases coord bench runs, in table order: first the
+// physical floor every handoff is judged against.
 func Cases() []Case {
 	return []Case{
-		lockCase(1), lockCase(4), lockCase(16),
-		electionCase(4),
-		semaphoreCase(4, 16),
-		enqueueCase(),
-		claimCase(4),
-		barrierCase(),
+		Floor(),
+		Lock(1), Lock(4), Lock(16),
+		Election(4),
+		Semaphore(4, 16),
+		Enqueue(),
+		Claim(4),
+		Barrier(),
 	}
 }
 
@@ -147,6 +160,9 @@ func Run(ctx context.Context, endpoints []string, d time.Duration, cases []Case,
 			r   runner
 			out *Result
 		}{{c.coord, &row.Coord}, {c.etcd, &row.Etcd}} {
+			if side.r == nil {
+				continue
+			}
 			env := &Env{endpoints: endpoints, root: root}
 			res, err := side.r(ctx, env, d)
 			env.close()
@@ -187,7 +203,7 @@ func drive(workers int, d time.Duration, max int, c *etcdtest.Counter, lat *benc
 		})
 	}
 	wg.Wait()
-	res := Result{Ops: int(taken.Load()), Elapsed: time.Since(start), RPCs: c.Total()}
+	res := Result{Ops: int(taken.Load()), Elapsed: time.Since(start), RPCs: c.Total(), Bytes: c.Bytes()}
 	if e := failed.Load(); e != nil {
 		return res, *e
 	}
@@ -197,18 +213,38 @@ func drive(workers int, d time.Duration, max int, c *etcdtest.Counter, lat *benc
 	return res, nil
 }
 
-// Table writes rows as one markdown table.
+// Table writes rows as one markdown table. When the floor row is among
+// them, every handoff row also says what fraction of the floor it runs at.
 func Table(w io.Writer, rows []Row) {
-	fmt.Fprintln(w, "| primitive | case | vs etcd | coord ops/s | etcd ops/s | coord/etcd | coord p50 / p99 ms | etcd p50 / p99 ms | coord RPCs/op | etcd RPCs/op |")
-	fmt.Fprintln(w, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	var floor float64
 	for _, r := range rows {
-		ratio := "-"
+		if r.Primitive == floorPrimitive {
+			floor = r.Coord.OpsPerSec()
+		}
+	}
+	fmt.Fprintln(w, "| primitive | case | vs etcd | coord ops/s | etcd ops/s | coord/etcd | of floor | coord p50 / p99 ms | etcd p50 / p99 ms | coord RPCs/op | etcd RPCs/op |")
+	fmt.Fprintln(w, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range rows {
+		ratio, of := "-", "-"
 		if e := r.Etcd.OpsPerSec(); e > 0 {
 			ratio = fmt.Sprintf("%.2fx", r.Coord.OpsPerSec()/e)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %.0f | %s | %s | %s | %.2f | %.2f |\n",
-			r.Primitive, r.Name, r.Case.Etcd, r.Coord.OpsPerSec(), r.Etcd.OpsPerSec(), ratio,
-			ms(r.Coord), ms(r.Etcd), r.Coord.RPCsPerOp(), r.Etcd.RPCsPerOp())
+		if floor > 0 && r.Primitive != floorPrimitive {
+			of = fmt.Sprintf("%.2f", r.Coord.OpsPerSec()/floor)
+		}
+		etcdOps, etcdMS, etcdRPCs, vs := "-", "-", "-", r.Case.Etcd
+		if r.etcd != nil {
+			etcdOps, etcdMS, etcdRPCs = fmt.Sprintf("%.0f", r.Etcd.OpsPerSec()), ms(r.Etcd), fmt.Sprintf("%.2f", r.Etcd.RPCsPerOp())
+		}
+		if vs == "" {
+			vs = "-"
+		}
+		if r.Etcd.Note != "" {
+			etcdOps, ratio = r.Etcd.Note, "-"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.2f | %s |\n",
+			r.Primitive, r.Name, vs, r.Coord.OpsPerSec(), etcdOps, ratio, of,
+			ms(r.Coord), etcdMS, r.Coord.RPCsPerOp(), etcdRPCs)
 	}
 }
 

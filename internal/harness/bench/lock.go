@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
-	"github.com/coord-go/coord/internal/benchutil"
+	"github.com/coord-go/coord/internal/harness/benchutil"
 	"github.com/coord-go/coord/lock"
 	"github.com/coord-go/coord/semaphore"
 	"github.com/coord-go/coord/session"
@@ -21,7 +21,9 @@ type acquirer func(ctx context.Context) (release func(ctx context.Context) error
 // returned func closes its session.
 type contender func(ctx context.Context, cli *clientv3.Client, prefix string) (acquirer, func(), error)
 
-func lockCase(n int) Case {
+// Lock is Lock+Unlock cycles by n contenders, each on its own client and
+// session, against etcd's concurrency.Mutex.
+func Lock(n int) Case {
 	name := fmt.Sprintf("%d contenders", n)
 	if n == 1 {
 		name = "uncontended"
@@ -34,7 +36,9 @@ func lockCase(n int) Case {
 	}
 }
 
-func semaphoreCase(capacity, n int) Case {
+// Semaphore is Acquire+Release cycles of one permit by n contenders of a
+// semaphore of capacity, against etcd's Mutex (a semaphore of 1).
+func Semaphore(capacity, n int) Case {
 	return Case{
 		Primitive: "semaphore", Name: fmt.Sprintf("capacity %d, %d contenders", capacity, n), Etcd: "concurrency.Mutex",
 		Measured: "Acquire, from the call to holding the permit (etcd has no semaphore: its Mutex is one of capacity 1)",

@@ -2,11 +2,12 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
-	"github.com/coord-go/coord/internal/benchutil"
+	"github.com/coord-go/coord/internal/harness/benchutil"
 	"github.com/coord-go/coord/queue"
 	"github.com/coord-go/coord/session"
 	recipe "go.etcd.io/etcd/client/v3/experimental/recipes"
@@ -14,7 +15,8 @@ import (
 
 const payload = "a payload of a typical small job description"
 
-func enqueueCase() Case {
+// Enqueue is one producer enqueueing, against the recipe Queue.
+func Enqueue() Case {
 	return Case{
 		Primitive: "queue", Name: "enqueue, 1 producer", Etcd: "recipe.Queue",
 		Measured: "Enqueue",
@@ -73,9 +75,11 @@ func fill(n int, enqueue func() error) error {
 	return <-errs
 }
 
-func claimCase(consumers int) Case {
+// Claim is claim+ack by consumers on a backlog, against the recipe
+// Queue's Dequeue.
+func Claim(consumers int) Case {
 	return Case{
-		Primitive: "queue", Name: "claim + ack, 4 consumers", Etcd: "recipe.Queue (Dequeue)",
+		Primitive: "queue", Name: fmt.Sprintf("claim + ack, %d consumers", consumers), Etcd: "recipe.Queue (Dequeue)",
 		Measured: "Claim + Ack (coord) or Dequeue (etcd, which deletes the item before the work: a crash loses it)",
 		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
 			prefix := env.prefix("queue")

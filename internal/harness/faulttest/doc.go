@@ -8,7 +8,7 @@
 // The suite lives in this package's tests. By default every scenario runs
 // briefly (a few seconds each, as CI does). For long runs:
 //
-//	COORD_FAULT_DURATION=2m COORD_FAULT_SEED=0 go test -race -run TestFaults ./internal/faulttest/ -v -timeout 2h
+//	COORD_FAULT_DURATION=2m COORD_FAULT_SEED=0 go test -race -run TestFaults ./internal/harness/faulttest/ -v -timeout 2h
 //
 // COORD_FAULT_SEED=0 draws a fresh seed per scenario; a failure prints the
 // seed and the recorded history so the run can be repeated with that seed.
@@ -16,5 +16,5 @@
 // Against real etcd server processes (built from the module's own etcd
 // version), adding a scenario that SIGSTOPs members:
 //
-//	internal/faulttest/run-processes.sh
+//	internal/harness/faulttest/run-processes.sh
 package faulttest

@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coord-go/coord/election"
+	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/harness/benchutil"
+	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// candidate is one participant of an election, of either implementation.
+// letGo ends its leadership: a Resign, or (for failover) the end of its
+// session, as a crash the server detects would end it, after which it
+// campaigns again with a new session.
+type candidate struct {
+	campaign func(ctx context.Context) error
+	letGo    func(ctx context.Context) error
+	close    func()
+}
+
+type candidateMaker func(ctx context.Context, cli *clientv3.Client, prefix string, revoke bool) (candidate, error)
+
+func coordCandidate(ctx context.Context, cli *clientv3.Client, prefix string, revoke bool) (candidate, error) {
+	var s *session.Session
+	var e *election.Election
+	renew := func(ctx context.Context) error {
+		var err error
+		if s, err = coordSession(ctx, cli, prefix); err != nil {
+			return err
+		}
+		e = election.New(s, "bench")
+		return nil
+	}
+	if err := renew(ctx); err != nil {
+		return candidate{}, err
+	}
+	c := candidate{
+		campaign: func(ctx context.Context) error { return e.Campaign(ctx, "v") },
+		letGo:    func(ctx context.Context) error { return e.Resign(ctx) },
+		close:    func() { s.Close() },
+	}
+	if revoke {
+		c.letGo = func(ctx context.Context) error { s.Close(); return renew(ctx) }
+	}
+	return c, nil
+}
+
+func etcdCandidate(ctx context.Context, cli *clientv3.Client, prefix string, revoke bool) (candidate, error) {
+	var s *concurrency.Session
+	var e *concurrency.Election
+	renew := func(ctx context.Context) error {
+		var err error
+		if s, err = concurrency.NewSession(cli, concurrency.WithTTL(15), concurrency.WithContext(ctx)); err != nil {
+			return err
+		}
+		e = concurrency.NewElection(s, prefix+"bench")
+		return nil
+	}
+	if err := renew(ctx); err != nil {
+		return candidate{}, err
+	}
+	c := candidate{
+		campaign: func(ctx context.Context) error { return e.Campaign(ctx, "v") },
+		letGo:    func(ctx context.Context) error { return e.Resign(ctx) },
+		close:    func() { s.Close() },
+	}
+	if revoke {
+		c.letGo = func(ctx context.Context) error { s.Close(); return renew(context.Background()) }
+	}
+	return c, nil
+}
+
+// Failover is the leadership passed around n candidates by the end of the
+// leader's session (revoked, as a server-detected crash is), against
+// etcd's concurrency.Election.
+func Failover(n int) Case {
+	return Case{
+		Primitive: "election", Name: fmt.Sprintf("session revoked → next leader, %d candidates", n), Etcd: "concurrency.Election",
+		Measured: "from the leader's session ending to the next candidate's Campaign returning",
+		coord:    handoffRunner(n, coordCandidate, true),
+		etcd:     handoffRunner(n, etcdCandidate, true),
+	}
+}
+
+// Campaign is an uncontended Campaign and Resign, against etcd's.
+func Campaign() Case {
+	mk := func(m candidateMaker) contender {
+		return func(ctx context.Context, cli *clientv3.Client, prefix string) (acquirer, func(), error) {
+			c, err := m(ctx, cli, prefix, false)
+			if err != nil {
+				return nil, nil, err
+			}
+			return func(ctx context.Context) (func(context.Context) error, error) {
+				return c.letGo, c.campaign(ctx)
+			}, c.close, nil
+		}
+	}
+	return Case{
+		Primitive: "election", Name: "campaign with no leader", Etcd: "concurrency.Election",
+		Measured: "Campaign, from the call to leading (then Resign)",
+		coord:    acquireRunner(1, mk(coordCandidate)),
+		etcd:     acquireRunner(1, mk(etcdCandidate)),
+	}
+}
+
+// Election is the leadership passed around n candidates by Resign,
+// against etcd's concurrency.Election.
+func Election(n int) Case {
+	return Case{
+		Primitive: "election", Name: fmt.Sprintf("resign → next leader, %d candidates", n), Etcd: "concurrency.Election",
+		Measured: "from the leader's Resign call to the next candidate's Campaign returning",
+		coord:    handoffRunner(n, coordCandidate, false),
+		etcd:     handoffRunner(n, etcdCandidate, false),
+	}
+}
+
+// handoffRunner has n candidates pass the leadership around: each leader
+// resigns at once and campaigns again, at the back of the line.
+func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
+	return func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+		counter := etcdtest.NewCounter()
+		clis, err := env.clientsN(n, counter)
+		if err != nil {
+			return Result{}, err
+		}
+		prefix := env.prefix("election")
+		cs := make([]candidate, n)
+		for i, cli := range clis {
+			if cs[i], err = mk(ctx, cli, prefix, revoke); err != nil {
+				return Result{}, err
+			}
+			defer cs[i].close()
+		}
+		var (
+			lat      benchutil.Latencies
+			handoffs atomic.Int64
+			released atomic.Int64 // unix nanos of the last Resign call
+			failed   atomic.Pointer[error]
+			wg       sync.WaitGroup
+		)
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		counter.Reset()
+		start := time.Now()
+		// The result is taken at the deadline, before the candidates still
+		// in line are cancelled and clean up.
+		var res Result
+		stop := time.AfterFunc(d, func() {
+			res = Result{Ops: int(handoffs.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+			cancel()
+		})
+		defer stop.Stop()
+		for _, c := range cs {
+			wg.Go(func() {
+				for runCtx.Err() == nil {
+					if err := c.campaign(runCtx); err != nil {
+						if runCtx.Err() == nil {
+							failed.Store(&err)
+							cancel()
+						}
+						return
+					}
+					if r := released.Load(); r != 0 {
+						lat.Add(time.Duration(time.Now().UnixNano() - r))
+						handoffs.Add(1)
+					}
+					released.Store(time.Now().UnixNano())
+					if err := c.letGo(ctx); err != nil {
+						failed.Store(&err)
+						cancel()
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if e := failed.Load(); e != nil {
+			return Result{}, *e
+		}
+		res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
+		return res, nil
+	}
+}

@@ -1,0 +1,486 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/harness/benchutil"
+	"github.com/coord-go/coord/lock"
+	"github.com/coord-go/coord/queue"
+	"github.com/coord-go/coord/semaphore"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	recipe "go.etcd.io/etcd/client/v3/experimental/recipes"
+)
+
+// The scaling cases measure one operation at a given length of the line
+// (waiters behind, permits in line, claims in flight, idle consumers), so
+// that rows at 0, 1,000 and 10,000 show whether its cost grows with the
+// line. RPCs and bytes are counted on the measured participants' clients
+// only, during the measured operations only.
+
+// ScalingCases are the cases of the scaling table, at the lengths given.
+func ScalingCases(lengths ...int) []Case {
+	var cs []Case
+	for _, n := range lengths {
+		cs = append(cs, LockBehind(n))
+	}
+	for _, n := range lengths {
+		cs = append(cs, SemaphoreInLine(n))
+	}
+	for _, n := range lengths {
+		cs = append(cs, ClaimInFlight(n))
+	}
+	for _, n := range []int{1, 4, 16} {
+		cs = append(cs, IdleConsumers(n))
+	}
+	return cs
+}
+
+// handoffsMeasured is how many handoffs a line case measures: the line
+// behind is never shorter than its length less this.
+const handoffsMeasured = 300
+
+// LockBehind is a Mutex handoff (Unlock returned → the next Lock returns)
+// with n waiters queued behind, against etcd's concurrency.Mutex.
+func LockBehind(n int) Case {
+	return Case{
+		Primitive: "lock", Name: fmt.Sprintf("handoff, %d waiters behind", n), Etcd: "concurrency.Mutex",
+		Measured: "a handoff: from the holder's Unlock returning to the next waiter's Lock returning",
+		coord:    lineRunner(n, coordLineLocker),
+		etcd:     lineRunner(n, etcdLineLocker),
+	}
+}
+
+type lineLocker struct {
+	lock, unlock func(ctx context.Context) error
+}
+
+// lineMaker makes lockers on one shared session per client.
+type lineMaker func(ctx context.Context, cli *clientv3.Client, prefix string) (func() lineLocker, func(), error)
+
+func coordLineLocker(ctx context.Context, cli *clientv3.Client, prefix string) (func() lineLocker, func(), error) {
+	s, err := coordSession(ctx, cli, prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func() lineLocker {
+		m := lock.NewMutex(s, "line")
+		return lineLocker{m.Lock, m.Unlock}
+	}, func() { s.Close() }, nil
+}
+
+// etcdLineLocker gives every locker a session of its own: etcd's Mutexes
+// on one session share one key (etcd issue 11360), so they would not
+// queue at all.
+func etcdLineLocker(ctx context.Context, cli *clientv3.Client, prefix string) (func() lineLocker, func(), error) {
+	var mu sync.Mutex
+	var sessions []*concurrency.Session
+	return func() lineLocker {
+			s, err := concurrency.NewSession(cli, concurrency.WithTTL(60), concurrency.WithContext(ctx))
+			if err != nil {
+				fail := func(context.Context) error { return err }
+				return lineLocker{fail, fail}
+			}
+			mu.Lock()
+			sessions = append(sessions, s)
+			mu.Unlock()
+			m := concurrency.NewMutex(s, prefix+"line")
+			return lineLocker{m.Lock, m.Unlock}
+		}, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range sessions {
+				s.Close()
+			}
+		}, nil
+}
+
+// lineRunner measures handoffs at the head of a line of n. A holder takes
+// the lock; handoffsMeasured+1 measured waiters queue behind it (on two
+// counted clients), then n parked waiters behind them (on clients of their
+// own, not counted). The holder lets go, and each measured waiter, once it
+// holds the lock, records the time since the previous Unlock returned and
+// unlocks at once: every measured handoff happens with all n parked
+// waiters still behind. Then the parked waiters give up.
+func lineRunner(n int, mk lineMaker) runner {
+	return func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+		prefix := env.prefix("line")
+		counter := etcdtest.NewCounter()
+		// The measured waiters: m of them on two counted clients, queued
+		// first, handing the lock on one after another.
+		m := handoffsMeasured + 1
+		var mkOn [2]func() lineLocker
+		for i := range mkOn {
+			cli, err := env.client(counter)
+			if err != nil {
+				return Result{}, err
+			}
+			mkl, closeS, err := mk(ctx, cli, prefix)
+			if err != nil {
+				return Result{}, err
+			}
+			defer closeS()
+			mkOn[i] = mkl
+		}
+		admin, err := env.client(nil)
+		if err != nil {
+			return Result{}, err
+		}
+		head := mkOn[0]()
+		if err := head.lock(ctx); err != nil {
+			return Result{}, err
+		}
+		parkCtx, unpark := context.WithCancel(ctx)
+		defer unpark()
+		var (
+			lat      benchutil.Latencies
+			released atomic.Int64
+			handoffs atomic.Int64
+			failed   atomic.Pointer[error]
+			done     = make(chan struct{})
+			wg       sync.WaitGroup
+		)
+		queued := func(want int) error {
+			for deadline := time.Now().Add(5*time.Minute + d); ; {
+				resp, err := admin.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+				if err != nil {
+					return err
+				}
+				if int(resp.Count) >= want {
+					return nil
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("line: %d of %d queued", resp.Count, want)
+				}
+				time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+			}
+		}
+		for i := 1; i < m; i++ {
+			l := mkOn[i%2]()
+			wg.Go(func() {
+				if err := l.lock(ctx); err != nil {
+					failed.Store(&err)
+					return
+				}
+				if r := released.Load(); r != 0 {
+					lat.Add(time.Duration(time.Now().UnixNano() - r))
+				}
+				if handoffs.Add(1) == int64(m-1) {
+					close(done)
+				}
+				released.Store(time.Now().UnixNano())
+				if err := l.unlock(context.Background()); err != nil {
+					failed.Store(&err)
+				}
+			})
+		}
+		if err := queued(m); err != nil {
+			return Result{}, err
+		}
+		// The parked waiters, on clients of their own, behind every
+		// measured one.
+		parked := 0
+		if n > 0 {
+			per := (n + 7) / 8
+			for c := 0; c < 8 && parked < n; c++ {
+				cli, err := env.client(nil)
+				if err != nil {
+					return Result{}, err
+				}
+				mkl, closeS, err := mk(ctx, cli, prefix)
+				if err != nil {
+					return Result{}, err
+				}
+				defer closeS()
+				for k := 0; k < per && parked < n; k++ {
+					l := mkl()
+					parked++
+					wg.Go(func() { l.lock(parkCtx) })
+				}
+			}
+			if err := queued(m + n); err != nil {
+				return Result{}, err
+			}
+		}
+		counter.Reset()
+		start := time.Now()
+		released.Store(time.Now().UnixNano())
+		if err := head.unlock(ctx); err != nil {
+			return Result{}, err
+		}
+		select {
+		case <-done:
+		case <-time.After(d + time.Minute):
+			return Result{}, fmt.Errorf("line: %d of %d handoffs", handoffs.Load(), m-1)
+		}
+		res := Result{Ops: int(handoffs.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+		unpark()
+		wg.Wait()
+		if e := failed.Load(); e != nil {
+			return Result{}, *e
+		}
+		res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
+		return res, nil
+	}
+}
+
+// SemaphoreInLine is an uncontended Acquire and Release (free permits)
+// with n permits held in the line by other processes. etcd has no
+// semaphore.
+func SemaphoreInLine(n int) Case {
+	return Case{
+		Primitive: "semaphore", Name: fmt.Sprintf("acquire with free permits, %d permits in line", n),
+		Measured: "Acquire, from the call to holding the permit (then Release)",
+		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+			prefix := env.prefix("sem")
+			capacity := int64(n + 1000)
+			// The holders: n permits on 8 other clients, held throughout.
+			per := (n + 7) / 8
+			var fill sync.WaitGroup
+			var ferr atomic.Pointer[error]
+			for c := 0; c < 8 && c*per < n; c++ {
+				cli, err := env.client(nil)
+				if err != nil {
+					return Result{}, err
+				}
+				s, err := coordSession(ctx, cli, prefix)
+				if err != nil {
+					return Result{}, err
+				}
+				defer s.Close()
+				sem := semaphore.New(s, "line", capacity)
+				for g := 0; g < 16; g++ {
+					fill.Go(func() {
+						for k := g; k < per && c*per+k < n; k += 16 {
+							if _, err := sem.Acquire(ctx, 1); err != nil {
+								ferr.Store(&err)
+								return
+							}
+						}
+					})
+				}
+			}
+			fill.Wait()
+			if e := ferr.Load(); e != nil {
+				return Result{}, *e
+			}
+			counter := etcdtest.NewCounter()
+			cli, err := env.client(counter)
+			if err != nil {
+				return Result{}, err
+			}
+			s, err := coordSession(ctx, cli, prefix)
+			if err != nil {
+				return Result{}, err
+			}
+			defer s.Close()
+			sem := semaphore.New(s, "line", capacity)
+			// One round first: a new process's first Acquire on a long line
+			// loads the line once; the steady cost is what is measured.
+			if p, err := sem.Acquire(ctx, 1); err != nil {
+				return Result{}, err
+			} else if err := p.Release(ctx); err != nil {
+				return Result{}, err
+			}
+			var lat benchutil.Latencies
+			return drive(1, d, 0, counter, &lat, func(int) error {
+				t0 := time.Now()
+				p, err := sem.Acquire(ctx, 1)
+				if err != nil {
+					return err
+				}
+				lat.Since(t0)
+				return p.Release(ctx)
+			})
+		},
+	}
+}
+
+// ClaimInFlight is claim + ack by one consumer with n other messages
+// claimed and in flight (held by another process, with 4 KiB payloads
+// that a claim must never read). The recipe queue has no claims.
+func ClaimInFlight(n int) Case {
+	return Case{
+		Primitive: "queue", Name: fmt.Sprintf("claim + ack, %d claims in flight", n),
+		Measured: "Claim + Ack by one consumer",
+		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+			prefix := env.prefix("queue")
+			filler, err := env.client(nil)
+			if err != nil {
+				return Result{}, err
+			}
+			fq := queue.New(filler, "bench", queue.WithPrefix(prefix))
+			big := make([]byte, 4<<10)
+			// The in-flight messages, claimed first (priority -1) by a
+			// holder that never acks them.
+			if err := fill(n, func() error { _, err := fq.Enqueue(ctx, big, queue.WithPriority(-1)); return err }); err != nil {
+				return Result{}, err
+			}
+			hs, err := coordSession(ctx, filler, prefix)
+			if err != nil {
+				return Result{}, err
+			}
+			defer hs.Close()
+			var claimers sync.WaitGroup
+			var cerr atomic.Pointer[error]
+			var taken atomic.Int64
+			for range 16 {
+				claimers.Go(func() {
+					for taken.Add(1) <= int64(n) {
+						if _, err := fq.Claim(ctx, hs); err != nil {
+							cerr.Store(&err)
+							return
+						}
+					}
+				})
+			}
+			claimers.Wait()
+			if e := cerr.Load(); e != nil {
+				return Result{}, *e
+			}
+			backlog := backlog(d)
+			if err := fill(backlog, func() error { _, err := fq.Enqueue(ctx, []byte(payload)); return err }); err != nil {
+				return Result{}, err
+			}
+			counter := etcdtest.NewCounter()
+			cli, err := env.client(counter)
+			if err != nil {
+				return Result{}, err
+			}
+			s, err := coordSession(ctx, cli, prefix)
+			if err != nil {
+				return Result{}, err
+			}
+			defer s.Close()
+			q := queue.New(cli, "bench", queue.WithPrefix(prefix))
+			var lat benchutil.Latencies
+			return drive(1, d, backlog, counter, &lat, func(int) error {
+				defer lat.Since(time.Now())
+				m, err := q.Claim(ctx, s)
+				if err != nil {
+					return err
+				}
+				return m.Ack(ctx)
+			})
+		},
+	}
+}
+
+// IdleConsumers is what one message costs with n consumers waiting in one
+// process (one client, one session): a producer enqueues one message at a
+// time and waits for it to be acked. The recipe queue wakes every waiter.
+func IdleConsumers(n int) Case {
+	return Case{
+		Primitive: "queue", Name: fmt.Sprintf("one message, %d idle consumers in one process", n), Etcd: "recipe.Queue (Dequeue)",
+		Measured: "from Enqueue to the message's Ack (or Dequeue) returning on a consumer",
+		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+			prefix := env.prefix("queue")
+			pcli, err := env.client(nil)
+			if err != nil {
+				return Result{}, err
+			}
+			pq := queue.New(pcli, "bench", queue.WithPrefix(prefix))
+			counter := etcdtest.NewCounter()
+			cli, err := env.client(counter)
+			if err != nil {
+				return Result{}, err
+			}
+			s, err := coordSession(ctx, cli, prefix)
+			if err != nil {
+				return Result{}, err
+			}
+			defer s.Close()
+			acked := make(chan struct{}, n)
+			cctx, stop := context.WithCancel(ctx)
+			defer stop()
+			var wg sync.WaitGroup
+			for range n {
+				q := queue.New(cli, "bench", queue.WithPrefix(prefix))
+				wg.Go(func() {
+					for cctx.Err() == nil {
+						m, err := q.Claim(cctx, s)
+						if err != nil {
+							return
+						}
+						if m.Ack(ctx) == nil {
+							acked <- struct{}{}
+						}
+					}
+				})
+			}
+			defer wg.Wait()
+			defer stop()
+			return idleRound(ctx, d, counter, func() error { _, err := pq.Enqueue(ctx, []byte(payload)); return err }, acked)
+		},
+		etcd: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+			prefix := env.prefix("recipe") + "bench"
+			pcli, err := env.client(nil)
+			if err != nil {
+				return Result{}, err
+			}
+			pq := recipe.NewQueue(pcli, prefix)
+			counter := etcdtest.NewCounter()
+			cli, err := env.client(counter)
+			if err != nil {
+				return Result{}, err
+			}
+			acked := make(chan struct{}, n)
+			var stop atomic.Bool
+			var wg sync.WaitGroup
+			for range n {
+				q := recipe.NewQueue(cli, prefix)
+				wg.Go(func() {
+					for {
+						if _, err := q.Dequeue(); err != nil || stop.Load() {
+							return
+						}
+						acked <- struct{}{}
+					}
+				})
+			}
+			res, err := idleRound(ctx, d, counter, func() error { return pq.Enqueue(payload) }, acked)
+			// The recipe's Dequeue takes no context, and crashes on a
+			// closed client: wake every waiter with one last item each.
+			stop.Store(true)
+			for range n {
+				pq.Enqueue("stop")
+			}
+			wg.Wait()
+			return res, err
+		},
+	}
+}
+
+// idleRound enqueues one message at a time until d passes, waiting for
+// each to be taken.
+func idleRound(ctx context.Context, d time.Duration, counter *etcdtest.Counter, enqueue func() error, acked <-chan struct{}) (Result, error) {
+	// Let the consumers reach their wait before counting.
+	time.Sleep(200 * time.Millisecond) // a warm-up, not a synchronization: nothing is measured yet
+	var lat benchutil.Latencies
+	counter.Reset()
+	start := time.Now()
+	ops := 0
+	for time.Since(start) < d {
+		t0 := time.Now()
+		if err := enqueue(); err != nil {
+			return Result{}, err
+		}
+		select {
+		case <-acked:
+		case <-time.After(10 * time.Second):
+			return Result{}, fmt.Errorf("a message was not taken within 10s")
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		}
+		lat.Since(t0)
+		ops++
+	}
+	res := Result{Ops: ops, Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+	res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
+	return res, nil
+}

@@ -1,0 +1,70 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coord-go/coord/etcdtest"
+)
+
+// The server every Benchmark of a test binary shares: fsync on, as in
+// production, so coord and etcd are measured on the same disk in the same
+// run. A test binary is one process and one run; this is its fixture.
+var (
+	benchOnce sync.Once
+	benchSrv  *etcdtest.Server
+	benchErr  error
+)
+
+// duration is how long each side of each case runs under go test -bench:
+// COORD_BENCH_DURATION, or 2 s.
+func duration() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("COORD_BENCH_DURATION")); err == nil && d > 0 {
+		return d
+	}
+	return 2 * time.Second
+}
+
+// Benchmark runs cases as sub-benchmarks, coord's side and etcd's side by
+// side ("<case>/coord", "<case>/etcd"), each once for COORD_BENCH_DURATION
+// (default 2 s) on one fsynced embedded server shared by the whole test
+// binary. It reports ops/s, p50-ms, p99-ms, rpcs/op and bytes/op; ns/op
+// is the wall time of the whole run and means nothing here. The package
+// benchmarks of coord are thin wrappers over it, so `go test -bench` and
+// `coord bench` measure the same code.
+func Benchmark(b *testing.B, cases ...Case) {
+	benchOnce.Do(func() { benchSrv, benchErr = etcdtest.Start() })
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	for _, c := range cases {
+		for _, side := range []struct {
+			name string
+			r    runner
+		}{{"coord", c.coord}, {"etcd", c.etcd}} {
+			if side.r == nil {
+				continue
+			}
+			b.Run(c.Primitive+"/"+c.Name+"/"+side.name, func(b *testing.B) {
+				var res Result
+				for b.Loop() {
+					env := &Env{endpoints: benchSrv.Endpoints(), root: "coord-bench/go-test/"}
+					var err error
+					res, err = side.r(context.Background(), env, duration())
+					env.close()
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(res.OpsPerSec(), "ops/s")
+				b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
+				b.ReportMetric(res.RPCsPerOp(), "rpcs/op")
+				b.ReportMetric(res.BytesPerOp(), "bytes/op")
+			})
+		}
+	}
+}
