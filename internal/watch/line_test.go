@@ -3,7 +3,6 @@ package watch
 import (
 	"math/rand/v2"
 	"testing"
-
 )
 
 // TestLineAgreesWithASlowCount checks First and Ahead against a plain
