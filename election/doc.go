@@ -1,12 +1,14 @@
 // Package election elects one leader among candidates for a name, on
 // etcd, with leadership you can trust: a candidate is told it leads only
-// after a read has shown its key alive and first while its session lived,
-// and it is told the moment it stops leading.
+// after its key was seen alive and first while its session lived, and it
+// is told the moment it stops leading.
 //
 // Candidates queue in the order they campaign (by the create revision of
-// their keys); each waits on its immediate predecessor alone, so a
-// resignation wakes exactly one candidate. Run wraps it all in the loop a
-// service embeds: campaign, work while leading, campaign again.
+// their keys). A waiting candidate waits on its process's one mirror of
+// the candidates, so a resignation hands the leadership over with the
+// leader's delete and one watch event, and wakes only the next candidate.
+// Run wraps it all in the loop a service embeds: campaign, work while
+// leading, campaign again.
 //
 // # Safety
 //
@@ -21,8 +23,11 @@
 //
 // Campaign, Proclaim and Resign are fenced on the key's create revision,
 // so each is safe to retry, and a failed or cancelled Campaign deletes
-// its key. Observe never reports a leader that is not current: after a
-// compaction or reconnect it resumes its watch or re-reads.
+// its key. A clean Resign is never reported as a lost leadership. Observe
+// never reports a leader that is not current: after a compaction or
+// reconnect it reloads the candidates. A refused permission ends Run at
+// once with the error, and closes an Observe channel early (logged at
+// error level), instead of being retried silently.
 //
 // An Election is safe for concurrent use but runs one Campaign at a
 // time; use one Election per candidate.

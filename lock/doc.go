@@ -3,11 +3,13 @@
 // atomically) and Do, which runs a function while holding a lock.
 //
 // A lock is a key in a line of keys ordered by etcd create revision:
-// taking it puts the key and reads the line in one Txn, so an uncontended
-// Lock is one Txn and Unlock one DeleteRange. A waiter watches only the
-// key just ahead of it, through a watch that is synced from the start, so
-// each release wakes exactly one waiter and a handoff costs the release,
-// one watch event and one read.
+// taking it puts the key and reads the first two keys of the line (in key
+// order, which etcd answers without reading the rest) in one Txn, so an
+// uncontended Lock is one Txn and Unlock one DeleteRange. A waiter waits
+// on its process's one shared mirror of the line, where "am I first?" is
+// answered locally: a handoff costs the holder's delete and one watch
+// event, with no read, whatever the number of waiters. Every process with
+// waiters follows the line's events (two per handoff).
 //
 // # Safety
 //

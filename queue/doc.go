@@ -21,18 +21,21 @@
 //
 // # Cost
 //
-// Enqueue is one Put. Claim is one Txn when the consumer's previous Ack
-// already read the head of the queue (that Txn does), else one read and
-// one Txn; Ack is one Txn. A consumer waiting on an empty queue holds one
-// watch and re-reads the head only when a message is put or a claim is
-// released with its message left behind; other consumers' Acks do not
-// wake it. Every waiting consumer does wake for a new message, and all
-// but one find it taken.
+// Enqueue is one Txn (the message's small index entry and its payload).
+// A claim moves the message's index entry out of the ready range, so the
+// head of the queue is always claimable: Claim is one Txn when the
+// consumer's previous Ack already read the head (that Txn does), else one
+// read and one Txn, however many messages are in flight, and it never
+// reads a payload it does not return. Ack is one Txn; Nack moves only the
+// index entry. The consumers of a process that find the queue empty wait
+// on the process's one watch of the queue's index (payloads are never
+// watched); a new message wakes one of them, handing it the message, so
+// it claims without a read, and the others sleep on.
 //
 // etcd keeps deleted keys in its index until the history is compacted,
-// and every read of the head walks the acked messages in front of it. Run
-// etcd with auto-compaction (--auto-compaction-retention), as Kubernetes
-// does, or a busy queue slows down between compactions.
+// and reads of the head walk the acked entries in front of it. Run etcd
+// with auto-compaction (--auto-compaction-retention), as Kubernetes does,
+// or a busy queue slows down between compactions.
 //
 // # Safety
 //

@@ -4,11 +4,13 @@
 //
 // A request for n permits is granted only when it and every request made
 // before it fit in the capacity together, so a large request is never
-// starved by a stream of small ones. Acquiring free permits costs one Txn;
-// releasing costs one Delete. Waiters share one watch per Semaphore value,
-// opened by the first wait and kept for a while after the last, so a
-// contended Acquire usually costs its Txn too and nothing more; a waiter
-// does no RPC at all for the releases that do not let it proceed.
+// starved by a stream of small ones. Acquiring free permits costs one Txn
+// and releasing one Delete, however many requests are in the line. The
+// waiters of a process share one mirror of the semaphore (one watch, and
+// one read when the process opens it), which keeps the weight ahead of
+// every request in a tree, so a waiter does no RPC at all for the releases
+// that do not let it proceed, a release grants the waiters it lets in with
+// no read, and a waiter's memory does not grow with the line.
 //
 // The capacity is stored with the semaphore. The first user stores the
 // capacity it was made with; a user made with a different one gets
