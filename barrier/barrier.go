@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/internal/watch"
@@ -52,7 +53,8 @@ func (b *Barrier) Hold(ctx context.Context) error {
 }
 
 // HoldWith shuts the gate until Release is called or s ends, whichever is
-// first: the hold lives on s's lease. If several sessions hold the gate,
+// first: the hold lives on s's lease. A session of another root prefix
+// than the barrier's is refused (ErrInvalid). If several sessions hold the gate,
 // it opens when the last of them ends (or on Release); a Hold without a
 // session keeps it shut regardless. Holding again with the same session is
 // a no-op. A nil session is ErrInvalid; an ended one returns its error
@@ -63,6 +65,9 @@ func (b *Barrier) HoldWith(ctx context.Context, s *session.Session) error {
 	}
 	if err := alive(s); err != nil {
 		return fmt.Errorf("barrier %q: hold: %w", b.sp.Name(), err)
+	}
+	if root := s.Prefix(); !strings.HasPrefix(b.sp.Base(), root+keys.KindBarrier+"/") {
+		return fmt.Errorf("barrier %q: hold: %w: the barrier is under another root than the session (%q): set the same root on both", b.sp.Name(), ErrInvalid, root)
 	}
 	key := b.sp.Key("h", fmt.Sprintf("%016x", int64(s.Lease())))
 	if _, err := b.cli.Put(ctx, key, "", clientv3.WithLease(s.Lease())); err != nil {

@@ -1,6 +1,7 @@
 package barrier_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -92,6 +93,20 @@ func TestEnterWhoseAnswerIsLostLeavesNoGhost(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := within(t, left, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A barrier and a session of different roots refuse each other.
+func TestHoldWithRefusesASessionOfAnotherRoot(t *testing.T) {
+	t.Parallel()
+	s := newSession(t, session.WithPrefix("app/"))
+	b := barrier.New(srv.Client(), fresh(t))
+	if err := b.HoldWith(ctxT(t, 5*time.Second), s); !errors.Is(err, barrier.ErrInvalid) {
+		t.Fatalf("HoldWith of another root: %v, want ErrInvalid", err)
+	}
+	b = barrier.New(srv.Client(), fresh(t), barrier.WithPrefix("app/"))
+	if err := b.HoldWith(ctxT(t, 5*time.Second), s); err != nil {
 		t.Fatal(err)
 	}
 }

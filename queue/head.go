@@ -135,11 +135,11 @@ func (q *Queue) contended(lost bool) {
 const cacheViews = 8
 
 // keep stores a view read by an Ack's Txn, so that the next Claim on this
-// Queue needs no read of its own: claim + ack is then two Txns.
+// Queue needs no read of its own: claim + ack is then two Txns. An empty
+// view is kept too: it is a linearizable read (a Txn's), and a consumer
+// that idles on it learns from the process's dispatcher of anything freed
+// after it.
 func (q *Queue) keep(v *view) {
-	if len(v.cands) == 0 {
-		return // an empty head must be re-read, linearizably, before waiting
-	}
 	q.mu.Lock()
 	if len(q.views) == cacheViews {
 		q.views = q.views[1:]

@@ -33,7 +33,9 @@ type dispatcher struct {
 	idleT    *time.Timer
 	running  bool
 	stop     context.CancelFunc
+	runCtx   context.Context
 	synced   chan struct{} // closed once the feed is synced
+	swept    bool          // the sweep for unwatched dead claims ran since the feed started
 	since    int64         // every event above since has been seen
 	lastFree int64         // the last event that may have freed a message
 	nextDue  int64         // unix ns of the earliest delayed message known
@@ -70,7 +72,7 @@ func (d *dispatcher) use() {
 	}
 	if !d.running {
 		ctx, cancel := context.WithCancel(context.Background())
-		d.running, d.stop, d.synced, d.since = true, cancel, make(chan struct{}), 0
+		d.running, d.stop, d.runCtx, d.synced, d.since, d.swept = true, cancel, ctx, make(chan struct{}), 0, false
 		f := d.hub.Feed(d.q.sp.Base(), d.q.indexEnd())
 		go d.run(ctx, f, f.Subscribe(0))
 	}
@@ -122,6 +124,7 @@ func (d *dispatcher) run(ctx context.Context, f *watch.Feed, sub *watch.Sub) {
 			d.mu.Lock()
 			d.since = sub.Since()
 			d.lastFree = d.since
+			d.swept = false // claims may have died while nobody watched
 			select {
 			case <-d.synced:
 			default:
@@ -129,7 +132,6 @@ func (d *dispatcher) run(ctx context.Context, f *watch.Feed, sub *watch.Sub) {
 			}
 			d.wakeAll(wake{}) // they may have missed something: read again
 			d.mu.Unlock()
-			go d.sweep(ctx)
 		case len(evs) > 0:
 			d.events(ctx, evs)
 		}
@@ -263,6 +265,14 @@ func (d *dispatcher) idle(ctx context.Context, l *lease.Session, v *view) (*view
 	}
 	if v.nextDue != 0 {
 		d.due(v.nextDue)
+	}
+	if !d.swept {
+		// The first consumer to find nothing to claim since the feed
+		// started looks for claims that died while no process followed
+		// the queue. Busy consumers never pay for it: a process that
+		// follows the queue repairs dead claims as it sees them go.
+		d.swept = true
+		go d.sweep(d.runCtx)
 	}
 	w := &idler{ch: make(chan wake, 1)}
 	d.waiters = append(d.waiters, w)

@@ -79,18 +79,24 @@ func (s *Semaphore) acquire(ctx context.Context, n int64, try bool) (*Permit, er
 // request fits by that read; false means "not known from the read".
 func (s *Semaphore) enqueue(ctx context.Context, h *hold.Hold, n int64) (bool, error) {
 	pfx := s.linePfx()
-	line := clientv3.OpGet(pfx, clientv3.WithRange(keys.RangeEnd(pfx)), clientv3.WithLimit(window))
+	// When the process already follows the semaphore, its mirror answers
+	// without a read; otherwise the Txn reads the first few requests,
+	// which decide for a short line.
+	var reads []clientv3.Op
+	if !s.hub.Warm(s.sp.Base()) {
+		reads = []clientv3.Op{clientv3.OpGet(pfx, clientv3.WithRange(keys.RangeEnd(pfx)), clientv3.WithLimit(window))}
+	}
 	first := false // no capacity key yet: the first user stores it
 	for range maxRetries {
 		stored, c := s.belief()
 		spec := hold.Spec{
 			If:   []clientv3.Cmp{clientv3.Compare(clientv3.Value(s.capKey()), "=", stored)},
-			Then: []clientv3.Op{line},
+			Then: reads,
 			Else: []clientv3.Op{clientv3.OpGet(s.capKey())},
 		}
 		if first {
 			spec.If = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.capKey()), "=", 0)}
-			spec.Then = []clientv3.Op{clientv3.OpPut(s.capKey(), strconv.FormatInt(s.ctor, 10)), line}
+			spec.Then = append([]clientv3.Op{clientv3.OpPut(s.capKey(), strconv.FormatInt(s.ctor, 10))}, reads...)
 			c = s.ctor
 		}
 		created, err := h.Create(ctx, spec)
@@ -98,8 +104,8 @@ func (s *Semaphore) enqueue(ctx context.Context, h *hold.Hold, n int64) (bool, e
 			return false, err
 		}
 		switch {
-		case created.Existed:
-			return false, nil // an earlier attempt queued it: judge from the mirror
+		case created.Existed || (!created.Failed() && len(reads) == 0):
+			return false, nil // judge from the mirror
 		case !created.Failed():
 			r := created.Then[len(created.Then)-1].GetResponseRange()
 			if r.More {

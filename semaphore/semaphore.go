@@ -50,9 +50,10 @@ const (
 	// changed under them.
 	maxRetries = 16
 	// window is how many requests of the line an Acquire's Txn reads (in
-	// key order, so etcd honours the limit): a line no longer than that is
-	// judged from the Txn itself; a longer one from the process's mirror.
-	window = 32
+	// key order, so etcd honours the limit) when the process does not
+	// follow the semaphore already: a line no longer than that is judged
+	// from the Txn itself, a longer one from the process's mirror.
+	window = 16
 )
 
 // Semaphore is a weighted, FIFO semaphore named name, shared by every

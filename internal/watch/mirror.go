@@ -92,6 +92,21 @@ func (h *Hub) Mirror(base string) *Mirror {
 	return m
 }
 
+// Warm reports whether the hub has a loaded mirror of base right now (one
+// some waiter or holder of the process keeps open), without starting one:
+// a primitive can then skip reading what the mirror already knows.
+func (h *Hub) Warm(base string) bool {
+	h.mu.Lock()
+	m, ok := h.mirrors[span{base, keys.RangeEnd(base)}]
+	h.mu.Unlock()
+	if !ok {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running && m.loaded && m.err == nil
+}
+
 // Release gives back a reference.
 func (m *Mirror) Release() {
 	m.mu.Lock()
