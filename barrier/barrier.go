@@ -76,7 +76,7 @@ func (b *Barrier) HoldWith(ctx context.Context, s *session.Session) error {
 		}
 		return fmt.Errorf("barrier %q: hold: %w", b.sp.Name(), err)
 	}
-	s.Logger().Debug("coord barrier held", "barrier", b.sp.Name(), "lease", fmt.Sprintf("%x", int64(s.Lease())))
+	s.Logger().Debug("coord barrier held", "kind", keys.KindBarrier, "name", b.sp.Name(), "lease", fmt.Sprintf("%016x", int64(s.Lease())))
 	return nil
 }
 

@@ -43,7 +43,8 @@ func newSession(t testing.TB, cli *clientv3.Client, root string, opts ...session
 	return s
 }
 
-// candidates returns the candidate keys under root, oldest first.
+// candidates returns the candidate keys under root, oldest first (not
+// the leader key, nor the rule).
 func candidates(t testing.TB, root string) []*mvccpb.KeyValue {
 	t.Helper()
 	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), root+"election/", clientv3.WithPrefix(),
@@ -51,7 +52,26 @@ func candidates(t testing.TB, root string) []*mvccpb.KeyValue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.Kvs
+	var out []*mvccpb.KeyValue
+	for _, kv := range resp.Kvs {
+		if strings.Contains(string(kv.Key), "/c/") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// leaderKV returns the leader key of the election name under root, or nil.
+func leaderKV(t testing.TB, root, name string) *mvccpb.KeyValue {
+	t.Helper()
+	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), root+"election/"+name+"/leader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	return resp.Kvs[0]
 }
 
 func countCandidates(t testing.TB, root string) int {

@@ -12,18 +12,169 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// Observer follows an election without taking part: no session, no
+// lease, nothing written (but for RequestTransfer and SetRule), so it
+// works for a user who may only read coord's root, and for dashboards and
+// tools like `coord leader`. It is safe for concurrent use.
+type Observer struct {
+	cli    *clientv3.Client
+	hub    *watch.Hub
+	sp     keys.Space
+	logger *slog.Logger
+	err    error
+}
+
+// NewObserver returns an Observer of the election called name through
+// cli, under the root prefix of WithPrefix (default "coord/"). Of the
+// options, WithPrefix and WithLogger apply. A nil client or a bad name or
+// root is reported, wrapping ErrInvalid, by every method.
+func NewObserver(cli *clientv3.Client, name string, opts ...Option) *Observer {
+	o := options{root: keys.DefaultRoot, logger: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ob := &Observer{cli: cli, logger: o.logger}
+	if cli == nil {
+		ob.err = fmt.Errorf("%w: nil etcd client", ErrInvalid)
+		return ob
+	}
+	root, err := keys.NormalizeRoot(o.root)
+	if err == nil {
+		ob.sp, err = keys.New(root, kind, name)
+	}
+	if err != nil {
+		ob.err = fmt.Errorf("%w: %w", ErrInvalid, err)
+		return ob
+	}
+	ob.hub = watch.For(cli)
+	return ob
+}
+
+// Leader returns the current leader, or ErrNoLeader. One read.
+func (o *Observer) Leader(ctx context.Context) (Leader, error) {
+	if o.err != nil {
+		return Leader{}, o.err
+	}
+	return readLeader(ctx, o.cli, o.sp)
+}
+
+// Candidates lists every candidate, in the order the election's rule
+// would elect them: the leader first, then the others, observers last.
+// One read.
+func (o *Observer) Candidates(ctx context.Context) ([]Candidate, error) {
+	if o.err != nil {
+		return nil, o.err
+	}
+	_, cs, err := readElection(ctx, o.cli, o.sp)
+	return cs, err
+}
+
+// Observe is Election.Observe, without a session.
+func (o *Observer) Observe(ctx context.Context) <-chan Leader {
+	ch := make(chan Leader)
+	if o.err != nil {
+		close(ch)
+		return ch
+	}
+	go observe(ctx, o.hub, o.sp, ch, o.logger)
+	return ch
+}
+
+// RequestTransfer asks the leader to hand the leadership to the candidate
+// to (an ID, or a unique Value): the leader's Asked closes, and Run stops
+// its work and transfers. It returns ErrNoLeader when no one leads and
+// ErrNoCandidate when to is not a candidate that could lead. A request
+// whose target leaves first is dropped, and the rule picks the next
+// leader as usual.
+func (o *Observer) RequestTransfer(ctx context.Context, to string) error {
+	if o.err != nil {
+		return o.err
+	}
+	return requestTransfer(ctx, o.cli, o.hub, o.sp, to)
+}
+
+// SetRule is Election.SetRule, without a session.
+func (o *Observer) SetRule(ctx context.Context, r Rule) error {
+	if o.err != nil {
+		return o.err
+	}
+	return setRule(ctx, o.cli, o.sp, r)
+}
+
+// Candidates lists every candidate of the election (see
+// Observer.Candidates).
+func (e *Election) Candidates(ctx context.Context) ([]Candidate, error) {
+	if e.err != nil {
+		return nil, e.err
+	}
+	_, cs, err := readElection(ctx, e.s.Client(), e.sp)
+	return cs, err
+}
+
+// RequestTransfer asks the leader to hand over to to (see
+// Observer.RequestTransfer).
+func (e *Election) RequestTransfer(ctx context.Context, to string) error {
+	if e.err != nil {
+		return e.err
+	}
+	return requestTransfer(ctx, e.s.Client(), e.hub, e.sp, to)
+}
+
+func requestTransfer(ctx context.Context, cli *clientv3.Client, hub *watch.Hub, sp keys.Space, to string) error {
+	m := hub.Mirror(sp.Base())
+	defer m.Release()
+	rev, err := cli.Get(ctx, sp.Single("leader"))
+	if err != nil {
+		return fmt.Errorf("election %q: %w", sp.Name(), etcderr.Explain(cli, err))
+	}
+	var target *watch.Entry
+	var leaderMod int64
+	var ferr error
+	if err := m.Sync(ctx, rev.Header.Revision); err != nil {
+		return fmt.Errorf("election %q: %w", sp.Name(), err)
+	}
+	err = m.Read(ctx, 0, func(v *watch.View) {
+		_, holder := leaderIn(v, sp)
+		if holder == nil {
+			ferr = fmt.Errorf("election %q: %w", sp.Name(), ErrNoLeader)
+			return
+		}
+		leaderMod = v.Get(sp.Single("leader")).ModRev
+		target, ferr = findCandidate(v, sp, to, holder.Key)
+	})
+	if err != nil {
+		return fmt.Errorf("election %q: %w", sp.Name(), err)
+	}
+	if ferr != nil {
+		return ferr
+	}
+	// Fenced on the leadership it was asked of: a request for a term that
+	// has ended is not made.
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(sp.Single("leader")), "=", leaderMod),
+			clientv3.Compare(clientv3.CreateRevision(target.Key), "=", target.CreateRev)).
+		Then(clientv3.OpPut(sp.Single("transfer"), target.Key)).Commit()
+	if err != nil {
+		return fmt.Errorf("election %q: request transfer: %w", sp.Name(), etcderr.Explain(cli, err))
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("election %q: %w: the leadership or %s changed meanwhile", sp.Name(), ErrNoCandidate, to)
+	}
+	return nil
+}
+
 // Observe returns a channel that receives the election's current leader
 // first, then every change in order: a new leader, a new value proclaimed
 // by the leader, and the zero Leader (Token 0) when no one leads. It
 // sends a state only when it differs from the one sent before.
 //
-// It follows the process's shared mirror of the election's candidates,
-// which keeps every candidate in memory and applies etcd's events one
-// revision at a time: so the sequence is exact while the watch lasts, and
-// after a compaction, a reconnect or a member failover the mirror reloads
-// and Observe goes on from the present, which may skip states it could
-// not see but never reports one that is not true. States are queued for
-// a slow receiver, never dropped.
+// It follows the process's shared mirror of the election, which keeps
+// its keys in memory and applies etcd's events one revision at a time:
+// so the sequence is exact while the watch lasts, and after a compaction,
+// a reconnect or a member failover the mirror reloads and Observe goes on
+// from the present, which may skip states it could not see but never
+// reports one that is not true. States are queued for a slow receiver,
+// never dropped.
 //
 // The channel closes when ctx ends, or earlier only when etcd refuses to
 // let the client read the election (a missing permission) or the client
@@ -40,43 +191,6 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	return ch
 }
 
-// leaderIn is the leader in a mirror of the election: the oldest
-// candidate.
-func leaderIn(v *watch.View) Leader {
-	if f := v.Line("c").First(); f != nil {
-		return leaderOf(f.Value, f.CreateRev)
-	}
-	return Leader{}
-}
-
-// leaderOf reads a candidate key's value: a coord record, or, for a key
-// not written by coord, the raw value.
-func leaderOf(val []byte, rev int64) Leader {
-	if rec, err := keys.DecodeRecord(val); err == nil {
-		return Leader{Value: rec.Value, Token: rev}
-	}
-	return Leader{Value: string(val), Token: rev}
-}
-
-// readLeader reads the candidates once and returns the oldest.
-func readLeader(ctx context.Context, cli *clientv3.Client, sp keys.Space) (Leader, error) {
-	c := sp.Part("c")
-	resp, err := cli.Get(ctx, c, clientv3.WithRange(keys.RangeEnd(c)))
-	if err != nil {
-		return Leader{}, fmt.Errorf("election %q: %w", sp.Name(), etcderr.Explain(cli, err))
-	}
-	var best Leader
-	for _, kv := range resp.Kvs {
-		if best.Token == 0 || kv.CreateRevision < best.Token {
-			best = leaderOf(kv.Value, kv.CreateRevision)
-		}
-	}
-	if best.Token == 0 {
-		return Leader{}, fmt.Errorf("election %q: %w", sp.Name(), ErrNoLeader)
-	}
-	return best, nil
-}
-
 // observe sends the leader of sp's mirror to out, every change, until ctx
 // ends or the mirror fails for good.
 func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Leader, logger *slog.Logger) {
@@ -90,7 +204,8 @@ func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Lead
 			q.fail(c.Err)
 			return
 		}
-		q.push(leaderIn(v))
+		l, _ := leaderIn(v, sp)
+		q.push(l)
 	})
 	defer stop()
 	for {

@@ -11,59 +11,11 @@ import (
 
 	"github.com/coord-go/coord/internal/etcderr"
 	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/lease"
 	"github.com/coord-go/coord/internal/watch"
-	"github.com/coord-go/coord/metrics"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// Option configures Run.
-type Option func(*runOptions)
-
-type runOptions struct {
-	session  []session.Option
-	root     string
-	logger   *slog.Logger
-	onLeader func(Leader)
-}
-
-// WithTTL sets the TTL of the sessions Run campaigns with (default
-// session.DefaultTTL): the longest a crashed leader can block its
-// successor. A TTL the server would not honour makes Run fail at once.
-func WithTTL(d time.Duration) Option {
-	return func(o *runOptions) { o.session = append(o.session, session.WithTTL(d)) }
-}
-
-// WithPrefix sets the root prefix of the election's keys (default
-// "coord/"), as session.WithPrefix does.
-func WithPrefix(root string) Option {
-	return func(o *runOptions) {
-		o.root = root
-		o.session = append(o.session, session.WithPrefix(root))
-	}
-}
-
-// WithLogger sets where Run, its sessions and its elections log.
-// Leadership gained and lost are logged at info and warn level.
-func WithLogger(l *slog.Logger) Option {
-	return func(o *runOptions) {
-		if l != nil {
-			o.logger = l
-			o.session = append(o.session, session.WithLogger(l))
-		}
-	}
-}
-
-// WithMetrics makes Run's sessions and elections report into m.
-func WithMetrics(m *metrics.Metrics) Option {
-	return func(o *runOptions) { o.session = append(o.session, session.WithMetrics(m)) }
-}
-
-// OnLeader makes Run call f with the election's leader as Observe sees
-// it: first the current one, then every change, including this replica's
-// own leadership and the zero Leader when no one leads. f runs on one
-// goroutine, in order; Run returns only after the last call has.
-func OnLeader(f func(Leader)) Option { return func(o *runOptions) { o.onLeader = f } }
 
 type termKey struct{}
 
@@ -90,22 +42,37 @@ func OwnerFrom(ctx context.Context) (clientv3.Cmp, bool) {
 const (
 	runRetryMin = 100 * time.Millisecond
 	runRetryMax = 5 * time.Second
+	// unreachableWarn is how long Run fails to reach etcd before it warns,
+	// and then how often it warns again while that lasts.
+	unreachableWarn = 10 * time.Second
 )
+
+// ErrSteppedAside is the context.Cause of fn's ctx when Run ends a term
+// because the leader was asked to step aside (a transfer request, or a
+// candidate of higher priority under a preempting rule): Run hands the
+// leadership over once fn has returned.
+var ErrSteppedAside = errors.New("election: stepping aside")
 
 // Run is the loop a service embeds to do work only while it leads.
 // It creates a session, campaigns for name with value, and calls fn with
-// a ctx that is cancelled the moment the leadership is lost (TokenFrom
-// gives fn its fencing token). When fn returns, Run resigns and closes
-// the session, so a successor leads within one round trip rather than a
-// TTL. After a loss, or when fn returns nil, it campaigns again with a
-// fresh session after a short backoff. fn is never called again before
-// its previous call has returned.
+// a ctx that is cancelled the moment the leadership is lost, or when the
+// leader is asked to step aside (ErrSteppedAside as its cause); TokenFrom
+// gives fn its fencing token. When fn returns, Run hands the leadership
+// over (to a requested target, or to the candidate the election's rule
+// picks next) and closes the session, so a successor leads within one
+// round trip rather than a TTL, and only after fn has returned: two
+// replicas' fn never run at once by a handover. After a loss, a handover,
+// or when fn returns nil, it campaigns again with a fresh session after a
+// short backoff. fn is never called again before its previous call has
+// returned.
 //
 // Run returns when ctx ends, with ctx.Err(), after resigning; when fn
-// returns an error of its own (not after a loss), with that error; or
-// at once for bad arguments, wrapping ErrInvalid.
+// returns an error of its own (not after a loss), with that error; at once
+// when etcd refuses the campaign (a permission, a login), with that error,
+// logged at error level; or at once for bad arguments, wrapping
+// ErrInvalid. While it cannot reach etcd it logs a warning every 10 s.
 func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(ctx context.Context) error, opts ...Option) error {
-	o := runOptions{root: keys.DefaultRoot, logger: slog.New(slog.DiscardHandler)}
+	o := options{root: keys.DefaultRoot, logger: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -123,6 +90,13 @@ func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	var co campaignOptions
+	for _, c := range o.campaign {
+		c(&co)
+	}
+	if err := validCampaign(co); err != nil {
+		return fmt.Errorf("election %q: %w", name, err)
+	}
 	if o.onLeader != nil {
 		var wg sync.WaitGroup
 		octx, cancel := context.WithCancel(ctx)
@@ -130,15 +104,14 @@ func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(
 		defer cancel()
 		ch := make(chan Leader)
 		go observe(octx, watch.For(cli), sp, ch, o.logger)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for l := range ch {
 				o.onLeader(l)
 			}
-		}()
+		})
 	}
 	delay := runRetryMin
+	var failingSince, warned time.Time
 	for {
 		led, err := runOnce(ctx, cli, name, value, fn, &o)
 		if ctx.Err() != nil {
@@ -155,7 +128,17 @@ func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(
 				o.logger.Error("coord election run: etcd refused the campaign", "kind", kind, "name", name, "error", err)
 				return err
 			}
-			o.logger.Debug("coord election run: retrying", "election", name, "error", err, "in", delay)
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if time.Since(failingSince) > unreachableWarn && time.Since(warned) > unreachableWarn {
+				warned = time.Now()
+				o.logger.Warn("coord election run: cannot campaign", "kind", kind, "name", name, "error", err,
+					"for", time.Since(failingSince).Round(time.Second))
+			}
+			o.logger.Debug("coord election run: retrying", "kind", kind, "name", name, "error", err, "in", delay)
+		} else {
+			failingSince = time.Time{}
 		}
 		if led {
 			delay = runRetryMin
@@ -180,9 +163,9 @@ type fatalError struct{ err error }
 
 func (f fatalError) Error() string { return f.err.Error() }
 
-// runOnce is one session's life: campaign, lead, resign. It reports
+// runOnce is one session's life: campaign, lead, hand over. It reports
 // whether it led.
-func runOnce(ctx context.Context, cli *clientv3.Client, name, value string, fn func(context.Context) error, o *runOptions) (bool, error) {
+func runOnce(ctx context.Context, cli *clientv3.Client, name, value string, fn func(context.Context) error, o *options) (bool, error) {
 	s, err := session.New(ctx, cli, o.session...)
 	if err != nil {
 		if errors.Is(err, session.ErrInvalid) {
@@ -191,46 +174,99 @@ func runOnce(ctx context.Context, cli *clientv3.Client, name, value string, fn f
 		return false, err
 	}
 	defer func() {
-		// Close revokes the lease, so whatever Resign missed goes now. A
-		// lost session is already revoking in the background, and its
-		// client may be cut off: don't hold up the next campaign for it.
+		// Close revokes the lease, so whatever the handover missed goes
+		// now. A lost session is already revoking in the background, and
+		// its client may be cut off: don't hold up the next campaign.
 		if s.Err() != nil {
 			go s.Close()
 			return
 		}
 		s.Close()
 	}()
-	e := New(s, name)
-	if err := e.Campaign(ctx, value); err != nil {
+	var eopts []Option
+	if o.rule != nil {
+		eopts = append(eopts, WithRule(*o.rule))
+	}
+	e := New(s, name, eopts...)
+	if err := e.Campaign(ctx, value, o.campaign...); err != nil {
 		return false, err
 	}
-	done := e.Done()
-	lctx, cancel := context.WithCancel(context.WithValue(ctx, termKey{}, termInfo{token: e.Token(), owner: e.IsOwner()}))
+	token := e.Token()
+	o.health.set(lease.Of(s))
+	if o.onStarted != nil {
+		o.onStarted(Leader{Value: value, Token: token})
+	}
+	done, asked := e.Done(), e.Asked()
+	lctx, cancel := context.WithCancelCause(context.WithValue(ctx, termKey{}, termInfo{token: token, owner: e.IsOwner()}))
+	stepping := false
+	var smu sync.Mutex
 	go func() {
 		select {
 		case <-done:
-			cancel()
+			cancel(e.notLeader())
+		case <-asked:
+			smu.Lock()
+			stepping = true
+			smu.Unlock()
+			cancel(ErrSteppedAside)
 		case <-lctx.Done():
 		}
 	}()
 	ferr := fn(lctx)
-	cancel()
+	cancel(nil)
+	o.health.set(nil)
+	if o.onStopped != nil {
+		o.onStopped()
+	}
 	lost := false
 	select {
 	case <-done:
 		lost = ctx.Err() == nil
 	default:
 	}
+	smu.Lock()
+	aside := stepping
+	smu.Unlock()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer rcancel()
-	if err := e.Resign(rctx); err != nil {
-		o.logger.Debug("coord election run: resign failed; closing the session instead", "election", name, "error", err)
+	if aside && !lost {
+		err = e.stepAside(rctx)
+	} else {
+		err = e.Resign(rctx)
+	}
+	if err != nil {
+		o.logger.Debug("coord election run: handover failed; closing the session instead", "kind", kind, "name", name, "error", err)
 	}
 	switch {
-	case ctx.Err() != nil || lost:
+	case ctx.Err() != nil || lost || aside:
 		return true, nil
 	case ferr != nil:
 		return true, fatalError{fmt.Errorf("election %q: %w", name, ferr)}
 	}
 	return true, nil
+}
+
+// stepAside hands the leadership to the requested target, when a transfer
+// request names one that can still lead, else to the rule's pick.
+func (e *Election) stepAside(ctx context.Context) error {
+	t := e.leading()
+	if t == nil {
+		return e.Resign(ctx)
+	}
+	m := e.hub.Mirror(e.sp.Base())
+	to := ""
+	m.Read(ctx, 0, func(v *watch.View) {
+		if req := v.Get(e.transferKey()); req != nil {
+			if c := v.Get(string(req.Value)); c != nil && !candidateOf(c, e.sp).Observer {
+				to = candidateOf(c, e.sp).ID
+			}
+		}
+	})
+	m.Release()
+	if to != "" {
+		if err := e.Transfer(ctx, to); err == nil || !errors.Is(err, ErrNoCandidate) {
+			return err
+		}
+	}
+	return e.Resign(ctx)
 }

@@ -77,12 +77,12 @@ func TestRunSurvivesLeaderSessionKills(t *testing.T) {
 	}
 	tok := f.next(t)
 	for kill := range 2 {
-		// Kill the leader's session: revoke the lease of the first key.
-		kvs := candidates(t, r)
-		if len(kvs) == 0 || kvs[0].CreateRevision != tok {
-			t.Fatalf("kill %d: leader key is not token %d: %v", kill, tok, kvs)
+		// Kill the leader's session: revoke the lease of the leader key.
+		l := leaderKV(t, r, "svc")
+		if l == nil || l.ModRevision != tok {
+			t.Fatalf("kill %d: leader key is not token %d: %v", kill, tok, l)
 		}
-		if _, err := srv.Client().Revoke(ctx, clientLease(kvs[0].Lease)); err != nil {
+		if _, err := srv.Client().Revoke(ctx, clientLease(l.Lease)); err != nil {
 			t.Fatal(err)
 		}
 		next := f.next(t)

@@ -127,7 +127,7 @@ func (s *Semaphore) SetCapacity(ctx context.Context, n int64) error {
 		}
 		if resp.Succeeded {
 			s.adopt([]byte(next.String()))
-			s.s.Logger().Info("coord semaphore capacity set", "name", s.name, "capacity", n, "was", st.Capacity)
+			s.s.Logger().Info("coord semaphore capacity set", "kind", kind, "name", s.name, "capacity", n, "was", st.Capacity)
 			return nil
 		}
 	}

@@ -89,3 +89,10 @@ func Explain(cli *clientv3.Client, err error) error {
 	}
 	return err
 }
+
+// LeaseNotFound reports whether err says a lease named in the request is
+// gone (revoked or expired).
+func LeaseNotFound(err error) bool {
+	return errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) ||
+		err != nil && strings.Contains(err.Error(), rpctypes.ErrorDesc(rpctypes.ErrGRPCLeaseNotFound))
+}

@@ -189,6 +189,40 @@ func (h *Hold) lossErr(cause error) error {
 // keys' watch, which sees the delete, never reports the owner's own
 // release as a loss. It returns then's responses.
 func (h *Hold) Release(ctx context.Context, then ...clientv3.Op) ([]*pb.ResponseOp, error) {
+	return h.release(ctx, nil, then)
+}
+
+// ErrCond is returned by ReleaseIf when the primitive's own compares
+// failed while the keys were still the hold's: the keys were let go all
+// the same, without the primitive's ops.
+var ErrCond = errors.New("hold: release condition failed")
+
+// ReleaseIf is Release with the primitive's own compares: one Txn
+//
+//	If(keys created at rev, cmps...) Then(delete keys, then...)
+//
+// When cmps fail (the keys still the hold's), it returns ErrCond; with
+// keep the hold stays held (the caller may try otherwise), without it the
+// keys are let go all the same with a plain Release, so a hold is never
+// kept because a condition of the primitive's changed.
+func (h *Hold) ReleaseIf(ctx context.Context, keep bool, cmps []clientv3.Cmp, then ...clientv3.Op) ([]*pb.ResponseOp, error) {
+	rs, err := h.release(ctx, cmps, then)
+	if !errors.Is(err, ErrCond) {
+		return rs, err
+	}
+	h.mu.Lock()
+	h.st, h.retried = held, false
+	h.mu.Unlock()
+	if keep {
+		return nil, ErrCond
+	}
+	if _, err := h.release(ctx, nil, nil); err != nil {
+		return nil, err
+	}
+	return nil, ErrCond
+}
+
+func (h *Hold) release(ctx context.Context, cmps []clientv3.Cmp, then []clientv3.Op) ([]*pb.ResponseOp, error) {
 	h.mu.Lock()
 	switch h.st {
 	case lost:
@@ -216,7 +250,7 @@ func (h *Hold) Release(ctx context.Context, then ...clientv3.Op) ([]*pb.Response
 	n := len(ops)
 	var resp *clientv3.TxnResponse
 	var err error
-	if n == 1 && len(then) == 0 {
+	if n == 1 && len(then) == 0 && len(cmps) == 0 {
 		// The common case, one key: a plain delete (the uncontended lock
 		// is one Txn and one DeleteRange, as etcd's own).
 		var d *clientv3.DeleteResponse
@@ -226,10 +260,19 @@ func (h *Hold) Release(ctx context.Context, then ...clientv3.Op) ([]*pb.Response
 		}
 	} else {
 		txn := h.s.Client().Txn(ctx)
-		if len(then) > 0 {
-			txn = txn.If(h.IsOwner()...)
+		if len(then) > 0 || len(cmps) > 0 {
+			txn = txn.If(append(h.IsOwner(), cmps...)...)
 		}
-		resp, err = txn.Then(append(ops, then...)...).Commit()
+		var els []clientv3.Op
+		if len(cmps) > 0 {
+			els = []clientv3.Op{clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())}
+		}
+		resp, err = txn.Then(append(ops, then...)...).Else(els...).Commit()
+		if err == nil && !resp.Succeeded && len(cmps) > 0 {
+			if own := resp.Responses[0].GetResponseRange().Kvs; len(own) > 0 && own[0].CreateRevision == h.Rev() {
+				return nil, ErrCond
+			}
+		}
 	}
 	if err != nil {
 		// Still held as far as we know: the caller may retry.

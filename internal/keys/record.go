@@ -30,6 +30,9 @@ type Record struct {
 	Prio int `json:"prio,omitempty"`
 	// Meta is small metadata a candidate or member publishes.
 	Meta map[string]string `json:"meta,omitempty"`
+	// Observer marks an election candidate that follows and is listed but
+	// never leads.
+	Observer bool `json:"observer,omitempty"`
 }
 
 // Encode returns the record as stored.

@@ -183,6 +183,12 @@ func (s *Session) Deadline() time.Time {
 	return s.deadline
 }
 
+// Renewed returns the send time of the last acknowledged renewal (or of
+// the grant): the deadline less the TTL and the margin.
+func (s *Session) Renewed() time.Time {
+	return s.Deadline().Add(-(s.ttl - s.margin))
+}
+
 // end records why the session ended, once, and closes Done.
 func (s *Session) end(err error) bool {
 	s.mu.Lock()

@@ -181,6 +181,12 @@ func (f *Feed) run(ctx context.Context) {
 			if werr = resp.Err(); werr != nil || resp.Canceled {
 				break
 			}
+			if resp.IsProgressNotify() {
+				// Every event of the range up to this revision was sent:
+				// direct subscribers may count themselves current to it.
+				f.progress(resp.Header.Revision)
+				continue
+			}
 			if len(resp.Events) == 0 {
 				continue
 			}
@@ -190,7 +196,7 @@ func (f *Feed) run(ctx context.Context) {
 				break
 			}
 			f.record(resp.Events)
-			var direct []func([]*clientv3.Event)
+			var direct []func([]*clientv3.Event, int64)
 			for s := range f.subs {
 				switch {
 				case s.resync || s.err != nil:
@@ -205,7 +211,7 @@ func (f *Feed) run(ctx context.Context) {
 			// Direct subscribers (mirrors) apply events on this goroutine,
 			// in order, without a hop through their own.
 			for _, fn := range direct {
-				fn(resp.Events)
+				fn(resp.Events, 0)
 			}
 		}
 		wcancel()
@@ -269,8 +275,10 @@ type Sub struct {
 	err    error // the feed ended for good
 	since  int64 // every event above since is delivered (once not resync)
 	// direct, when set, receives events at once on the feed's goroutine,
-	// instead of through Take; resyncs and errors still come through Take.
-	direct func([]*clientv3.Event)
+	// instead of through Take, and progress notifications (no events, the
+	// revision up to which everything was sent); resyncs and errors still
+	// come through Take.
+	direct func(evs []*clientv3.Event, progress int64)
 }
 
 // Subscribe adds a subscriber that knows the watched state as of revision
@@ -282,9 +290,32 @@ func (f *Feed) Subscribe(since int64) *Sub { return f.subscribe(since, nil) }
 // subscribeDirect is Subscribe for a subscriber that takes events on the
 // feed's own goroutine (fn must not block for long, nor call back into
 // the feed); it starts needing a re-read.
-func (f *Feed) subscribeDirect(fn func([]*clientv3.Event)) *Sub { return f.subscribe(0, fn) }
+func (f *Feed) subscribeDirect(fn func([]*clientv3.Event, int64)) *Sub { return f.subscribe(0, fn) }
 
-func (f *Feed) subscribe(since int64, direct func([]*clientv3.Event)) *Sub {
+// progress tells the direct subscribers that every event up to rev was
+// delivered.
+func (f *Feed) progress(rev int64) {
+	f.mu.Lock()
+	var direct []func([]*clientv3.Event, int64)
+	for s := range f.subs {
+		if s.direct != nil && !s.resync && s.err == nil {
+			direct = append(direct, s.direct)
+		}
+	}
+	f.mu.Unlock()
+	for _, fn := range direct {
+		fn(nil, rev)
+	}
+}
+
+// RequestProgress asks etcd to tell the process's watches (this feed's
+// among them) how far they are current, so a mirror can count itself
+// current to a revision at which nothing in its range changed.
+func (f *Feed) RequestProgress(ctx context.Context) error {
+	return f.hub.cli.RequestProgress(clientv3.WithRequireLeader(ctx))
+}
+
+func (f *Feed) subscribe(since int64, direct func([]*clientv3.Event, int64)) *Sub {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := &Sub{f: f, c: make(chan struct{}, 1), direct: direct}

@@ -20,6 +20,8 @@ type Entry struct {
 	weight int64 // the record's semaphore weight, 1 when it has none
 	idx    int   // position in its line
 	gone   bool
+	rec    *keys.Record // decoded on first use
+	recErr error
 }
 
 // weightOf reads a value's semaphore weight without decoding records that
@@ -33,9 +35,16 @@ func weightOf(v []byte) int64 {
 	return rec.Weight()
 }
 
-// Record decodes the entry's value; a value that is not a coord record
-// gives the zero Record and an error.
-func (e *Entry) Record() (keys.Record, error) { return keys.DecodeRecord(e.Value) }
+// Record decodes the entry's value, once; a value that is not a coord
+// record gives the zero Record and an error. Call it only under the
+// mirror's lock (in a Listener or Read), as every Entry use.
+func (e *Entry) Record() (keys.Record, error) {
+	if e.rec == nil {
+		r, err := keys.DecodeRecord(e.Value)
+		e.rec, e.recErr = &r, err
+	}
+	return *e.rec, e.recErr
+}
 
 // Weight is the entry's semaphore weight (1 when its record has none).
 func (e *Entry) Weight() int64 { return e.weight }

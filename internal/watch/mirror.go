@@ -47,6 +47,7 @@ type Mirror struct {
 	changed  chan struct{} // closed and replaced after every change
 	lis      map[*listener]struct{}
 	attached map[string]*Waitlist
+	shared   map[string]any
 	pending  []*clientv3.Event // events that arrived while a load was under way
 }
 
@@ -185,7 +186,7 @@ func (m *Mirror) run(ctx context.Context, sub *Sub) {
 				}
 				continue
 			case len(evs) > 0:
-				m.apply(evs) // never: a direct subscriber gets them at once
+				m.apply(evs, 0) // never: a direct subscriber gets them at once
 				continue
 			}
 			break
@@ -261,9 +262,19 @@ func (m *Mirror) load(ctx context.Context) error {
 // apply folds events into the state, one revision at a time, and tells
 // the listeners after each revision: a listener sees the state exactly as
 // it was at that revision (the revision a grant is judged at).
-func (m *Mirror) apply(evs []*clientv3.Event) {
+func (m *Mirror) apply(evs []*clientv3.Event, progress int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if progress > 0 {
+		// Nothing in the range changed up to progress (a load under way
+		// reads at a revision of its own and ignores this).
+		if m.loaded && progress > m.rev {
+			m.rev = progress
+			close(m.changed)
+			m.changed = make(chan struct{})
+		}
+		return
+	}
 	if !m.loaded {
 		// A load is under way: it covers what it reads, and the rest is
 		// applied after it.
@@ -308,7 +319,7 @@ func (m *Mirror) put(kv *mvccpb.KeyValue) {
 	w := weightOf(kv.Value)
 	if e, ok := m.ents[key]; ok && e.CreateRev == kv.CreateRevision {
 		old := e.weight
-		e.ModRev, e.Version, e.Lease, e.Value, e.weight = kv.ModRevision, kv.Version, kv.Lease, kv.Value, w
+		e.ModRev, e.Version, e.Lease, e.Value, e.weight, e.rec = kv.ModRevision, kv.Version, kv.Lease, kv.Value, w, nil
 		if l := m.lines[e.Part]; l != nil && !e.gone {
 			l.update(e, old)
 		}
@@ -392,6 +403,76 @@ func (m *Mirror) Read(ctx context.Context, rev int64, fn func(v *View)) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// Shared returns the mirror's value called name, made on first use by mk
+// together with a Listener that keeps it current: per-mirror state of a
+// primitive (its waiters), read and changed only under the mirror's lock,
+// through Locked or in the listener.
+func (m *Mirror) Shared(name string, mk func() (any, Listener)) any {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shared == nil {
+		m.shared = map[string]any{}
+	}
+	if v, ok := m.shared[name]; ok {
+		return v
+	}
+	v, l := mk()
+	m.shared[name] = v
+	m.lis[&listener{fn: l}] = struct{}{}
+	return v
+}
+
+// Locked calls fn with the mirror locked, loaded or not (v.Rev is 0 until
+// the first load), and returns the mirror's error if it ended.
+func (m *Mirror) Locked(fn func(v *View, loaded bool)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	fn(&View{m: m}, m.loaded)
+	return nil
+}
+
+// Sync waits until the mirror is current at revision rev or later, even
+// when nothing in its range changed since (it asks etcd for a progress
+// notification then): a primitive about to act on the mirror for a
+// decision that must not miss a recent change syncs it first to a
+// revision it read.
+func (m *Mirror) Sync(ctx context.Context, rev int64) error {
+	asked := false
+	for {
+		m.mu.Lock()
+		if m.err != nil {
+			err := m.err
+			m.mu.Unlock()
+			return err
+		}
+		if m.loaded && m.rev >= rev {
+			m.mu.Unlock()
+			return nil
+		}
+		ch, loaded := m.changed, m.loaded
+		m.mu.Unlock()
+		if loaded && !asked {
+			asked = true
+			if err := m.feed.RequestProgress(ctx); err != nil {
+				return err
+			}
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ch:
+		case <-t.C:
+			asked = false // ask again: a progress request can race a reconnect
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
 	}
 }
 
