@@ -121,7 +121,7 @@ func (e *Election) campaign(ctx context.Context, rec keys.Record) (*term, error)
 		created, err = h.Create(ctx, hold.Spec{})
 	}
 	if err != nil {
-		h.Abandon(ctx)
+		e.abandon(ctx, h)
 		return nil, err
 	}
 	token := int64(0)
@@ -130,15 +130,24 @@ func (e *Election) campaign(ctx context.Context, rec keys.Record) (*term, error)
 	}
 	if token == 0 {
 		if token, err = e.wait(ctx, h); err != nil {
-			h.Abandon(ctx)
+			e.abandon(ctx, h)
 			return nil, err
 		}
 	}
 	if err := h.Grant(); err != nil {
-		h.Abandon(ctx)
+		e.abandon(ctx, h)
 		return nil, err
 	}
 	return e.lead(h, token), nil
+}
+
+// abandon gives up a candidacy that never led as far as its caller
+// knows: its key goes, and so does a leader key naming it (a vacant
+// leadership it took, or a handover to it, whose answer came too late),
+// so no leadership is left naming a candidate that is gone.
+func (e *Election) abandon(ctx context.Context, h *hold.Hold) {
+	h.AbandonIf(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Value(e.leaderKey()), "=", h.Key())},
+		clientv3.OpDelete(e.leaderKey()))
 }
 
 // leaderSeen reports whether the process's mirror of the election, if it

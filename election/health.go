@@ -23,7 +23,8 @@ type Health struct {
 }
 
 // NewHealth returns a Health that calls a leader unhealthy once its
-// session has not renewed for threshold.
+// session's renewals (due every quarter of its TTL) have failed for
+// longer than threshold.
 func NewHealth(threshold time.Duration) *Health { return &Health{threshold: threshold} }
 
 func (h *Health) set(s *lease.Session) {
@@ -46,8 +47,10 @@ func (h *Health) Check() error {
 	if err := s.Err(); err != nil {
 		return fmt.Errorf("election: leading on a session that ended: %w", err)
 	}
-	if since := time.Since(s.Renewed()); since > h.threshold {
-		return fmt.Errorf("election: leading, but the session has not renewed for %v (threshold %v)", since.Round(time.Millisecond), h.threshold)
+	// Renewals are due every quarter TTL: what counts is how long the
+	// renewal due has been failing.
+	if overdue := time.Since(s.Renewed()) - s.TTL()/4; overdue > h.threshold {
+		return fmt.Errorf("election: leading, but the session's renewals have failed for %v (threshold %v)", overdue.Round(time.Millisecond), h.threshold)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/coord-go/coord/session"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 type syncBuf struct {
@@ -130,5 +131,62 @@ func TestRunStopsOnRefusedPermission(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Observe without read permission did not close within 5s")
+	}
+}
+
+// A candidate that gives up just as the leadership is handed to it
+// leaves no leader key behind on its lease: the handover's leader key
+// names a candidacy that is gone, and must go with it (it used to stay
+// until the session ended, a stray key on a live lease).
+func TestAbandonedCandidateTakesItsHandoverBack(t *testing.T) {
+	t.Parallel()
+	r := root(t)
+	ctx := ctxT(t, 90*time.Second)
+	ls := newSession(t, srv.Client(), r)
+	ws := newSession(t, srv.Client(), r)
+	raced := 0
+	for i := 0; i < 300 && raced < 3; i++ {
+		leader := election.New(ls, "late")
+		if err := leader.Campaign(ctx, "leader"); err != nil {
+			t.Fatal(err)
+		}
+		w := election.New(ws, "late")
+		wctx, cancel := context.WithCancel(ctx)
+		res := campaignAsync(wctx, w, "waiter")
+		eventually(t, 5*time.Second, "waiter queued", func() bool { return countCandidates(t, r) == 2 })
+		// Give up and be handed the leadership at once: whichever etcd
+		// applies first, nothing of the waiter's may stay behind.
+		cancel()
+		terr := leader.Transfer(ctx, "waiter")
+		werr := <-res
+		switch {
+		case werr == nil:
+			if err := w.Resign(ctx); err != nil {
+				t.Fatal(err)
+			}
+		case terr == nil:
+			raced++
+		}
+		if terr != nil {
+			if err := leader.Resign(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 5*time.Second, "nothing left on the waiter's lease", func() bool {
+			resp, err := srv.Client().Get(ctx, r+"election/", clientv3.WithPrefix())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, kv := range resp.Kvs {
+				if clientv3.LeaseID(kv.Lease) == ws.Lease() {
+					t.Logf("round %d (campaign %v, transfer %v): %s on the waiter's lease", i, werr, terr, kv.Key)
+					return false
+				}
+			}
+			return true
+		})
+	}
+	if raced == 0 {
+		t.Fatal("no handover landed on a candidate that had given up: the test proved nothing")
 	}
 }

@@ -342,6 +342,19 @@ func (h *Hold) finish(to state) {
 // can or the session ends (when the lease takes the key anyway). So a
 // failed waiter never blocks a line for longer than etcd is unavailable.
 func (h *Hold) Abandon(ctx context.Context, undo ...clientv3.Op) {
+	h.abandon(ctx, nil, undo)
+}
+
+// AbandonIf is Abandon whose undo ops depend on the primitive's own
+// compares rather than on the hold's key existing: the keys are deleted
+// either way, undo's ops only when cmps hold. (An election uses it to
+// take back a leader key naming the abandoned candidate, whoever wrote
+// it.)
+func (h *Hold) AbandonIf(ctx context.Context, cmps []clientv3.Cmp, undo ...clientv3.Op) {
+	h.abandon(ctx, cmps, undo)
+}
+
+func (h *Hold) abandon(ctx context.Context, cmps []clientv3.Cmp, undo []clientv3.Op) {
 	h.mu.Lock()
 	if h.st == released || h.st == abandoned {
 		h.mu.Unlock()
@@ -372,10 +385,17 @@ func (h *Hold) Abandon(ctx context.Context, undo ...clientv3.Op) {
 			dels[i] = clientv3.OpDelete(k)
 		}
 		// The keys were created together, so the first says for all.
+		cond := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(h.keys[0]), ">", 0)}
+		var els []clientv3.Op
+		if cmps != nil {
+			cond, els = cmps, append(dels[:len(dels):len(dels)], bump...)
+		} else {
+			els = bump
+		}
 		resp, err := h.s.Client().Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(h.keys[0]), ">", 0)).
-			Then(append(append(dels, undo...), bump...)...).
-			Else(bump...).
+			If(cond...).
+			Then(append(append(dels[:len(dels):len(dels)], undo...), bump...)...).
+			Else(els...).
 			Commit()
 		if err == nil && ambiguous {
 			h.s.Bumped(resp.Header.Revision)

@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -206,8 +207,11 @@ func holdSpecs(root string) []holdSpec {
 			make: func(s *session.Session) holder { return &rwHolder{m: lock.NewRWMutex(s, "table")} }},
 		{kind: "rwlock-r", name: "table", space: sp(keys.KindRWLock, "table"), blockers: []string{"w"},
 			make: func(s *session.Session) holder { return &rwHolder{m: lock.NewRWMutex(s, "table"), read: true} }},
-		{kind: "elect", name: "leader", space: sp(keys.KindElection, "leader"), blockers: []string{"c"}, exclusive: true,
-			make: func(s *session.Session) holder { return &electHolder{e: election.New(s, "leader")} }},
+		{kind: "elect", name: "leader", space: sp(keys.KindElection, "leader"), exclusive: true,
+			leaderKey: sp(keys.KindElection, "leader").Single("leader"),
+			make: func(s *session.Session) holder {
+				return &electHolder{e: election.New(s, "leader", election.WithRule(election.Rule{Priority: true, Preempt: true}))}
+			}},
 		{kind: "sem", name: "pool", space: sp(keys.KindSemaphore, "pool"), blockers: []string{"q"}, capacity: 3,
 			make: func(s *session.Session) holder { return &semHolder{s: semaphore.New(s, "pool", 3)} }},
 	}
@@ -223,15 +227,37 @@ func (h *mutexHolder) guard() []clientv3.Cmp             { return []clientv3.Cmp
 func (h *mutexHolder) done() <-chan struct{}             { return h.m.Done() }
 func (h *mutexHolder) release(ctx context.Context) error { return h.m.Unlock(ctx) }
 
-type electHolder struct{ e *election.Election }
+// electHolder campaigns with a random priority under a preempting
+// priority rule, and lets go by Resign (handing over to the rule's pick)
+// or, now and then, by a Transfer to a candidate picked at random.
+type electHolder struct {
+	e     *election.Election
+	seq   atomic.Int64
+	tried bool
+}
 
 func (h *electHolder) acquire(ctx context.Context) (int64, error) {
-	err := h.e.Campaign(ctx, "candidate")
+	n := h.seq.Add(1)
+	err := h.e.Campaign(ctx, "candidate", election.WithPriority(int(n%4)))
 	return h.e.Token(), err
 }
-func (h *electHolder) guard() []clientv3.Cmp             { return []clientv3.Cmp{h.e.IsOwner()} }
-func (h *electHolder) done() <-chan struct{}             { return h.e.Done() }
-func (h *electHolder) release(ctx context.Context) error { return h.e.Resign(ctx) }
+func (h *electHolder) guard() []clientv3.Cmp { return []clientv3.Cmp{h.e.IsOwner()} }
+func (h *electHolder) done() <-chan struct{} { return h.e.Done() }
+func (h *electHolder) release(ctx context.Context) error {
+	if h.seq.Load()%3 == 0 && h.e.Token() != 0 {
+		if cs, err := h.e.Candidates(ctx); err == nil {
+			for _, c := range cs {
+				if !c.Leader && !c.Observer {
+					if err := h.e.Transfer(ctx, c.ID); err == nil || !errors.Is(err, election.ErrNoCandidate) {
+						return err
+					}
+					break
+				}
+			}
+		}
+	}
+	return h.e.Resign(ctx)
+}
 
 type rwHolder struct {
 	m    *lock.RWMutex

@@ -39,6 +39,10 @@ type holdSpec struct {
 	// exclusive: one holder at a time, so tokens of accepted writes must
 	// never go backwards and a loss must be known before a successor.
 	exclusive bool
+	// leaderKey, for an election, replaces blockers: at every accepted
+	// write's revision the leader key must exist, written at the writer's
+	// token (a leadership is its leader key's term).
+	leaderKey string
 }
 
 // runHolds runs one client's loop of acquire, fenced write, release, for
@@ -186,6 +190,12 @@ func checkHolds(e *Env, spec holdSpec, exempt func(op Op) bool) {
 	if e.Log.Complete() {
 		rp := NewReplay(e.Log.Events())
 		for _, w := range writes {
+			if spec.leaderKey != "" {
+				if l := rp.At(w.Rev, spec.leaderKey); len(l) != 1 || l[0].Key != spec.leaderKey || l[0].Rev != w.Token {
+					e.Stats.Violation("%s %q: write by token %d accepted at rev %d while the leader key was %v", spec.kind, spec.name, w.Token, w.Rev, l)
+				}
+				continue
+			}
 			var older []Event
 			for _, p := range spec.blockers {
 				for _, ev := range rp.At(w.Rev, spec.space.Part(p)) {
