@@ -38,6 +38,6 @@ func ExampleCounter() {
 	ctx := context.Background()
 	cli.Put(ctx, "a", "1")
 	cli.Get(ctx, "a")
-	fmt.Println(c)
-	// Output: Put=1 Range=1
+	fmt.Println("Put:", c.Get("Put"), "Range:", c.Get("Range"), "RPCs:", c.Total(), "bytes read:", c.Bytes() > 0)
+	// Output: Put: 1 Range: 1 RPCs: 2 bytes read: true
 }

@@ -40,8 +40,8 @@ func TestBenchShort(t *testing.T) {
 	}
 	for _, r := range rows {
 		cells := strings.Split(strings.Trim(r, "|"), "|")
-		if len(cells) != 10 {
-			t.Fatalf("row %q has %d cells, want 10", r, len(cells))
+		if len(cells) != 11 {
+			t.Fatalf("row %q has %d cells, want 11", r, len(cells))
 		}
 		for _, i := range []int{3, 4} { // coord and etcd ops/s
 			if v, err := strconv.ParseFloat(strings.TrimSpace(cells[i]), 64); err != nil || v <= 0 {
@@ -125,7 +125,7 @@ func TestElectLeaderObserve(t *testing.T) {
 
 	// Lose the leadership: the child is stopped and, after a new
 	// campaign, started again with a higher token.
-	kvs := keysUnder(t, "coord/election/"+n+"/")
+	kvs := keysUnder(t, "coord/election/"+n+"/c/")
 	if len(kvs) != 1 {
 		t.Fatalf("want one candidate key, got %v", kvs)
 	}
