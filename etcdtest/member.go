@@ -65,7 +65,7 @@ func (m *member) embedConfig(newCluster bool) *embed.Config {
 // start launches the member; with wait it also waits until the member
 // has joined a raft group with a leader and serves requests.
 func (m *member) start(newCluster, wait bool) error {
-	if m.cfg.binary != "" && m.clientFront != nil {
+	if m.cfg.binary != "" {
 		if err := m.startProcess(newCluster); err != nil {
 			return err
 		}
@@ -110,8 +110,11 @@ func (m *member) waitReady(d time.Duration) error {
 
 // clientURL is what clients dial: the stable front, or the listener.
 func (m *member) clientURL() string {
-	if m.clientFront != nil {
+	switch {
+	case m.clientFront != nil:
 		return "http://" + m.clientFront.Addr()
+	case m.proc != nil:
+		return "http://" + m.proc.clientAddr
 	}
 	return "http://" + m.etcd.Clients[0].Addr().String()
 }
