@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/internal/keys"
-	"github.com/coord-go/coord/queue"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -28,15 +27,50 @@ type Member struct {
 
 // Primitive is the state of one named primitive.
 type Primitive struct {
-	Kind    string // "lock", "rwlock", "election", "semaphore", "barrier", "dbarrier", "latch", "queue"
+	Kind    string // one of Kinds
 	Name    string
 	Holders []Member // who holds it now (the leader, the lock holder, permit holders, readers)
 	Waiters []Member // who waits, first in line first
 	Info    map[string]string
 }
 
+// Kinds returns the kinds of primitive this package reads, in the order
+// List sorts them.
+func Kinds() []string {
+	return []string{keys.KindBarrier, keys.KindDouble, keys.KindElection, keys.KindLatch,
+		keys.KindLock, keys.KindQueue, keys.KindRWLock, keys.KindSemaphore}
+}
+
+// KnownKind reports whether kind is one of Kinds.
+func KnownKind(kind string) bool {
+	_, ok := parsers[kind]
+	return ok
+}
+
+// InUse reports whether anyone takes part in p now: a holder or a waiter,
+// a queue with messages, a latch still counting down. Keys that outlive
+// their users (a semaphore's capacity, a barrier's released mark, a done
+// latch) do not make a primitive in use.
+func (p Primitive) InUse() bool {
+	switch p.Kind {
+	case keys.KindQueue:
+		for _, k := range []string{"ready", "claimed", "delayed", "dead"} {
+			if n, _ := strconv.ParseInt(p.Info[k], 10, 64); n > 0 {
+				return true
+			}
+		}
+		return false
+	case keys.KindLatch:
+		count, err := strconv.ParseInt(p.Info["count"], 10, 64)
+		done, _ := strconv.ParseInt(p.Info["counted down"], 10, 64)
+		return err == nil && done < count
+	}
+	return len(p.Holders)+len(p.Waiters) > 0
+}
+
 // List returns every primitive in use under root (for example "coord/"),
-// sorted by kind and name.
+// sorted by kind and name. Primitives whose only keys are what their last
+// users left behind are not listed (see InUse); Get shows them.
 func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, error) {
 	root, err := keys.NormalizeRoot(root)
 	if err != nil {
@@ -46,7 +80,7 @@ func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, 
 	if err != nil {
 		return nil, fmt.Errorf("inspect: read %s: %w", root, err)
 	}
-	owners := map[int64]string{}
+	r := &reader{ctx: ctx, cli: cli, root: root, owners: map[int64]string{}}
 	groups := map[[2]string][]*mvccpb.KeyValue{}
 	var order [][2]string
 	for _, kv := range resp.Kvs {
@@ -55,14 +89,12 @@ func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, 
 		if !ok {
 			continue
 		}
-		if kind == "retired" {
-			continue // Session.Retire's marks, not a primitive
-		}
 		if kind == keys.KindSession {
-			if id, err := strconv.ParseInt(after, 16, 64); err == nil {
-				owners[id] = string(kv.Value)
-			}
+			r.owner(after, kv.Value)
 			continue
+		}
+		if !KnownKind(kind) {
+			continue // Session.Retire's marks, or not coord's
 		}
 		esc, _, _ := strings.Cut(after, "/")
 		name, err := keys.Unescape(esc)
@@ -75,15 +107,16 @@ func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, 
 		}
 		groups[g] = append(groups[g], kv)
 	}
-	ttls := leaseTTLs(ctx, cli, resp.Kvs)
+	r.ttls = leaseTTLs(ctx, cli, resp.Kvs)
 	var out []Primitive
 	for _, g := range order {
 		sp, err := keys.New(root, g[0], g[1])
 		if err != nil {
 			continue
 		}
-		p := build(ctx, cli, root, sp, groups[g], owners, ttls)
-		out = append(out, p)
+		if p := r.build(sp, groups[g]); p.InUse() {
+			out = append(out, p)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Kind != out[j].Kind {
@@ -95,11 +128,14 @@ func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, 
 }
 
 // Get returns the state of one primitive, or a Primitive with no members
-// when nothing of it is in etcd.
+// when nothing of it is in etcd. An unknown kind is an error.
 func Get(ctx context.Context, cli *clientv3.Client, root, kind, name string) (Primitive, error) {
 	root, err := keys.NormalizeRoot(root)
 	if err != nil {
 		return Primitive{}, err
+	}
+	if !KnownKind(kind) {
+		return Primitive{}, fmt.Errorf("inspect: unknown kind %q (kinds: %s)", kind, strings.Join(Kinds(), ", "))
 	}
 	sp, err := keys.New(root, kind, name)
 	if err != nil {
@@ -109,15 +145,29 @@ func Get(ctx context.Context, cli *clientv3.Client, root, kind, name string) (Pr
 	if err != nil {
 		return Primitive{}, fmt.Errorf("inspect: read %s: %w", sp.Base(), err)
 	}
-	owners := map[int64]string{}
+	r := &reader{ctx: ctx, cli: cli, root: root, owners: map[int64]string{}}
 	if sess, err := cli.Get(ctx, root+keys.KindSession+"/", clientv3.WithPrefix()); err == nil {
 		for _, kv := range sess.Kvs {
-			if id, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), root+keys.KindSession+"/"), 16, 64); err == nil {
-				owners[id] = string(kv.Value)
-			}
+			r.owner(strings.TrimPrefix(string(kv.Key), root+keys.KindSession+"/"), kv.Value)
 		}
 	}
-	return build(ctx, cli, root, sp, resp.Kvs, owners, leaseTTLs(ctx, cli, resp.Kvs)), nil
+	r.ttls = leaseTTLs(ctx, cli, resp.Kvs)
+	return r.build(sp, resp.Kvs), nil
+}
+
+// reader holds what one List or Get read besides a primitive's own keys.
+type reader struct {
+	ctx    context.Context
+	cli    *clientv3.Client
+	root   string
+	owners map[int64]string // lease → host:pid, from the sessions' marker keys
+	ttls   map[int64]time.Duration
+}
+
+func (r *reader) owner(leaseHex string, value []byte) {
+	if id, err := strconv.ParseInt(leaseHex, 16, 64); err == nil {
+		r.owners[id] = string(value)
+	}
 }
 
 func leaseTTLs(ctx context.Context, cli *clientv3.Client, kvs []*mvccpb.KeyValue) map[int64]time.Duration {
@@ -139,129 +189,48 @@ func leaseTTLs(ctx context.Context, cli *clientv3.Client, kvs []*mvccpb.KeyValue
 	return ttls
 }
 
-func member(kv *mvccpb.KeyValue, owners map[int64]string, ttls map[int64]time.Duration) Member {
-	m := Member{Key: string(kv.Key), Token: kv.CreateRevision, Lease: kv.Lease, Value: string(kv.Value), Owner: owners[kv.Lease], TTLLeft: -1}
-	if kv.Lease != 0 {
-		m.TTLLeft = ttls[kv.Lease]
+func (r *reader) build(sp keys.Space, kvs []*mvccpb.KeyValue) Primitive {
+	p := Primitive{Kind: sp.Kind(), Name: sp.Name(), Info: map[string]string{}}
+	if parse := parsers[sp.Kind()]; parse != nil {
+		parse(r, &p, prim{sp: sp, kvs: kvs})
 	}
-	if t, err := time.Parse(time.RFC3339Nano, m.Value); err == nil {
-		m.Since, m.Value = t, ""
-	}
-	return m
+	return p
+}
+
+// prim is one primitive's keys, as read.
+type prim struct {
+	sp  keys.Space
+	kvs []*mvccpb.KeyValue
 }
 
 // part returns the members under one part, oldest first.
-func part(sp keys.Space, kvs []*mvccpb.KeyValue, name string, owners map[int64]string, ttls map[int64]time.Duration) []Member {
-	pre := sp.Part(name)
+func (r *reader) part(k prim, name string) []Member {
+	pre := k.sp.Part(name)
 	var out []Member
-	for _, kv := range kvs {
+	for _, kv := range k.kvs {
 		if strings.HasPrefix(string(kv.Key), pre) {
-			out = append(out, member(kv, owners, ttls))
+			out = append(out, r.member(kv))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Token < out[j].Token })
 	return out
 }
 
-func single(sp keys.Space, kvs []*mvccpb.KeyValue, leaf string) (string, bool) {
-	k := sp.Single(leaf)
-	for _, kv := range kvs {
-		if string(kv.Key) == k {
+func (r *reader) member(kv *mvccpb.KeyValue) Member {
+	m := Member{Key: string(kv.Key), Token: kv.CreateRevision, Lease: kv.Lease, Value: string(kv.Value), Owner: r.owners[kv.Lease], TTLLeft: -1}
+	if kv.Lease != 0 {
+		m.TTLLeft = r.ttls[kv.Lease]
+	}
+	return m
+}
+
+// single returns the value of a key that stands alone in the space.
+func (k prim) single(leaf string) (string, bool) {
+	key := k.sp.Single(leaf)
+	for _, kv := range k.kvs {
+		if string(kv.Key) == key {
 			return string(kv.Value), true
 		}
 	}
 	return "", false
-}
-
-func build(ctx context.Context, cli *clientv3.Client, root string, sp keys.Space, kvs []*mvccpb.KeyValue, owners map[int64]string, ttls map[int64]time.Duration) Primitive {
-	p := Primitive{Kind: sp.Kind(), Name: sp.Name(), Info: map[string]string{}}
-	switch sp.Kind() {
-	case keys.KindLock, keys.KindElection:
-		name := "w"
-		if sp.Kind() == keys.KindElection {
-			name = "c"
-		}
-		line := part(sp, kvs, name, owners, ttls)
-		if len(line) > 0 {
-			p.Holders, p.Waiters = line[:1], line[1:]
-		}
-	case keys.KindRWLock:
-		line := append(part(sp, kvs, "r", owners, ttls), part(sp, kvs, "w", owners, ttls)...)
-		sort.Slice(line, func(i, j int) bool { return line[i].Token < line[j].Token })
-		writer := func(m Member) bool { return strings.HasPrefix(m.Key, sp.Part("w")) }
-		// Readers before the first writer share the lock; a writer holds
-		// only when it is first.
-		n := 0
-		for n < len(line) && !writer(line[n]) {
-			n++
-		}
-		switch {
-		case len(line) == 0:
-		case n == 0:
-			p.Holders, p.Waiters, p.Info["mode"] = line[:1], line[1:], "write"
-		default:
-			p.Holders, p.Waiters, p.Info["mode"] = line[:n], line[n:], "read"
-		}
-	case keys.KindSemaphore:
-		capacity := int64(0)
-		if v, ok := single(sp, kvs, "capacity"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				capacity, _ = strconv.ParseInt(f[0], 10, 64)
-			}
-			p.Info["capacity"] = strconv.FormatInt(capacity, 10)
-		}
-		var used int64
-		line := part(sp, kvs, "q", owners, ttls)
-		for i, m := range line {
-			w, err := strconv.ParseInt(strings.Fields(m.Value + " 1")[0], 10, 64)
-			if err != nil || w < 1 {
-				w = 1
-			}
-			line[i].Weight = w
-		}
-		for i, m := range line {
-			// Strict FIFO: the first request that does not fit blocks
-			// every later one.
-			if used+m.Weight > capacity {
-				p.Waiters = line[i:]
-				break
-			}
-			used += m.Weight
-			p.Holders = append(p.Holders, m)
-		}
-		p.Info["in use"] = strconv.FormatInt(used, 10)
-	case keys.KindBarrier:
-		p.Holders = part(sp, kvs, "h", owners, ttls)
-		if _, ok := single(sp, kvs, "released"); ok {
-			p.Info["released"] = "yes"
-		}
-		if len(p.Holders) > 0 {
-			p.Info["state"] = "held"
-		} else {
-			p.Info["state"] = "open"
-		}
-	case keys.KindDouble:
-		p.Holders = part(sp, kvs, "p", owners, ttls)
-		for _, leaf := range []string{"count", "round"} {
-			if v, ok := single(sp, kvs, leaf); ok {
-				p.Info[leaf] = v
-			}
-		}
-	case keys.KindLatch:
-		if v, ok := single(sp, kvs, "count"); ok {
-			p.Info["count"] = v
-		}
-		p.Info["counted down"] = strconv.Itoa(len(part(sp, kvs, "d", owners, ttls)))
-	case keys.KindQueue:
-		q := queue.New(cli, sp.Name(), queue.WithPrefix(root))
-		if st, err := q.Stats(ctx); err == nil {
-			p.Info["ready"] = strconv.FormatInt(st.Ready, 10)
-			p.Info["claimed"] = strconv.FormatInt(st.Claimed, 10)
-			p.Info["delayed"] = strconv.FormatInt(st.Delayed, 10)
-			p.Info["dead"] = strconv.FormatInt(st.Dead, 10)
-		}
-		p.Holders = part(sp, kvs, "c", owners, ttls)
-	}
-	return p
 }

@@ -153,7 +153,7 @@ func TestListShowsHoldersAndWaitersInOrder(t *testing.T) {
 	}
 	var b bytes.Buffer
 	inspect.Render(&b, ps)
-	for _, want := range []string{`lock "backup"`, "holder", "waiter", `semaphore "gpu"`, "weight 2", "replica-1"} {
+	for _, want := range []string{"KIND", "ROLE", `"backup"`, "holder", "waiter 2", `"gpu"`, "weight 2", "leader", "candidate 1", `"replica-1"`, "capacity=3"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("render lacks %q:\n%s", want, b.String())
 		}
@@ -177,5 +177,49 @@ func TestNothingInUse(t *testing.T) {
 	inspect.Render(&b, ps)
 	if !strings.Contains(b.String(), "nothing in use") {
 		t.Fatal(b.String())
+	}
+}
+
+// A primitive whose last user has gone leaves keys behind (a semaphore's
+// capacity, a barrier's released mark); List must not show it as in use.
+func TestListSkipsWhatNobodyUses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	root := fmt.Sprintf("inspect-stale-%d/", time.Now().UnixNano())
+	s := newSession(t, ctx, root)
+	p, err := semaphore.New(s, "gpu", 2).Acquire(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := barrier.New(srv.Client(), "deploy", barrier.WithPrefix(root))
+	if err := b.Hold(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := lock.NewMutex(s, "backup")
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := inspect.List(ctx, srv.Client(), root)
+	if err != nil || len(ps) != 0 {
+		var b bytes.Buffer
+		inspect.Render(&b, ps)
+		t.Fatalf("List = %v:\n%s\nwant nothing in use", err, b.String())
+	}
+	// Get still answers for one name: the capacity is there.
+	g, err := inspect.Get(ctx, srv.Client(), root, "semaphore", "gpu")
+	if err != nil || g.Info["capacity"] != "2" || g.InUse() {
+		t.Fatalf("Get = %+v, %v", g, err)
+	}
+	if _, err := inspect.Get(ctx, srv.Client(), root, "mutex", "backup"); err == nil {
+		t.Fatal("Get of an unknown kind succeeded")
 	}
 }
