@@ -58,7 +58,9 @@ func TestChildDiesWithKilledCoord(t *testing.T) {
 		args func(n, pidFile string) []string
 		push bool // queue claim needs a message first
 	}{
-		{"lock", func(n, f string) []string { return []string{"lock", "--ttl", "2s", n, "--", "sh", "-c", script, "sh", f} }, false},
+		{"lock", func(n, f string) []string {
+			return []string{"lock", "--ttl", "2s", n, "--", "sh", "-c", script, "sh", f}
+		}, false},
 		{"sem", func(n, f string) []string {
 			return []string{"sem", "--ttl", "2s", "--capacity", "1", n, "--", "sh", "-c", script, "sh", f}
 		}, false},

@@ -123,7 +123,10 @@ func TestQueueJSON(t *testing.T) {
 	id = strings.TrimSpace(id)
 	coord(t, "\xff\xfe", "queue", "push", n) // not UTF-8
 	out, _, code := coord(t, "", "queue", "len", "-o", "json", n)
-	var st struct{ Queue string; Ready, Claimed, Delayed, Dead int64 }
+	var st struct {
+		Queue                         string
+		Ready, Claimed, Delayed, Dead int64
+	}
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Ready != 2 || st.Queue != n {
 		t.Errorf("len -o json: code %d, out %q", code, out)
 	}
