@@ -243,19 +243,28 @@ func TestTLSMistakeSaysWhy(t *testing.T) {
 
 func TestCompletion(t *testing.T) {
 	t.Parallel()
+	// Each command's flags, from its own -h.
+	flags := map[string][]string{}
+	for _, cmd := range []string{"lock", "sem", "elect", "leader", "observe", "status", "queue push", "queue claim", "queue len", "queue dead", "version"} {
+		_, help, _ := coord(t, "", append(strings.Fields(cmd), "-h")...)
+		for _, m := range regexp.MustCompile(`(?m)^  -(\S+)`).FindAllStringSubmatch(help, -1) {
+			flags[cmd] = append(flags[cmd], m[1])
+		}
+		if len(flags[cmd]) == 0 {
+			t.Fatalf("coord %s -h lists no flags:\n%s", cmd, help)
+		}
+	}
 	for _, sh := range []string{"bash", "zsh", "fish"} {
 		out, stderr, code := coord(t, "", "completion", sh)
 		if code != 0 || len(out) < 200 {
 			t.Fatalf("completion %s: code %d, stderr %q", sh, code, stderr)
 		}
 		// Every command and every flag of its -h is offered.
-		for _, cmd := range []string{"lock", "sem", "elect", "leader", "observe", "status", "queue claim", "queue len", "queue dead", "version"} {
-			if !strings.Contains(out, strings.Fields(cmd)[0]) {
+		for cmd, fl := range flags {
+			if !strings.Contains(out, strings.Fields(cmd)[len(strings.Fields(cmd))-1]) {
 				t.Errorf("%s completion lacks command %q", sh, cmd)
 			}
-			_, help, _ := coord(t, "", append(strings.Fields(cmd), "-h")...)
-			for _, m := range regexp.MustCompile(`(?m)^  -(\S+)`).FindAllStringSubmatch(help, -1) {
-				f := m[1]
+			for _, f := range fl {
 				want := "--" + f
 				if len(f) == 1 {
 					want = "-" + f
