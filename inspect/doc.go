@@ -1,9 +1,10 @@
 // Package inspect answers the operator's questions about coord's state in
-// etcd: who holds this lock, since when, who is waiting and in what
-// order, how much of this semaphore is taken, who leads, how deep is the
-// queue. It reads the keys every primitive keeps under a root prefix, so
-// it needs only a client, not a session, and changes nothing. The
-// `coord status` command is built on it.
+// etcd: who holds this lock, since when (locks record when they asked;
+// other kinds do not yet), who is waiting and in what order, how much of
+// this semaphore is taken, who leads, how deep is the queue. It reads the
+// keys every primitive keeps under a root prefix, so it needs only a
+// client, not a session, and changes nothing. The `coord status` command
+// is built on it.
 //
 // # Safety
 //

@@ -48,8 +48,8 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		"redrive": queueRedrive, "discard": queueDiscard, "ack": queueAck, "nack": queueAck,
 	}[args[0]]
 	if sub == nil {
-		fmt.Fprintf(stderr, "coord: queue: unknown subcommand %q\n\n%s", args[0], queueHelp)
-		return 2
+		fmt.Fprintf(stderr, "coord queue: unknown subcommand %q; run 'coord queue -h' for usage\n", args[0])
+		return exitUsage
 	}
 	return sub(args[1:], stdout, stderr)
 }
