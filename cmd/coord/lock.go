@@ -27,9 +27,10 @@ still waiting they make coord leave the line and exit.
 CMD never outlives the lock: it runs in a process group of its own, which
 is killed when CMD exits (background processes CMD left behind included;
 start a daemon with setsid if it must live on) and at once if coord itself
-is killed, even with SIGKILL. On Linux the kernel also kills CMD itself
-when coord dies (PR_SET_PDEATHSIG); on other Unix systems a small reaper
-process (coord itself) does it for the group; on Windows nothing does.
+is killed, even with SIGKILL: a small reaper process (coord itself,
+leading the group) does that on every Unix system, and on Linux the
+kernel also kills CMD itself (PR_SET_PDEATHSIG). On Windows a killed
+coord leaves CMD running.
 
 With --try, if someone else holds or waits for the lock, coord prints a line
 on stderr and exits with --conflict-exit (75) without running CMD, as a cron
