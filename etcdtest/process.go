@@ -154,7 +154,7 @@ func (m *member) stopProcess(hard bool) {
 		}
 		sig = syscall.SIGKILL
 	}
-	p.cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot act on SIGTERM
+	resume(p.cmd.Process) // a paused process cannot act on SIGTERM
 	p.cmd.Process.Signal(sig)
 	select {
 	case <-p.exited:
@@ -193,7 +193,7 @@ func (c *Cluster) Pause(i int) error {
 	if m.proc == nil {
 		return errors.New("etcdtest: Pause needs a running member of a cluster made WithBinary")
 	}
-	return m.proc.cmd.Process.Signal(syscall.SIGSTOP)
+	return pause(m.proc.cmd.Process)
 }
 
 // Resume continues a paused member with SIGCONT.
@@ -202,5 +202,5 @@ func (c *Cluster) Resume(i int) error {
 	if m.proc == nil {
 		return errors.New("etcdtest: Resume needs a running member of a cluster made WithBinary")
 	}
-	return m.proc.cmd.Process.Signal(syscall.SIGCONT)
+	return resume(m.proc.cmd.Process)
 }

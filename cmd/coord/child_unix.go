@@ -43,7 +43,7 @@ const reaperArg = "__reaper"
 // the child leads a group of its own as before, and only the direct child
 // is protected (on Linux) against a killed coord.
 func newGroup(stderr io.Writer) *group {
-	exe, err := os.Executable()
+	exe, err := selfExe()
 	if err != nil {
 		fmt.Fprintf(stderr, "coord: warning: no process-group reaper (%v): if coord is killed, CMD's children may outlive it\n", err)
 		return &group{}
