@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/internal/watch"
@@ -46,7 +47,7 @@ func (b *Barrier) Hold(ctx context.Context) error {
 	if b.err != nil {
 		return b.err
 	}
-	if _, err := b.cli.Put(ctx, b.sp.Key("h", "persistent"), ""); err != nil {
+	if _, err := b.cli.Put(ctx, b.sp.Key("h", "persistent"), keys.Record{Since: time.Now()}.Encode()); err != nil {
 		return fmt.Errorf("barrier %q: hold: %w", b.sp.Name(), err)
 	}
 	return nil
@@ -70,7 +71,7 @@ func (b *Barrier) HoldWith(ctx context.Context, s *session.Session) error {
 		return fmt.Errorf("barrier %q: hold: %w: the barrier is under another root than the session (%q): set the same root on both", b.sp.Name(), ErrInvalid, root)
 	}
 	key := b.sp.Key("h", fmt.Sprintf("%016x", int64(s.Lease())))
-	if _, err := b.cli.Put(ctx, key, "", clientv3.WithLease(s.Lease())); err != nil {
+	if _, err := b.cli.Put(ctx, key, keys.Record{Since: time.Now()}.Encode(), clientv3.WithLease(s.Lease())); err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			err = fmt.Errorf("%w: %w", session.ErrExpired, err)
 		}

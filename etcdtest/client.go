@@ -86,3 +86,19 @@ func NewProxies(t testing.TB, endpoints []string) Proxies {
 	}
 	return ps
 }
+
+// NewTestClient returns a new client for endpoints, set up as NewClient
+// sets one up, and closes it when the test ends, as NewServer does with
+// its server. It fails the test if the client cannot be made. Use it for
+// a client of its own in a test (a second process, a client behind a
+// Proxy, a namespaced one); Server.Client and Cluster.Client give the
+// shared one.
+func NewTestClient(t testing.TB, endpoints []string, opts ...ClientOption) *clientv3.Client {
+	t.Helper()
+	cli, err := NewClient(endpoints, opts...)
+	if err != nil {
+		t.Fatalf("etcdtest: client for %v: %v", endpoints, err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}

@@ -14,7 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Cluster is a group of embedded etcd members on loopback. Each member
+// Cluster is a group of etcd members on loopback, embedded in the test
+// process or, WithBinary, real etcd processes. Each member
 // has stable client and peer URLs (a front proxy owned by the cluster), so
 // members can be stopped, killed and restarted while clients keep their
 // endpoints, and a killed member's connections drop as they would in a
@@ -43,7 +44,7 @@ func NewCluster(t testing.TB, size int, opts ...Option) *Cluster {
 // StartCluster is NewCluster without a testing.TB; the caller must Close.
 func StartCluster(size int, opts ...Option) (*Cluster, error) {
 	c, err := startCluster(size, opts...)
-	if err != nil && newConfig(opts).binary != "" {
+	for i := 1; err != nil && i < startRetries && newConfig(opts).binary != ""; i++ {
 		c, err = startCluster(size, opts...) // a picked port may have been taken
 	}
 	return c, err

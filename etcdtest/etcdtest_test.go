@@ -164,3 +164,22 @@ func TestClusterSurvivesMemberStopAndRestart(t *testing.T) {
 		}
 	}
 }
+
+func TestNewTestClientClosesAtCleanup(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.NewServer(t, etcdtest.WithoutFsync())
+	var cli *clientv3.Client
+	t.Run("user", func(t *testing.T) {
+		cli = etcdtest.NewTestClient(t, srv.Endpoints())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := cli.Put(ctx, "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	select {
+	case <-cli.Ctx().Done():
+	default:
+		t.Fatal("the client is still open after its test ended")
+	}
+}

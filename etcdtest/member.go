@@ -1,11 +1,13 @@
 package etcdtest
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"os"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -65,7 +67,7 @@ func (m *member) embedConfig(newCluster bool) *embed.Config {
 // start launches the member; with wait it also waits until the member
 // has joined a raft group with a leader and serves requests.
 func (m *member) start(newCluster, wait bool) error {
-	if m.cfg.binary != "" && m.clientFront != nil {
+	if m.cfg.binary != "" {
 		if err := m.startProcess(newCluster); err != nil {
 			return err
 		}
@@ -100,7 +102,7 @@ func (m *member) waitReady(d time.Duration) error {
 	}
 	select {
 	case <-m.etcd.Server.ReadyNotify():
-		return nil
+		return m.waitServing(d)
 	case err := <-m.etcd.Err():
 		return fmt.Errorf("%s failed: %v", m.name, err)
 	case <-time.After(d):
@@ -108,10 +110,34 @@ func (m *member) waitReady(d time.Duration) error {
 	}
 }
 
+// waitServing waits until the member answers a client call on its own
+// listener. Ready means raft is up, but the server's client handlers are
+// still being set up in goroutines of its own, which read globals such as
+// os.Stderr; returning only once one has answered keeps that setup from
+// racing whatever the caller does next (testing.M.Run, under go test
+// -json, swaps os.Stderr).
+func (m *member) waitServing(d time.Duration) error {
+	cli, err := NewClient([]string{"http://" + m.etcd.Clients[0].Addr().String()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	// Serializable: answered by this member alone, even without a quorum.
+	if _, err := cli.Get(ctx, "etcdtest-serving-probe", clientv3.WithSerializable()); err != nil {
+		return fmt.Errorf("%s ready but not serving: %w", m.name, err)
+	}
+	return nil
+}
+
 // clientURL is what clients dial: the stable front, or the listener.
 func (m *member) clientURL() string {
-	if m.clientFront != nil {
+	switch {
+	case m.clientFront != nil:
 		return "http://" + m.clientFront.Addr()
+	case m.proc != nil:
+		return "http://" + m.proc.clientAddr
 	}
 	return "http://" + m.etcd.Clients[0].Addr().String()
 }

@@ -2,6 +2,7 @@ package etcdtest
 
 import (
 	"io"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,8 +22,15 @@ type config struct {
 	binary          string
 }
 
+// BinaryEnv names the environment variable that makes every Server and
+// Cluster of this package run as real etcd server processes of the binary
+// it names, as if each were made WithBinary: the same tests then run
+// against another etcd version without a change to their code (see
+// scripts/build-etcd.sh). WithBinary, given explicitly, wins over it.
+const BinaryEnv = "COORD_ETCD_BINARY"
+
 func newConfig(opts []Option) config {
-	c := config{fsync: true, tick: 100 * time.Millisecond, election: time.Second}
+	c := config{fsync: true, tick: 100 * time.Millisecond, election: time.Second, binary: os.Getenv(BinaryEnv)}
 	for _, o := range opts {
 		o(&c)
 	}

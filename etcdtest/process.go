@@ -13,14 +13,24 @@ import (
 	"time"
 )
 
-// WithBinary runs each Cluster member as a real etcd server process from
-// the binary at path (build one with
-// `go build -o etcd go.etcd.io/etcd/server/v3`), instead of in the test
-// process. Kill then sends SIGKILL, Stop sends SIGTERM, and Pause and
-// Resume send SIGSTOP and SIGCONT. Ports for the processes are picked by
-// binding port 0 and releasing it, so a start can race another program
-// for a port; StartCluster retries once. Single Servers ignore it.
+// WithBinary runs a Server, or each Cluster member, as a real etcd server
+// process from the binary at path (scripts/build-etcd.sh builds one of any
+// version from the Go module proxy), instead of inside the test process.
+// Kill then sends SIGKILL, Stop sends SIGTERM, and Pause and Resume send
+// SIGSTOP and SIGCONT. The options map to etcd's flags (WithoutFsync to
+// --unsafe-no-fsync, WithElectionTimeout to --heartbeat-interval and
+// --election-timeout, WithMaxRequestBytes to --max-request-bytes,
+// WithLogOutput to the process's stdout and stderr). Ports for the
+// processes are picked by binding port 0 and releasing it, so a start can
+// race another program for a port; Start and StartCluster retry.
+//
+// WithBinary("") runs in the test process even when BinaryEnv is set, for
+// a test that needs the embedded server (Server.Etcd).
 func WithBinary(path string) Option { return func(c *config) { c.binary = path } }
+
+// startRetries is how often a process start is tried: a port picked by
+// freePort can be taken by someone else before etcd binds it.
+const startRetries = 3
 
 // proc is a member running as a child process.
 type proc struct {
@@ -56,11 +66,19 @@ func (m *member) startProcess(newCluster bool) error {
 	if newCluster {
 		state = "new"
 	}
+	// A cluster member advertises its stable fronts; a single Server is
+	// dialled directly, so it advertises its own listeners.
+	advClient, advPeer, initial, token := ca, pa, m.name+"=http://"+pa, "etcdtest-"+m.name
+	if m.clientFront != nil {
+		advClient, advPeer, initial, token = m.clientFront.Addr(), m.peerFront.Addr(), m.cluster, m.token
+	} else if m.cfg.clientAddr != "" {
+		ca, advClient = m.cfg.clientAddr, m.cfg.clientAddr
+	}
 	args := []string{
 		"--name", m.name, "--data-dir", m.dir,
-		"--listen-client-urls", "http://" + ca, "--advertise-client-urls", "http://" + m.clientFront.Addr(),
-		"--listen-peer-urls", "http://" + pa, "--initial-advertise-peer-urls", "http://" + m.peerFront.Addr(),
-		"--initial-cluster", m.cluster, "--initial-cluster-token", m.token, "--initial-cluster-state", state,
+		"--listen-client-urls", "http://" + ca, "--advertise-client-urls", "http://" + advClient,
+		"--listen-peer-urls", "http://" + pa, "--initial-advertise-peer-urls", "http://" + advPeer,
+		"--initial-cluster", initial, "--initial-cluster-token", token, "--initial-cluster-state", state,
 		"--heartbeat-interval", strconv.Itoa(int(m.cfg.tick / time.Millisecond)),
 		"--election-timeout", strconv.Itoa(int(m.cfg.election / time.Millisecond)),
 		"--log-level", "error",
@@ -77,16 +95,19 @@ func (m *member) startProcess(newCluster bool) error {
 		out = m.cfg.logOutput
 	}
 	cmd.Stdout, cmd.Stderr = out, out
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", m.name, err)
 	}
 	p := &proc{cmd: cmd, clientAddr: ca, peerAddr: pa, exited: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.exited) }()
 	m.proc = p
-	m.clientFront.SetTarget(ca)
-	m.peerFront.SetTarget(pa)
-	m.clientFront.Restore()
-	m.peerFront.Restore()
+	if m.clientFront != nil {
+		m.clientFront.SetTarget(ca)
+		m.peerFront.SetTarget(pa)
+		m.clientFront.Restore()
+		m.peerFront.Restore()
+	}
 	return nil
 }
 
@@ -121,15 +142,19 @@ func (m *member) stopProcess(hard bool) {
 	if p == nil {
 		return
 	}
-	m.clientFront.Refuse()
-	m.clientFront.Reset()
+	if m.clientFront != nil {
+		m.clientFront.Refuse()
+		m.clientFront.Reset()
+	}
 	sig := syscall.SIGTERM
 	if hard {
-		m.peerFront.Refuse()
-		m.peerFront.Reset()
+		if m.peerFront != nil {
+			m.peerFront.Refuse()
+			m.peerFront.Reset()
+		}
 		sig = syscall.SIGKILL
 	}
-	p.cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot act on SIGTERM
+	resume(p.cmd.Process) // a paused process cannot act on SIGTERM
 	p.cmd.Process.Signal(sig)
 	select {
 	case <-p.exited:
@@ -137,8 +162,10 @@ func (m *member) stopProcess(hard bool) {
 		p.cmd.Process.Kill()
 		<-p.exited
 	}
-	m.peerFront.Refuse()
-	m.peerFront.Reset()
+	if m.peerFront != nil {
+		m.peerFront.Refuse()
+		m.peerFront.Reset()
+	}
 	m.proc = nil
 }
 
@@ -166,7 +193,7 @@ func (c *Cluster) Pause(i int) error {
 	if m.proc == nil {
 		return errors.New("etcdtest: Pause needs a running member of a cluster made WithBinary")
 	}
-	return m.proc.cmd.Process.Signal(syscall.SIGSTOP)
+	return pause(m.proc.cmd.Process)
 }
 
 // Resume continues a paused member with SIGCONT.
@@ -175,5 +202,5 @@ func (c *Cluster) Resume(i int) error {
 	if m.proc == nil {
 		return errors.New("etcdtest: Resume needs a running member of a cluster made WithBinary")
 	}
-	return m.proc.cmd.Process.Signal(syscall.SIGCONT)
+	return resume(m.proc.cmd.Process)
 }

@@ -12,9 +12,9 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-// Server is one embedded etcd member on loopback. Clients talk to it
-// directly, with no proxy in between, so it is the right server for
-// benchmarks.
+// Server is one etcd member on loopback, embedded in the test process or,
+// WithBinary, a real etcd process. Clients talk to it directly, with no
+// proxy in between, so it is the right server for benchmarks.
 type Server struct {
 	m       *member
 	tmp     string
@@ -42,6 +42,21 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 // returns an error instead of failing a test, and the caller must Close
 // the server.
 func Start(opts ...Option) (*Server, error) {
+	tries := 1
+	if newConfig(opts).binary != "" {
+		tries = startRetries
+	}
+	var err error
+	for i := 0; i < tries; i++ {
+		var s *Server
+		if s, err = start(opts); err == nil {
+			return s, nil
+		}
+	}
+	return nil, err
+}
+
+func start(opts []Option) (*Server, error) {
 	cfg := newConfig(opts)
 	s := &Server{}
 	dir := cfg.dataDir
@@ -54,6 +69,7 @@ func Start(opts ...Option) (*Server, error) {
 	}
 	s.m = &member{name: "m0", dir: dir, cfg: cfg}
 	if err := s.m.start(true, true); err != nil {
+		s.m.stop(true)
 		s.cleanupDir()
 		return nil, err
 	}
@@ -70,6 +86,7 @@ func (s *Server) cleanupDir() {
 func (s *Server) Endpoints() []string { return []string{s.m.clientURL()} }
 
 // Etcd returns the embedded server, for what this package does not wrap.
+// It is nil for a server that runs as a process (WithBinary, BinaryEnv).
 func (s *Server) Etcd() *embed.Etcd { return s.m.etcd }
 
 // Client returns a client connected to the server, made on first use and

@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -9,81 +10,161 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/internal/keys"
-	"github.com/coord-go/coord/queue"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Member is one participant of a primitive: a holder or a waiter.
 type Member struct {
 	Key     string
-	Token   int64         // the key's create revision: its fencing token
+	Token   int64         // its fencing token: the key's create revision (a leader's: the leader key's mod revision)
 	Lease   int64         // 0 for keys not bound to a session
 	TTLLeft time.Duration // lease time left; -1 for keys without a lease
 	Owner   string        // host:pid of the session that owns the lease, when known
 	Value   string        // a candidate's value, a participant's data
 	Weight  int64         // semaphore permits asked for
-	Since   time.Time     // when it asked (locks record it); zero when unknown
+	Since   time.Time     // when it asked; zero when unknown
+	// Priority, Meta and Observer are an election candidate's.
+	Priority int
+	Meta     map[string]string
+	Observer bool
 }
 
 // Primitive is the state of one named primitive.
 type Primitive struct {
-	Kind    string // "lock", "rwlock", "election", "semaphore", "barrier", "dbarrier", "latch", "queue"
+	Kind    string // one of Kinds
 	Name    string
 	Holders []Member // who holds it now (the leader, the lock holder, permit holders, readers)
 	Waiters []Member // who waits, first in line first
 	Info    map[string]string
 }
 
+// Kinds returns the kinds of primitive this package reads, in the order
+// List sorts them.
+func Kinds() []string {
+	return []string{keys.KindBarrier, keys.KindDouble, keys.KindElection, keys.KindLatch,
+		keys.KindLock, keys.KindQueue, keys.KindRWLock, keys.KindSemaphore}
+}
+
+// KnownKind reports whether kind is one of Kinds.
+func KnownKind(kind string) bool {
+	_, ok := parsers[kind]
+	return ok
+}
+
+// InUse reports whether anyone takes part in p now: a holder or a waiter,
+// a queue with messages, a latch still counting down. Keys that outlive
+// their users (a semaphore's capacity, a barrier's released mark, a done
+// latch) do not make a primitive in use.
+func (p Primitive) InUse() bool {
+	switch p.Kind {
+	case keys.KindQueue:
+		for _, k := range []string{"ready", "claimed", "delayed", "dead"} {
+			if n, _ := strconv.ParseInt(p.Info[k], 10, 64); n > 0 {
+				return true
+			}
+		}
+		return false
+	case keys.KindLatch:
+		count, err := strconv.ParseInt(p.Info["count"], 10, 64)
+		done, _ := strconv.ParseInt(p.Info["counted down"], 10, 64)
+		return err == nil && done < count
+	}
+	return len(p.Holders)+len(p.Waiters) > 0
+}
+
 // List returns every primitive in use under root (for example "coord/"),
-// sorted by kind and name.
+// sorted by kind and name. Primitives whose only keys are what their last
+// users left behind are not listed (see InUse); Get shows them.
+//
+// It pages through the root, a page at a time, building each primitive
+// as soon as its keys are read; queues are found by their keys alone and
+// counted by the server, so no payload crosses the network. A root with
+// 100,000 keys costs a few megabytes of client memory, not its size in
+// values. Every read is at one revision,
+// so the listing is one consistent snapshot (if etcd compacts that
+// revision while List reads, it starts again at a new one).
 func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, error) {
 	root, err := keys.NormalizeRoot(root)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := cli.Get(ctx, root, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("inspect: read %s: %w", root, err)
+	for attempt := 0; ; attempt++ {
+		out, err := list(ctx, cli, root)
+		if errors.Is(err, rpctypes.ErrCompacted) && attempt < 3 {
+			continue
+		}
+		return out, err
 	}
-	owners := map[int64]string{}
-	groups := map[[2]string][]*mvccpb.KeyValue{}
-	var order [][2]string
-	for _, kv := range resp.Kvs {
-		rest := strings.TrimPrefix(string(kv.Key), root)
-		kind, after, ok := strings.Cut(rest, "/")
-		if !ok {
-			continue
-		}
-		if kind == "retired" {
-			continue // Session.Retire's marks, not a primitive
-		}
-		if kind == keys.KindSession {
-			if id, err := strconv.ParseInt(after, 16, 64); err == nil {
-				owners[id] = string(kv.Value)
-			}
-			continue
-		}
-		esc, _, _ := strings.Cut(after, "/")
-		name, err := keys.Unescape(esc)
-		if err != nil {
-			continue
-		}
-		g := [2]string{kind, name}
-		if _, ok := groups[g]; !ok {
-			order = append(order, g)
-		}
-		groups[g] = append(groups[g], kv)
+}
+
+func list(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, error) {
+	r := newReader(ctx, cli, root)
+	if err := r.sessions(); err != nil {
+		return nil, err
 	}
-	ttls := leaseTTLs(ctx, cli, resp.Kvs)
 	var out []Primitive
-	for _, g := range order {
-		sp, err := keys.New(root, g[0], g[1])
-		if err != nil {
-			continue
+	keep := func(p Primitive) {
+		if p.InUse() {
+			out = append(out, p)
 		}
-		p := build(ctx, cli, root, sp, groups[g], owners, ttls)
-		out = append(out, p)
+	}
+	// Every kind but queues is read with its values in one pass, a page at
+	// a time, each primitive built as soon as its keys are all seen (they
+	// are contiguous). The queues' range is left out of that pass, so no
+	// page can carry a payload, and so is the sessions' (read first).
+	qs, ss := root+keys.KindQueue+"/", root+keys.KindSession+"/"
+	var cur prim
+	flush := func() {
+		if cur.kvs != nil {
+			keep(r.build(cur))
+		}
+		cur = prim{}
+	}
+	for _, rg := range [][2]string{{root, qs}, {keys.RangeEnd(qs), ss}, {keys.RangeEnd(ss), keys.RangeEnd(root)}} {
+		err := r.scan(rg[0], rg[1], false, func(kv *mvccpb.KeyValue) string {
+			if cur.kvs != nil && strings.HasPrefix(string(kv.Key), cur.sp.Base()) {
+				cur.kvs = append(cur.kvs, kv) // the same primitive as the key before
+				return ""
+			}
+			sp, skip := r.spaceOf(kv)
+			if skip != "" {
+				flush()
+				return skip
+			}
+			if cur.kvs == nil || cur.sp.Base() != sp.Base() {
+				flush()
+				cur.sp = sp
+			}
+			cur.kvs = append(cur.kvs, kv)
+			return ""
+		})
+		if err != nil {
+			return nil, err
+		}
+		flush()
+	}
+	// Queues: found by their keys alone, one jump past each, then counted
+	// by the server; only their claims are read.
+	var queues []keys.Space
+	err := r.scan(qs, keys.RangeEnd(qs), true, func(kv *mvccpb.KeyValue) string {
+		sp, skip := r.spaceOf(kv)
+		if skip != "" {
+			return skip
+		}
+		queues = append(queues, sp)
+		return keys.RangeEnd(sp.Base())
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, sp := range queues {
+		p, err := r.primitive(sp)
+		if err != nil {
+			return nil, err
+		}
+		keep(p)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Kind != out[j].Kind {
@@ -94,172 +175,226 @@ func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, 
 	return out, nil
 }
 
+// spaceOf returns the primitive a key belongs to, or where to skip to
+// when it belongs to none this package reads.
+func (r *reader) spaceOf(kv *mvccpb.KeyValue) (keys.Space, string) {
+	rest := strings.TrimPrefix(string(kv.Key), r.root)
+	kind, after, ok := strings.Cut(rest, "/")
+	if !ok {
+		return keys.Space{}, string(kv.Key) + "\x00"
+	}
+	if !KnownKind(kind) {
+		return keys.Space{}, keys.RangeEnd(r.root + kind + "/") // not coord's
+	}
+	esc, _, _ := strings.Cut(after, "/")
+	name, err := keys.Unescape(esc)
+	var sp keys.Space
+	if err == nil {
+		sp, err = keys.New(r.root, kind, name)
+	}
+	if err != nil {
+		return keys.Space{}, keys.RangeEnd(r.root + kind + "/" + esc + "/")
+	}
+	return sp, ""
+}
+
 // Get returns the state of one primitive, or a Primitive with no members
-// when nothing of it is in etcd.
+// when nothing of it is in etcd. An unknown kind is an error.
 func Get(ctx context.Context, cli *clientv3.Client, root, kind, name string) (Primitive, error) {
 	root, err := keys.NormalizeRoot(root)
 	if err != nil {
 		return Primitive{}, err
 	}
+	if !KnownKind(kind) {
+		return Primitive{}, fmt.Errorf("inspect: unknown kind %q (kinds: %s)", kind, strings.Join(Kinds(), ", "))
+	}
 	sp, err := keys.New(root, kind, name)
 	if err != nil {
 		return Primitive{}, err
 	}
-	resp, err := cli.Get(ctx, sp.Base(), clientv3.WithPrefix())
-	if err != nil {
-		return Primitive{}, fmt.Errorf("inspect: read %s: %w", sp.Base(), err)
+	for attempt := 0; ; attempt++ {
+		r := newReader(ctx, cli, root)
+		err := r.sessions()
+		var p Primitive
+		if err == nil {
+			p, err = r.primitive(sp)
+		}
+		if errors.Is(err, rpctypes.ErrCompacted) && attempt < 3 {
+			continue
+		}
+		return p, err
 	}
-	owners := map[int64]string{}
-	if sess, err := cli.Get(ctx, root+keys.KindSession+"/", clientv3.WithPrefix()); err == nil {
-		for _, kv := range sess.Kvs {
-			if id, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), root+keys.KindSession+"/"), 16, 64); err == nil {
-				owners[id] = string(kv.Value)
+}
+
+// pageSize is how many keys one read returns at most.
+const pageSize = 512
+
+// reader holds what one List or Get read besides a primitive's own keys.
+type reader struct {
+	ctx    context.Context
+	cli    *clientv3.Client
+	root   string
+	rev    int64            // the revision every read is at, once known
+	owners map[int64]string // lease → host:pid, from the sessions' marker keys
+	ttls   map[int64]time.Duration
+}
+
+func newReader(ctx context.Context, cli *clientv3.Client, root string) *reader {
+	return &reader{ctx: ctx, cli: cli, root: root, owners: map[int64]string{}, ttls: map[int64]time.Duration{}}
+}
+
+// scan reads [from, end) a page at a time, at the reader's revision (the
+// first page fixes it), calling fn for every key; fn returns where to go
+// on from ("" for the next key), so a caller can skip what it needs no
+// more of.
+func (r *reader) scan(from, end string, keysOnly bool, fn func(kv *mvccpb.KeyValue) (skipTo string)) error {
+	for from < end {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
+		if keysOnly {
+			opts = append(opts, clientv3.WithKeysOnly())
+		}
+		if r.rev != 0 {
+			opts = append(opts, clientv3.WithRev(r.rev))
+		}
+		resp, err := r.cli.Get(r.ctx, from, opts...)
+		if err != nil {
+			return fmt.Errorf("inspect: read %s: %w", from, err)
+		}
+		if r.rev == 0 {
+			r.rev = resp.Header.Revision
+		}
+		next := ""
+		for _, kv := range resp.Kvs {
+			if next != "" && string(kv.Key) < next {
+				continue
 			}
+			next = fn(kv)
 		}
+		if !resp.More {
+			return nil
+		}
+		last := string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		from = max(last, next)
 	}
-	return build(ctx, cli, root, sp, resp.Kvs, owners, leaseTTLs(ctx, cli, resp.Kvs)), nil
+	return nil
 }
 
-func leaseTTLs(ctx context.Context, cli *clientv3.Client, kvs []*mvccpb.KeyValue) map[int64]time.Duration {
-	ttls := map[int64]time.Duration{}
-	for _, kv := range kvs {
-		if kv.Lease == 0 {
-			continue
+// sessions reads the owners (host:pid) of the root's sessions.
+func (r *reader) sessions() error {
+	pre := r.root + keys.KindSession + "/"
+	return r.scan(pre, keys.RangeEnd(pre), false, func(kv *mvccpb.KeyValue) string {
+		if id, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), pre), 16, 64); err == nil {
+			r.owners[id] = string(kv.Value)
 		}
-		if _, ok := ttls[kv.Lease]; ok {
-			continue
-		}
-		resp, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
-		if err != nil || resp.TTL < 0 {
-			ttls[kv.Lease] = 0
-			continue
-		}
-		ttls[kv.Lease] = time.Duration(resp.TTL) * time.Second
-	}
-	return ttls
+		return ""
+	})
 }
 
-func member(kv *mvccpb.KeyValue, owners map[int64]string, ttls map[int64]time.Duration) Member {
-	m := Member{Key: string(kv.Key), Token: kv.CreateRevision, Lease: kv.Lease, Value: string(kv.Value), Owner: owners[kv.Lease], TTLLeft: -1}
-	if kv.Lease != 0 {
-		m.TTLLeft = ttls[kv.Lease]
+// primitive reads and parses one primitive's keys: all of them, but for a
+// queue, which is counted and whose claims alone are read.
+func (r *reader) primitive(sp keys.Space) (Primitive, error) {
+	k := prim{sp: sp}
+	var err error
+	if sp.Kind() != keys.KindQueue {
+		k.kvs, err = r.read(sp.Base(), keys.RangeEnd(sp.Base()))
 	}
-	if rec, err := keys.DecodeRecord(kv.Value); err == nil {
-		m.Since, m.Value, m.Weight = rec.Since, rec.Value, rec.N
-	} else if t, err := time.Parse(time.RFC3339Nano, m.Value); err == nil {
-		m.Since, m.Value = t, ""
+	if err != nil {
+		return Primitive{}, err
 	}
-	return m
+	return r.parse(k)
+}
+
+// build parses a primitive whose keys are read (any kind but a queue).
+func (r *reader) build(k prim) Primitive {
+	p, _ := r.parse(k) // only a queue's parser reads, and fails
+	return p
+}
+
+func (r *reader) parse(k prim) (Primitive, error) {
+	p := Primitive{Kind: k.sp.Kind(), Name: k.sp.Name(), Info: map[string]string{}}
+	if parse := parsers[k.sp.Kind()]; parse != nil {
+		if err := parse(r, &p, k); err != nil {
+			return Primitive{}, err
+		}
+	}
+	return p, nil
+}
+
+// read returns the keys of [from, end), with their values.
+func (r *reader) read(from, end string) ([]*mvccpb.KeyValue, error) {
+	var kvs []*mvccpb.KeyValue
+	err := r.scan(from, end, false, func(kv *mvccpb.KeyValue) string {
+		kvs = append(kvs, kv)
+		return ""
+	})
+	return kvs, err
+}
+
+// ttl returns the time left on a lease (0 once it is gone), asking etcd
+// once per lease.
+func (r *reader) ttl(id int64) time.Duration {
+	if d, ok := r.ttls[id]; ok {
+		return d
+	}
+	d := time.Duration(0)
+	if resp, err := r.cli.TimeToLive(r.ctx, clientv3.LeaseID(id)); err == nil && resp.TTL > 0 {
+		d = time.Duration(resp.TTL) * time.Second
+	}
+	r.ttls[id] = d
+	return d
+}
+
+// prim is one primitive's keys, as read.
+type prim struct {
+	sp  keys.Space
+	kvs []*mvccpb.KeyValue
 }
 
 // part returns the members under one part, oldest first.
-func part(sp keys.Space, kvs []*mvccpb.KeyValue, name string, owners map[int64]string, ttls map[int64]time.Duration) []Member {
-	pre := sp.Part(name)
-	var out []Member
-	for _, kv := range kvs {
+func (r *reader) part(k prim, name string) []Member {
+	pre := k.sp.Part(name)
+	n := 0
+	for _, kv := range k.kvs {
 		if strings.HasPrefix(string(kv.Key), pre) {
-			out = append(out, member(kv, owners, ttls))
+			n++
+		}
+	}
+	out := make([]Member, 0, n)
+	for _, kv := range k.kvs {
+		if strings.HasPrefix(string(kv.Key), pre) {
+			out = append(out, r.member(kv))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Token < out[j].Token })
 	return out
 }
 
-func single(sp keys.Space, kvs []*mvccpb.KeyValue, leaf string) (string, bool) {
-	k := sp.Single(leaf)
-	for _, kv := range kvs {
-		if string(kv.Key) == k {
-			return string(kv.Value), true
-		}
+func (r *reader) member(kv *mvccpb.KeyValue) Member {
+	m := Member{Key: string(kv.Key), Token: kv.CreateRevision, Lease: kv.Lease, Value: string(kv.Value), Owner: r.owners[kv.Lease], TTLLeft: -1}
+	if kv.Lease != 0 {
+		m.TTLLeft = r.ttl(kv.Lease)
+	}
+	if rec, err := keys.DecodeRecord(kv.Value); err == nil {
+		m.Since, m.Value, m.Weight, m.Priority, m.Meta, m.Observer = rec.Since, rec.Value, rec.N, rec.Prio, rec.Meta, rec.Observer
+	}
+	return m
+}
+
+// single returns the value of a key that stands alone in the space.
+func (k prim) single(leaf string) (string, bool) {
+	if kv := k.kv(leaf); kv != nil {
+		return string(kv.Value), true
 	}
 	return "", false
 }
 
-func build(ctx context.Context, cli *clientv3.Client, root string, sp keys.Space, kvs []*mvccpb.KeyValue, owners map[int64]string, ttls map[int64]time.Duration) Primitive {
-	p := Primitive{Kind: sp.Kind(), Name: sp.Name(), Info: map[string]string{}}
-	switch sp.Kind() {
-	case keys.KindLock, keys.KindElection:
-		name := "w"
-		if sp.Kind() == keys.KindElection {
-			name = "c"
+// kv returns a key that stands alone in the space, or nil.
+func (k prim) kv(leaf string) *mvccpb.KeyValue {
+	key := k.sp.Single(leaf)
+	for _, kv := range k.kvs {
+		if string(kv.Key) == key {
+			return kv
 		}
-		line := part(sp, kvs, name, owners, ttls)
-		if len(line) > 0 {
-			p.Holders, p.Waiters = line[:1], line[1:]
-		}
-	case keys.KindRWLock:
-		line := append(part(sp, kvs, "r", owners, ttls), part(sp, kvs, "w", owners, ttls)...)
-		sort.Slice(line, func(i, j int) bool { return line[i].Token < line[j].Token })
-		writer := func(m Member) bool { return strings.HasPrefix(m.Key, sp.Part("w")) }
-		// Readers before the first writer share the lock; a writer holds
-		// only when it is first.
-		n := 0
-		for n < len(line) && !writer(line[n]) {
-			n++
-		}
-		switch {
-		case len(line) == 0:
-		case n == 0:
-			p.Holders, p.Waiters, p.Info["mode"] = line[:1], line[1:], "write"
-		default:
-			p.Holders, p.Waiters, p.Info["mode"] = line[:n], line[n:], "read"
-		}
-	case keys.KindSemaphore:
-		capacity := int64(0)
-		if v, ok := single(sp, kvs, "capacity"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				capacity, _ = strconv.ParseInt(f[0], 10, 64)
-			}
-			p.Info["capacity"] = strconv.FormatInt(capacity, 10)
-		}
-		var used int64
-		line := part(sp, kvs, "q", owners, ttls)
-		for i := range line {
-			line[i].Weight = max(line[i].Weight, 1)
-		}
-		for i, m := range line {
-			// Strict FIFO: the first request that does not fit blocks
-			// every later one.
-			if used+m.Weight > capacity {
-				p.Waiters = line[i:]
-				break
-			}
-			used += m.Weight
-			p.Holders = append(p.Holders, m)
-		}
-		p.Info["in use"] = strconv.FormatInt(used, 10)
-	case keys.KindBarrier:
-		p.Holders = part(sp, kvs, "h", owners, ttls)
-		if _, ok := single(sp, kvs, "released"); ok {
-			p.Info["released"] = "yes"
-		}
-		if len(p.Holders) > 0 {
-			p.Info["state"] = "held"
-		} else {
-			p.Info["state"] = "open"
-		}
-	case keys.KindDouble:
-		p.Holders = part(sp, kvs, "p", owners, ttls)
-		for _, leaf := range []string{"count", "round"} {
-			if v, ok := single(sp, kvs, leaf); ok {
-				p.Info[leaf] = v
-			}
-		}
-	case keys.KindLatch:
-		if v, ok := single(sp, kvs, "count"); ok {
-			p.Info["count"] = v
-		}
-		p.Info["counted down"] = strconv.Itoa(len(part(sp, kvs, "d", owners, ttls)))
-	case keys.KindQueue:
-		q := queue.New(cli, sp.Name(), queue.WithPrefix(root))
-		if st, err := q.Stats(ctx); err == nil {
-			p.Info["ready"] = strconv.FormatInt(st.Ready, 10)
-			p.Info["claimed"] = strconv.FormatInt(st.Claimed, 10)
-			p.Info["delayed"] = strconv.FormatInt(st.Delayed, 10)
-			p.Info["dead"] = strconv.FormatInt(st.Dead, 10)
-		}
-		p.Holders = part(sp, kvs, "c", owners, ttls)
 	}
-	return p
+	return nil
 }

@@ -3,8 +3,13 @@ package inspect_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,11 +21,83 @@ import (
 	"github.com/coord-go/coord/queue"
 	"github.com/coord-go/coord/semaphore"
 	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 )
 
 var srv *etcdtest.Server
 
-func TestMain(m *testing.M) { etcdtest.Main(m, &srv, etcdtest.WithoutFsync()) }
+func TestMain(m *testing.M) {
+	if root := os.Getenv("COORD_INSPECT_LIST_ROOT"); root != "" {
+		os.Exit(listChild(root, strings.Split(os.Getenv("COORD_INSPECT_ENDPOINTS"), ",")))
+	}
+	etcdtest.Main(m, &srv, etcdtest.WithoutFsync())
+}
+
+// listResult is what listChild measured, for the parent test.
+type listResult struct {
+	Primitives, Waiters42 int
+	Ready                 string
+	RPCs, Bytes           int64
+	TotalAlloc, PeakHeap  uint64
+}
+
+// listChild runs one List in a process of its own (the test binary run
+// again), so that its memory is the client's alone and not the embedded
+// server's, and prints what it measured.
+func listChild(root string, endpoints []string) int {
+	c := etcdtest.NewCounter()
+	cli, err := etcdtest.NewClient(endpoints, etcdtest.WithCounter(c))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var peak atomic.Uint64
+	sample := func() {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if ms.HeapAlloc > peak.Load() {
+			peak.Store(ms.HeapAlloc)
+		}
+	}
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+				sample()
+			}
+		}
+	}()
+	ps, err := inspect.List(ctx, cli, root)
+	close(stop)
+	<-sampled
+	sample()
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	res := listResult{Primitives: len(ps), RPCs: c.Total(), Bytes: c.Bytes(), TotalAlloc: after.TotalAlloc - before.TotalAlloc, PeakHeap: peak.Load()}
+	if q := find(ps, "queue", "jobs"); q != nil {
+		res.Ready = q.Info["ready"]
+	}
+	if l := find(ps, "lock", "l00042"); l != nil && len(l.Holders) == 1 {
+		res.Waiters42 = len(l.Waiters)
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
 
 func newSession(t *testing.T, ctx context.Context, root string) *session.Session {
 	t.Helper()
@@ -84,7 +161,8 @@ func TestListShowsHoldersAndWaitersInOrder(t *testing.T) {
 	go lock.NewMutex(s3, "backup").Lock(wctx)
 
 	// An election with a leader and a follower.
-	if err := election.New(s1, "api").Campaign(ctx, "replica-1"); err != nil {
+	leader := election.New(s1, "api")
+	if err := leader.Campaign(ctx, "replica-1"); err != nil {
 		t.Fatal(err)
 	}
 	go election.New(s2, "api").Campaign(wctx, "replica-2")
@@ -108,7 +186,8 @@ func TestListShowsHoldersAndWaitersInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := q.Claim(ctx, s3); err != nil {
+	claimed, err := q.Claim(ctx, s3)
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -127,8 +206,8 @@ func TestListShowsHoldersAndWaitersInOrder(t *testing.T) {
 		t.Errorf("holder lacks since/ttl/owner: %+v", l.Holders[0])
 	}
 	e := find(ps, "election", "api")
-	if e.Holders[0].Value != "replica-1" || e.Waiters[0].Value != "replica-2" {
-		t.Errorf("election: %+v", e)
+	if e.Holders[0].Value != "replica-1" || e.Waiters[0].Value != "replica-2" || e.Holders[0].Token != leader.Token() {
+		t.Errorf("election: %+v, want replica-1 leading with token %d", e, leader.Token())
 	}
 	g := find(ps, "semaphore", "gpu")
 	if len(g.Holders) != 2 || g.Info["capacity"] != "3" || g.Info["in use"] != "3" || g.Waiters[0].Weight != 2 {
@@ -137,12 +216,21 @@ func TestListShowsHoldersAndWaitersInOrder(t *testing.T) {
 	if b := find(ps, "barrier", "deploy"); b == nil || b.Info["state"] != "held" {
 		t.Errorf("barrier: %+v", b)
 	}
-	if qq := find(ps, "queue", "jobs"); qq == nil || qq.Info["ready"] != "2" || qq.Info["claimed"] != "1" {
-		t.Errorf("queue: %+v", qq)
+	qq := find(ps, "queue", "jobs")
+	if qq == nil || qq.Info["ready"] != "2" || qq.Info["claimed"] != "1" || len(qq.Holders) != 1 || qq.Holders[0].Value != claimed.ID {
+		t.Errorf("queue: %+v, want message %s claimed", qq, claimed.ID)
+	}
+	// Every holder and waiter of every kind says since when it asked.
+	for _, p := range ps {
+		for _, m := range append(append([]inspect.Member(nil), p.Holders...), p.Waiters...) {
+			if m.Since.IsZero() || time.Since(m.Since) > time.Minute {
+				t.Errorf("%s %q: member %s has no age (since %v)", p.Kind, p.Name, m.Key, m.Since)
+			}
+		}
 	}
 	var b bytes.Buffer
 	inspect.Render(&b, ps)
-	for _, want := range []string{`lock "backup"`, "holder", "waiter", `semaphore "gpu"`, "weight 2", "replica-1"} {
+	for _, want := range []string{"KIND", "ROLE", `"backup"`, "holder", "waiter 2", `"gpu"`, "weight 2", "leader", "candidate 1", `"replica-1"`, "capacity=3"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("render lacks %q:\n%s", want, b.String())
 		}
@@ -166,5 +254,118 @@ func TestNothingInUse(t *testing.T) {
 	inspect.Render(&b, ps)
 	if !strings.Contains(b.String(), "nothing in use") {
 		t.Fatal(b.String())
+	}
+}
+
+// A primitive whose last user has gone leaves keys behind (a semaphore's
+// capacity, a barrier's released mark); List must not show it as in use.
+func TestListSkipsWhatNobodyUses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	root := fmt.Sprintf("inspect-stale-%d/", time.Now().UnixNano())
+	s := newSession(t, ctx, root)
+	p, err := semaphore.New(s, "gpu", 2).Acquire(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := barrier.New(srv.Client(), "deploy", barrier.WithPrefix(root))
+	if err := b.Hold(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := lock.NewMutex(s, "backup")
+	if err := m.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := inspect.List(ctx, srv.Client(), root)
+	if err != nil || len(ps) != 0 {
+		var b bytes.Buffer
+		inspect.Render(&b, ps)
+		t.Fatalf("List = %v:\n%s\nwant nothing in use", err, b.String())
+	}
+	// Get still answers for one name: the capacity is there.
+	g, err := inspect.Get(ctx, srv.Client(), root, "semaphore", "gpu")
+	if err != nil || g.Info["capacity"] != "2" || g.InUse() {
+		t.Fatalf("Get = %+v, %v", g, err)
+	}
+	if _, err := inspect.Get(ctx, srv.Client(), root, "mutex", "backup"); err == nil {
+		t.Fatal("Get of an unknown kind succeeded")
+	}
+}
+
+// List pages through a root of 100,000 keys and never reads a queue's
+// payloads: measured in a process of its own, its reads stay far below
+// the payloads' size and its heap under 50 MB. (It used to read the whole
+// root, payloads included, in one Get.)
+func TestListPagesAndNeverReadsPayloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 100,000 keys")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	root := fmt.Sprintf("inspect-big-%d/", time.Now().UnixNano())
+	s := newSession(t, ctx, root)
+	// A queue of 1,000 messages of 32 KiB: 2,000 keys, 32 MB of payloads.
+	const messages, payload = 1000, 32 << 10
+	q := queue.New(srv.Client(), "jobs", queue.WithPrefix(root))
+	body := bytes.Repeat([]byte("x"), payload)
+	var g errgroup.Group
+	g.SetLimit(32)
+	for range messages {
+		g.Go(func() error { _, err := q.Enqueue(ctx, body); return err })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// 98,000 more keys: 4,900 locks with a holder and 19 waiters each,
+	// written as the lock writes them (records on the session's lease).
+	const locks, line = 4900, 20
+	rec := `{"since":"` + time.Now().UTC().Format(time.RFC3339Nano) + `"}`
+	for i := 0; i < locks*line; i += 100 {
+		g.Go(func() error {
+			var ops []clientv3.Op
+			for j := i; j < i+100; j++ {
+				ops = append(ops, clientv3.OpPut(fmt.Sprintf("%slock/l%05d/w/%016x", root, j/line, j), rec, clientv3.WithLease(s.Lease())))
+			}
+			_, err := srv.Client().Txn(ctx).Then(ops...).Commit()
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), "COORD_INSPECT_LIST_ROOT="+root, "COORD_INSPECT_ENDPOINTS="+strings.Join(srv.Endpoints(), ","))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the listing process: %v", err)
+	}
+	var res listResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("the listing process printed %q: %v", out, err)
+	}
+	t.Logf("List of %d keys: %d primitives, %d RPCs, %.1f MB read, %.1f MB allocated, peak heap %.1f MB",
+		messages*2+locks*line, res.Primitives, res.RPCs, float64(res.Bytes)/1e6, float64(res.TotalAlloc)/1e6, float64(res.PeakHeap)/1e6)
+	if res.Primitives != locks+1 || res.Ready != fmt.Sprint(messages) || res.Waiters42 != line-1 {
+		t.Fatalf("listed %+v, want %d primitives, %d ready, 19 waiters on l00042", res, locks+1, messages)
+	}
+	if res.Bytes > messages*payload/2 {
+		t.Errorf("List read %.1f MB: it read payloads (%.1f MB of them)", float64(res.Bytes)/1e6, float64(messages*payload)/1e6)
+	}
+	if res.PeakHeap > 50<<20 {
+		t.Errorf("List's heap peaked at %.1f MB, want under 50 MB", float64(res.PeakHeap)/1e6)
 	}
 }

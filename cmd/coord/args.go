@@ -1,9 +1,6 @@
 package main
 
 import (
-	"flag"
-	"fmt"
-	"io"
 	"strconv"
 	"strings"
 )
@@ -13,7 +10,7 @@ import (
 // must work), up to a "--" after which everything is the command to run.
 // It returns the positional arguments, the command, and an exit code when
 // parsing ended the program (help or a bad flag), else -1.
-func splitArgs(fs *flag.FlagSet, args []string) (pos, cmd []string, code int) {
+func splitArgs(fs *flagSet, args []string) (pos, cmd []string, code int) {
 	for i, a := range args {
 		if a == "--" {
 			args, cmd = args[:i], args[i+1:]
@@ -30,13 +27,6 @@ func splitArgs(fs *flag.FlagSet, args []string) (pos, cmd []string, code int) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-}
-
-// usageErr prints a usage problem, then the command's help, and returns 2.
-func usageErr(fs *flag.FlagSet, stderr io.Writer, format string, a ...any) int {
-	fmt.Fprintf(stderr, "coord: "+format+"\n\n", a...)
-	fs.Usage()
-	return 2
 }
 
 // env returns the variables a child process gets on top of coord's own.

@@ -43,7 +43,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return usageErr(fs, stderr, "bench: unexpected argument %q", pos[0])
 	}
 	d := *dur
-	if *short && !flagSet(fs, "duration") {
+	if *short && !fs.isSet("duration") {
 		d = time.Second
 	}
 	if d <= 0 {
@@ -95,7 +95,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func flagSet(fs *flag.FlagSet, name string) bool {
+// isSet reports whether the flag name was given on the command line.
+func (fs *flagSet) isSet(name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set

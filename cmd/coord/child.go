@@ -96,25 +96,29 @@ type result struct {
 
 // run starts the child and waits for it. When c.lost closes first, it sends
 // SIGTERM to the child's process group, and SIGKILL after the grace period.
+// Whatever the child left running in its group is killed when it exits,
+// and the whole group is killed if coord itself dies (see group).
 func (s *supervisor) run(c child) (result, error) {
 	cmd := exec.Command(c.argv[0], c.argv[1:]...)
 	cmd.Env = append(os.Environ(), c.env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.stdin, c.stdout, c.stderr
-	ownGroup(cmd)
+	g := newGroup(c.stderr)
+	defer g.end()
 	s.mu.Lock()
 	if s.got != nil {
 		// A signal came in the moment before the start: do not start at all.
 		s.mu.Unlock()
 		return result{code: s.interrupted()}, nil
 	}
-	if err := cmd.Start(); err != nil {
+	pgid, err := g.start(cmd)
+	if err != nil {
 		s.mu.Unlock()
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return result{code: 127}, fmt.Errorf("run %s: %w", c.argv[0], err)
 		}
 		return result{code: 126}, fmt.Errorf("run %s: %w", c.argv[0], err)
 	}
-	s.pgid = cmd.Process.Pid
+	s.pgid = pgid
 	s.mu.Unlock()
 
 	exited := make(chan struct{})
@@ -128,17 +132,17 @@ func (s *supervisor) run(c child) (result, error) {
 		}
 		lost = true
 		fmt.Fprintf(c.stderr, "coord: %s lost; sending SIGTERM to %s (SIGKILL in %s)\n", c.what, quoteCmd(c.argv), c.grace)
-		signalGroup(cmd.Process.Pid, syscall.SIGTERM)
+		signalGroup(pgid, syscall.SIGTERM)
 		t := time.NewTimer(c.grace)
 		defer t.Stop()
 		select {
 		case <-exited:
 		case <-t.C:
 			fmt.Fprintf(c.stderr, "coord: %s still running after %s; sending SIGKILL\n", quoteCmd(c.argv), c.grace)
-			signalGroup(cmd.Process.Pid, syscall.SIGKILL)
+			signalGroup(pgid, syscall.SIGKILL)
 		}
 	})
-	err := cmd.Wait()
+	err = cmd.Wait()
 	close(exited)
 	wg.Wait()
 	s.mu.Lock()

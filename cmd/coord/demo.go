@@ -161,6 +161,12 @@ func (d *demo) run(ticks int) error {
 			if victim == nil {
 				return errors.New("no replica leads after three ticks")
 			}
+			// Crash only once the leader has enqueued this tick's work: an
+			// Enqueue cut off in flight may have committed without saying
+			// so, and the story's count of messages would be off by one.
+			for wait := time.Now().Add(5 * time.Second); victim.tick.Load() < int64(n) && time.Now().Before(wait); {
+				time.Sleep(10 * time.Millisecond)
+			}
 			id := d.waitClaim(victim)
 			killedAt = time.Now()
 			d.say("demo", "CRASH: %s, the leader, dies while working on %s: its client is cut off, nothing is released", victim.name, id)

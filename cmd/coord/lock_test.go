@@ -164,18 +164,18 @@ func TestLockTryRunsOnce(t *testing.T) {
 	for i := range dones {
 		dones[i] = background(t, &out[i], &errs[i], "lock", "--try", n, "--", "sh", "-c", script, "sh", count, release)
 	}
-	// One of them must skip while the other runs.
+	// One of them must skip while the other runs, with the conflict code.
 	var skipped int
 	select {
 	case c := <-dones[0]:
 		skipped = 0
-		if c != 0 {
-			t.Fatalf("skipping run exited %d: %q", c, errs[0].String())
+		if c != 75 {
+			t.Fatalf("skipping run exited %d, want 75: %q", c, errs[0].String())
 		}
 	case c := <-dones[1]:
 		skipped = 1
-		if c != 0 {
-			t.Fatalf("skipping run exited %d: %q", c, errs[1].String())
+		if c != 75 {
+			t.Fatalf("skipping run exited %d, want 75: %q", c, errs[1].String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("neither --try run returned while the other held the lock")
@@ -218,25 +218,51 @@ func TestLockWaitsForHolder(t *testing.T) {
 	}
 }
 
+// Usage errors are one line that says where the help is, exit 2, and are
+// found before coord connects: every case here points at a closed port, so
+// a check made after connecting would fail with 1 instead.
 func TestLockBadUsage(t *testing.T) {
 	t.Parallel()
+	closed := []string{"--endpoints", "127.0.0.1:1", "--dial-timeout", "300ms"}
 	for _, c := range []struct {
 		args []string
-		code int
 		msg  string
 	}{
-		{[]string{"lock", "", "--", "true"}, 1, "empty"},
-		{[]string{"lock", strings.Repeat("x", 600), "--", "true"}, 1, "512"},
-		{[]string{"lock", "x"}, 2, "no command"},
-		{[]string{"lock", "--", "true"}, 2, "NAME"},
-		{[]string{"lock", "--bogus", "x", "--", "true"}, 2, "bogus"},
-		{[]string{"lock", "--endpoints", "127.0.0.1:1", "--dial-timeout", "300ms", "x", "--", "true"}, 1, "127.0.0.1:1"},
-		{[]string{"lock", name(t), "--", "/nonexistent/cmd"}, 127, "nonexistent"},
+		{[]string{"lock", "", "--", "true"}, "empty"},
+		{[]string{"lock", strings.Repeat("x", 600), "--", "true"}, "512"},
+		{[]string{"lock", "x"}, "no command"},
+		{[]string{"lock", "x", "./backup.sh"}, "CMD must follow '--'"},
+		{[]string{"lock", "--", "true"}, "NAME"},
+		{[]string{"lock", "--bogus", "x", "--", "true"}, "bogus"},
+		{[]string{"lock", "--ttl", "500ms", "x", "--", "true"}, "under 1s"},
+		{[]string{"lock", "--try", "--wait", "1s", "x", "--", "true"}, "--try and --wait"},
+		{[]string{"lock", "--conflict-exit", "300", "x", "--", "true"}, "0-255"},
+		{[]string{"lock", "--prefix", "", "x", "--", "true"}, "root prefix is empty"},
+		{[]string{"sem", "--ttl", "0s", "--capacity", "1", "x", "--", "true"}, "under 1s"},
+		{[]string{"elect", "x", "--", "true"}, "NAME and VALUE"},
+		{[]string{"elect", "x", "v", "./serve"}, "CMD must follow '--'"},
+		{[]string{"queue", "claim", "--ttl", "10ms", "x"}, "under 1s"},
+		{[]string{"queue", "claim", "x", "./work.sh"}, "CMD must follow '--'"},
+		{[]string{"status", "--kind", "mutex"}, "unknown kind"},
+		{[]string{"leader", ""}, "empty"},
+		{[]string{"leader", "-o", "yaml", "x"}, "text or json"},
 	} {
-		_, stderr, code := coord(t, "", c.args...)
-		if code != c.code || !strings.Contains(stderr, c.msg) {
-			t.Errorf("coord %q: code %d, stderr %q; want %d and %q", c.args, code, stderr, c.code, c.msg)
+		args := append(append([]string{}, c.args[:1]...), append(closed, c.args[1:]...)...)
+		if c.args[0] == "queue" {
+			args = append([]string{"queue", c.args[1]}, append(closed, c.args[2:]...)...)
 		}
+		_, stderr, code := coord(t, "", args...)
+		cmd := c.args[0]
+		if cmd == "queue" {
+			cmd += " " + c.args[1]
+		}
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		if code != 2 || !strings.Contains(stderr, c.msg) || len(lines) != 1 || !strings.Contains(stderr, "run 'coord "+cmd+" -h'") {
+			t.Errorf("coord %q: code %d, stderr %q; want 2 and one line with %q and the help hint", c.args, code, stderr, c.msg)
+		}
+	}
+	if _, stderr, code := coord(t, "", "lock", name(t), "--", "/nonexistent/cmd"); code != 127 || !strings.Contains(stderr, "nonexistent") {
+		t.Errorf("missing CMD: code %d, stderr %q; want 127", code, stderr)
 	}
 }
 

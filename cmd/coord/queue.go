@@ -3,15 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/queue"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -48,8 +48,8 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		"redrive": queueRedrive, "discard": queueDiscard, "ack": queueAck, "nack": queueAck,
 	}[args[0]]
 	if sub == nil {
-		fmt.Fprintf(stderr, "coord: queue: unknown subcommand %q\n\n%s", args[0], queueHelp)
-		return 2
+		fmt.Fprintf(stderr, "coord queue: unknown subcommand %q; run 'coord queue -h' for usage\n", args[0])
+		return exitUsage
 	}
 	return sub(args[1:], stdout, stderr)
 }
@@ -59,25 +59,51 @@ type queueFlags struct {
 	conn        connFlags
 	prefix      string
 	maxAttempts int
+	out         outputFlag
+	checks      []func() int // the subcommand's own usage checks
 }
 
-func (q *queueFlags) register(fs *flag.FlagSet) {
+func (q *queueFlags) register(fs *flagSet) {
 	q.conn.register(fs)
-	fs.StringVar(&q.prefix, "prefix", "coord/", "root prefix of coord's keys")
+	registerPrefix(fs, &q.prefix)
 }
 
 // open parses args, checks that there are want positional arguments
-// (NAME first), and connects. On failure it returns an exit code >= 0.
-func (q *queueFlags) open(fs *flag.FlagSet, args []string, stderr io.Writer, want ...string) (pos, argv []string, cli *clientv3.Client, qu *queue.Queue, code int) {
+// (NAME first) and every usage rule, then connects. On failure it returns
+// an exit code >= 0.
+func (q *queueFlags) open(fs *flagSet, args []string, stderr io.Writer, want ...string) (pos, argv []string, cli *clientv3.Client, qu *queue.Queue, code int) {
 	pos, argv, code = splitArgs(fs, args)
 	if code >= 0 {
 		return nil, nil, nil, nil, code
 	}
-	if len(pos) < len(want) || len(pos) > len(want)+1 || (len(pos) == len(want)+1 && fs.Name() != "coord queue push") {
-		return nil, nil, nil, nil, usageErr(fs, stderr, "%s: want %v, got %d arguments", fs.Name()[6:], want, len(pos))
+	optional := 0
+	if fs.cmd == "queue push" {
+		optional = 1 // PAYLOAD
 	}
-	if err := keys.ValidateName(pos[0]); err != nil {
-		return nil, nil, nil, nil, fail(stderr, "%s: %v", fs.Name()[6:], err)
+	if len(pos) < len(want) || len(pos) > len(want)+optional {
+		if fs.cmd == "queue claim" && len(argv) == 0 && len(pos) > 1 {
+			return nil, nil, nil, nil, usageErr(fs, stderr, "CMD must follow '--' (coord queue claim NAME -- %s)", quoteCmd(pos[1:]))
+		}
+		return nil, nil, nil, nil, usageErr(fs, stderr, "want %s, got %d arguments", strings.Join(want, " "), len(pos))
+	}
+	if len(argv) > 0 && fs.cmd != "queue claim" {
+		return nil, nil, nil, nil, usageErr(fs, stderr, "takes no command after --")
+	}
+	checks := append([]func() int{
+		func() int { return checkName(fs, pos[0]) },
+		func() int { return checkPrefix(fs, q.prefix) },
+		func() int { return q.out.check(fs) },
+		func() int {
+			if err := q.conn.check(); err != nil {
+				return usageErr(fs, stderr, "%v", err)
+			}
+			return -1
+		},
+	}, q.checks...)
+	for _, c := range checks {
+		if code := c(); code >= 0 {
+			return nil, nil, nil, nil, code
+		}
 	}
 	cli, err := q.conn.client()
 	if err != nil {
@@ -127,16 +153,16 @@ func queuePush(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	id, err := qu.Enqueue(ctx, payload, opts...)
 	if err != nil {
-		return fail(stderr, "queue %q: push: %v", pos[0], err)
+		return fail(stderr, "%v", err)
 	}
 	fmt.Fprintln(stdout, id)
 	return 0
 }
 
-const claimHelp = `NAME [--wait D] [--nack-delay D] [--max-attempts N] [--ttl 15s] [--grace 10s] [-- CMD [ARGS...]]
+const claimHelp = `NAME [--wait D] [--conflict-exit 75] [--nack-delay D] [--max-attempts N] [--ttl 15s] [--grace 10s] [-o text|json] [-- CMD [ARGS...]]
 
 Claims the next ready message, waiting for one (at most --wait, if set:
-exit 3 when none came).
+exit 75, or --conflict-exit, when none came).
 
 With CMD: runs CMD with the payload on its stdin and COORD_MESSAGE_ID,
 COORD_ATTEMPT and COORD_TOKEN (the claim's fencing token) in its
@@ -144,20 +170,55 @@ environment, holding the claim while it runs. Exit 0 acks the message; any
 other status nacks it (claimable again after --nack-delay; after
 --max-attempts claims it goes to the dead letters). If the claim is lost,
 CMD gets SIGTERM, then SIGKILL after --grace, and the message is delivered
-again to another consumer. coord exits with CMD's status.
+again to another consumer. CMD's process group never outlives the claim,
+as with 'coord lock'. coord exits with CMD's status.
 
-Without CMD: prints the message id on one line and the payload after it,
-then acks the message: it is taken off the queue.`
+Without CMD: prints the message id on one line and the payload after it
+(with -o json, one object: id, attempt, token, payload as text when it is
+UTF-8, payload_base64 always), then acks the message: it is taken off the
+queue.`
+
+// messageJSON is a claimed message with -o json.
+type messageJSON struct {
+	Queue   string `json:"queue"`
+	ID      string `json:"id"`
+	Attempt int    `json:"attempt"`
+	Token   int64  `json:"token"`
+	payloadJSON
+}
 
 func queueClaim(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("queue claim", claimHelp, stderr)
 	var q queueFlags
 	q.register(fs)
-	ttl := fs.Duration("ttl", session.DefaultTTL, "session lease TTL: how long a crashed consumer keeps its claim")
+	q.out.register(fs)
+	ttl := fs.Duration("ttl", session.DefaultTTL, "session lease TTL: how long a crashed consumer keeps its claim (at least 1s)")
 	grace := fs.Duration("grace", defaultGrace, "time between SIGTERM and SIGKILL when the claim is lost")
-	wait := fs.Duration("wait", 0, "give up (exit 3) if no message is ready within this long; 0 waits forever")
+	wait := fs.Duration("wait", 0, "give up (exit --conflict-exit) if no message is ready within this long; 0 waits forever")
+	conflict := fs.Int("conflict-exit", exitConflict, "exit code when no message came within --wait")
 	nackDelay := fs.Duration("nack-delay", 0, "when CMD fails, the message is claimable again after this long")
 	fs.IntVar(&q.maxAttempts, "max-attempts", 0, "dead-letter a message after this many claims without an ack (0: never)")
+	var withCmd bool
+	q.checks = []func() int{
+		func() int {
+			switch {
+			case *ttl < time.Second:
+				return usageErr(fs, stderr, "--ttl %s is under 1s, the shortest lease etcd grants", *ttl)
+			case *wait < 0 || *grace < 0 || *nackDelay < 0:
+				return usageErr(fs, stderr, "--wait, --grace and --nack-delay must not be negative")
+			case *conflict < 0 || *conflict > 255:
+				return usageErr(fs, stderr, "--conflict-exit %d is not an exit code (0-255)", *conflict)
+			case q.maxAttempts < 0:
+				return usageErr(fs, stderr, "--max-attempts must not be negative, got %d", q.maxAttempts)
+			case withCmd && q.out.json():
+				return usageErr(fs, stderr, "-o json prints a message; with CMD the message goes to CMD's stdin")
+			}
+			return -1
+		},
+	}
+	for _, a := range args {
+		withCmd = withCmd || a == "--"
+	}
 	pos, argv, cli, qu, code := q.open(fs, args, stderr, "NAME")
 	if code >= 0 {
 		return code
@@ -184,9 +245,9 @@ func queueClaim(args []string, stdout, stderr io.Writer) int {
 		}
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			fmt.Fprintf(stderr, "coord: queue %q: no message ready within %s\n", name, *wait)
-			return 3
+			return *conflict
 		}
-		return fail(stderr, "queue %q: claim: %v", name, err)
+		return fail(stderr, "%v", err)
 	}
 	settle := func(ack bool) error {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
@@ -197,16 +258,26 @@ func queueClaim(args []string, stdout, stderr io.Writer) int {
 		return m.Nack(ctx, *nackDelay)
 	}
 	if len(argv) == 0 {
-		fmt.Fprintln(stdout, m.ID)
-		if _, err := stdout.Write(m.Payload); err != nil {
-			_ = settle(false)
-			return fail(stderr, "queue %q: write message %s: %v (nacked)", name, m.ID, err)
+		var werr error
+		if q.out.json() {
+			b, err := json.Marshal(messageJSON{Queue: name, ID: m.ID, Attempt: m.Attempt, Token: m.Token(), payloadJSON: newPayloadJSON(m.Payload)})
+			if err == nil {
+				_, err = fmt.Fprintf(stdout, "%s\n", b)
+			}
+			werr = err
+		} else {
+			fmt.Fprintln(stdout, m.ID)
+			_, werr = stdout.Write(m.Payload)
+			if werr == nil && len(m.Payload) > 0 && m.Payload[len(m.Payload)-1] != '\n' {
+				_, werr = fmt.Fprintln(stdout)
+			}
 		}
-		if len(m.Payload) > 0 && m.Payload[len(m.Payload)-1] != '\n' {
-			fmt.Fprintln(stdout)
+		if werr != nil {
+			_ = settle(false)
+			return fail(stderr, "queue %q: write message %s: %v (nacked)", name, m.ID, werr)
 		}
 		if err := settle(true); err != nil {
-			return fail(stderr, "queue %q: ack %s: %v", name, m.ID, err)
+			return fail(stderr, "%v", err)
 		}
 		return 0
 	}
@@ -228,18 +299,19 @@ func queueClaim(args []string, stdout, stderr io.Writer) int {
 	}
 	ack := err == nil && res.code == 0
 	if serr := settle(ack); serr != nil {
-		fmt.Fprintf(stderr, "coord: queue %q: settle %s: %v\n", name, m.ID, serr)
+		fmt.Fprintf(stderr, "coord: settle: %v\n", serr)
 		if res.code == 0 {
-			return 1
+			return exitFail
 		}
 	}
 	return res.code
 }
 
 func queueLen(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("queue len", "NAME\n\nPrints the queue's counts: ready, claimed, delayed and dead messages.", stderr)
+	fs := newFlags("queue len", "NAME [-o text|json]\n\nPrints the queue's counts: ready, claimed, delayed and dead messages\n(with -o json: {\"queue\":NAME,\"ready\":N,\"claimed\":N,\"delayed\":N,\"dead\":N}).", stderr)
 	var q queueFlags
 	q.register(fs)
+	q.out.register(fs)
 	pos, _, cli, qu, code := q.open(fs, args, stderr, "NAME")
 	if code >= 0 {
 		return code
@@ -249,17 +321,35 @@ func queueLen(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	st, err := qu.Stats(ctx)
 	if err != nil {
-		return fail(stderr, "queue %q: %v", pos[0], err)
+		return fail(stderr, "%v", err)
+	}
+	if q.out.json() {
+		return writeJSON(stdout, stderr, struct {
+			Queue   string `json:"queue"`
+			Ready   int64  `json:"ready"`
+			Claimed int64  `json:"claimed"`
+			Delayed int64  `json:"delayed"`
+			Dead    int64  `json:"dead"`
+		}{pos[0], st.Ready, st.Claimed, st.Delayed, st.Dead})
 	}
 	fmt.Fprintf(stdout, "ready %d\nclaimed %d\ndelayed %d\ndead %d\n", st.Ready, st.Claimed, st.Delayed, st.Dead)
 	return 0
 }
 
+// deadJSON is one dead letter with -o json.
+type deadJSON struct {
+	ID       string    `json:"id"`
+	Attempts int       `json:"attempts"`
+	Enqueued time.Time `json:"enqueued"`
+	payloadJSON
+}
+
 func queueDead(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("queue dead", "NAME\n\nLists the dead letters, one per line: ID, attempts, enqueue time, payload (quoted).", stderr)
+	fs := newFlags("queue dead", "NAME [-o text|json]\n\nLists the dead letters, one per line: ID, attempts, enqueue time, payload\n(quoted, cut at 200 bytes). With -o json, one JSON array of objects: id,\nattempts, enqueued, payload (when UTF-8) and payload_base64, whole.", stderr)
 	var q queueFlags
 	q.register(fs)
-	pos, _, cli, qu, code := q.open(fs, args, stderr, "NAME")
+	q.out.register(fs)
+	_, _, cli, qu, code := q.open(fs, args, stderr, "NAME")
 	if code >= 0 {
 		return code
 	}
@@ -268,7 +358,14 @@ func queueDead(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	dls, err := qu.DeadLetters(ctx)
 	if err != nil {
-		return fail(stderr, "queue %q: %v", pos[0], err)
+		return fail(stderr, "%v", err)
+	}
+	if q.out.json() {
+		out := []deadJSON{}
+		for _, d := range dls {
+			out = append(out, deadJSON{ID: d.ID, Attempts: d.Attempts, Enqueued: d.Enqueued.UTC(), payloadJSON: newPayloadJSON(d.Payload)})
+		}
+		return writeJSON(stdout, stderr, out)
 	}
 	for _, d := range dls {
 		p := d.Payload
@@ -306,7 +403,7 @@ func queueDeadOp(verb, doc string, args []string, stdout, stderr io.Writer, op f
 		if errors.Is(err, queue.ErrNotFound) {
 			return fail(stderr, "queue %q: %s: no dead letter %q", pos[0], verb, pos[1])
 		}
-		return fail(stderr, "queue %q: %s %s: %v", pos[0], verb, pos[1], err)
+		return fail(stderr, "%v", err)
 	}
 	fmt.Fprintf(stdout, "%s %s\n", verb, pos[1])
 	return 0

@@ -186,6 +186,9 @@ func TestLateReplicaFenced(t *testing.T) {
 
 // TestEmbedded runs the default, an embedded etcd, for a few ticks.
 func TestEmbedded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program for 4 s; run without -short")
+	}
 	t.Parallel()
 	out := &syncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)

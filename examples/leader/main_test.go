@@ -126,6 +126,9 @@ func getJSON(url string) (leaderJSON, int, error) {
 // TestFailover runs three replicas as separate run calls, each reaching
 // etcd through its own proxy so that one can be cut off as in a crash.
 func TestFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a 6 s leader TTL; run without -short")
+	}
 	t.Parallel()
 	srv := etcdtest.NewServer(t, etcdtest.WithoutFsync())
 	name := fmt.Sprintf("leader-test-%d", time.Now().UnixNano())

@@ -332,6 +332,9 @@ var processScenarios = []scenario{
 }
 
 func TestFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the fault suite runs about a minute; run without -short")
+	}
 	cluster := etcdtest.NewCluster(t, 3, clusterOptions()...)
 	all := scenarios
 	if os.Getenv("COORD_ETCD_BINARY") != "" {
@@ -360,6 +363,9 @@ func TestFaults(t *testing.T) {
 // skips waiting for its turn, and a holder that writes without its
 // fencing guard, must both be caught.
 func TestBrokenVariantsAreCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs broken variants through the fault suite for about 25 s; run without -short")
+	}
 	cluster := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
 	for _, v := range []struct {
 		name string
