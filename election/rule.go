@@ -3,7 +3,6 @@ package election
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -282,5 +281,3 @@ func validCampaign(o campaignOptions) error {
 	}
 	return nil
 }
-
-var errStepAside = errors.New("election: asked to step aside")

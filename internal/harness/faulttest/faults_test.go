@@ -231,9 +231,8 @@ func (h *mutexHolder) release(ctx context.Context) error { return h.m.Unlock(ctx
 // priority rule, and lets go by Resign (handing over to the rule's pick)
 // or, now and then, by a Transfer to a candidate picked at random.
 type electHolder struct {
-	e     *election.Election
-	seq   atomic.Int64
-	tried bool
+	e   *election.Election
+	seq atomic.Int64
 }
 
 func (h *electHolder) acquire(ctx context.Context) (int64, error) {
