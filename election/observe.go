@@ -76,7 +76,7 @@ func (o *Observer) Observe(ctx context.Context) <-chan Leader {
 		close(ch)
 		return ch
 	}
-	go observe(ctx, o.hub, o.sp, ch, o.logger)
+	go observe(ctx, o.hub, o.sp, ch, o.logger, nil)
 	return ch
 }
 
@@ -187,13 +187,17 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 		close(ch)
 		return ch
 	}
-	go observe(ctx, e.hub, e.sp, ch, e.s.Logger())
+	go observe(ctx, e.hub, e.sp, ch, e.s.Logger(), nil)
 	return ch
 }
 
 // observe sends the leader of sp's mirror to out, every change, until ctx
 // ends or the mirror fails for good.
-func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Leader, logger *slog.Logger) {
+//
+// When started is not nil, it is closed once the first state is taken
+// (or observing failed): the caller knows every change from then on will
+// be seen.
+func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Leader, logger *slog.Logger, started chan<- struct{}) {
 	defer close(out)
 	m := hub.Mirror(sp.Base())
 	defer m.Release()
@@ -208,6 +212,10 @@ func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Lead
 		q.push(l)
 	})
 	defer stop()
+	if started != nil {
+		m.Read(ctx, 0, func(*watch.View) {}) // loaded: the first state is queued
+		close(started)
+	}
 	for {
 		l, err := q.pop(ctx)
 		if err != nil {
