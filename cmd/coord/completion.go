@@ -33,7 +33,8 @@ var holdFlagNames = append([]string{"ttl", "prefix", "grace"}, connFlagNames...)
 var completions = map[string][]string{
 	"lock":          append([]string{"try", "wait", "conflict-exit"}, holdFlagNames...),
 	"sem":           append([]string{"capacity", "weight", "try", "wait", "conflict-exit"}, holdFlagNames...),
-	"elect":         append([]string{"once", "wait", "conflict-exit"}, holdFlagNames...),
+	"elect":         append([]string{"priority", "rule", "once", "wait", "conflict-exit"}, holdFlagNames...),
+	"transfer":      append([]string{"prefix", "wait"}, connFlagNames...),
 	"leader":        append([]string{"prefix", "o"}, connFlagNames...),
 	"observe":       append([]string{"prefix", "o"}, connFlagNames...),
 	"status":        append([]string{"prefix", "kind", "name", "o"}, connFlagNames...),
