@@ -324,6 +324,16 @@ func (e *Election) handOver(ctx context.Context, t *term, to string) error {
 		if err != nil {
 			return fmt.Errorf("election %q: %w", e.name, err)
 		}
+		if rerr != nil && !current {
+			// The target may be a candidate the caller has seen and this
+			// process's mirror not yet: make it current and look again.
+			current = true
+			if err := m.Current(ctx); err != nil {
+				return fmt.Errorf("election %q: %w", e.name, err)
+			}
+			attempt--
+			continue
+		}
 		if rerr != nil {
 			return fmt.Errorf("election %q: %w", e.name, rerr)
 		}

@@ -123,17 +123,16 @@ func (e *Election) RequestTransfer(ctx context.Context, to string) error {
 func requestTransfer(ctx context.Context, cli *clientv3.Client, hub *watch.Hub, sp keys.Space, to string) error {
 	m := hub.Mirror(sp.Base())
 	defer m.Release()
-	rev, err := cli.Get(ctx, sp.Single("leader"))
-	if err != nil {
-		return fmt.Errorf("election %q: %w", sp.Name(), etcderr.Explain(cli, err))
-	}
 	var target *watch.Entry
 	var leaderMod int64
 	var ferr error
-	if err := m.Sync(ctx, rev.Header.Revision); err != nil {
-		return fmt.Errorf("election %q: %w", sp.Name(), err)
+	// The mirror must not be behind the caller (a candidate it has just
+	// seen join elsewhere): a progress notification makes it current. If
+	// it is still stale, the Txn's compares fail and say so.
+	if err := m.Current(ctx); err != nil {
+		return fmt.Errorf("election %q: %w", sp.Name(), etcderr.Explain(cli, err))
 	}
-	err = m.Read(ctx, 0, func(v *watch.View) {
+	err := m.Read(ctx, 0, func(v *watch.View) {
 		_, holder := leaderIn(v, sp)
 		if holder == nil {
 			ferr = fmt.Errorf("election %q: %w", sp.Name(), ErrNoLeader)
