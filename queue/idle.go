@@ -41,6 +41,10 @@ type dispatcher struct {
 	nextDue  int64         // unix ns of the earliest delayed message known
 	dueT     *time.Timer
 	waiters  []*idler
+
+	trying       map[string]struct{} // index entries a consumer of the process is trying to claim
+	claimed      map[string]int64    // index entries the process claimed, by revision
+	claimedOrder []string            // claimed's keys, oldest first
 }
 
 type idler struct {
@@ -162,6 +166,12 @@ func (d *dispatcher) events(ctx context.Context, evs []*clientv3.Event) {
 		}
 		d.since = max(d.since, rev)
 		switch {
+		case k == q.configKey():
+			var val []byte
+			if ev.Type == clientv3.EventTypePut {
+				val = ev.Kv.Value
+			}
+			q.settings().observe(val, rev)
 		case ev.Type == clientv3.EventTypePut && strings.HasPrefix(k, r):
 			if cand, ok := q.candidate(partReady, strings.TrimPrefix(k, r), ev.Kv.Value, rev); ok {
 				d.offer(cand, rev, now)

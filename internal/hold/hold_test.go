@@ -56,7 +56,7 @@ func TestAbandonedCreateDeliveredLateDoesNothing(t *testing.T) {
 	key := "hold-test/late/" + s.NextID()
 	h := newHold(s, key)
 	// The request as Create sends it, kept to be delivered late.
-	cmps, then, els := h.createOps(Spec{})
+	cmps, then, els := createOps([]*Hold{h}, Spec{})
 	h.mu.Lock()
 	h.ambiguous = true // its answer was lost
 	h.mu.Unlock()
