@@ -29,7 +29,9 @@ type consumeOptions struct {
 	workers int
 	batch   int
 	drain   time.Duration
-	err     error
+	// claimTimeout bounds a handler's claim (0: none).
+	claimTimeout time.Duration
+	err          error
 }
 
 // DefaultDrainTimeout is how long Consume waits, once its ctx ends, for
@@ -325,7 +327,15 @@ func (c *consumer) handle(m *Message) {
 		case <-hctx.Done():
 		}
 	}()
+	if d := c.o.claimTimeout; d > 0 {
+		m.arm(d, func() {
+			timeout := fmt.Errorf("queue %q: message %s: %w after %v", c.q.sp.Name(), m.ID, ErrClaimTimeout, d)
+			cancel(timeout)
+			c.settle(m, timeout, false)
+		})
+	}
 	err, panicked := c.run(hctx, m)
+	m.disarm()
 	c.settle(m, err, panicked)
 }
 
@@ -360,8 +370,11 @@ func (c *consumer) settle(m *Message, err error, panicked bool) {
 		}
 		if cfg.MaxAttempts > 0 && m.Attempt >= cfg.MaxAttempts {
 			reason := ReasonMaxAttempts
-			if panicked {
+			switch {
+			case panicked:
 				reason = ReasonPanic
+			case errors.Is(err, ErrClaimTimeout):
+				reason = ReasonTimeout
 			}
 			serr = m.bury(ctx, m.Attempt, reason, err.Error())
 			break

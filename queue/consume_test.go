@@ -57,7 +57,7 @@ func outcome(id string, attempt int) int {
 	return int(h.Sum32() % 100)
 }
 
-// A pool of 8 workers over 1,000 messages whose handler fails 10% of the
+// A pool of 8 workers over 2,000 messages whose handler fails 10% of the
 // time and panics 1% (and always, for 1 message in 200, half of them by
 // panicking): every message is acked exactly once or dead-lettered with
 // its reason and last error, none is lost, and none is handled by two
@@ -66,7 +66,7 @@ func TestConsumePoolFailuresAndPanics(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t, 90*time.Second)
 	name := qname(t, "pool")
-	const n = 1000
+	const n = 2000
 	q := queue.New(srv.Client(), name, queue.WithConfig(queue.Config{MaxAttempts: 3,
 		Backoff: queue.Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond, Jitter: 0.5}}))
 	var ids []string
@@ -269,6 +269,7 @@ func TestConsumeBadInput(t *testing.T) {
 		{"zero workers", q.Consume(ctx, s, h, queue.WithWorkers(0))},
 		{"batch too big", q.Consume(ctx, s, h, queue.WithBatch(queue.MaxBatch+1))},
 		{"negative drain", q.Consume(ctx, s, h, queue.WithDrainTimeout(-time.Second))},
+		{"negative claim timeout", q.Consume(ctx, s, h, queue.WithClaimTimeout(-time.Second))},
 		{"nil handler", q.Consume(ctx, s, nil)},
 		{"nil session", q.Consume(ctx, nil, h)},
 	} {
@@ -279,4 +280,109 @@ func TestConsumeBadInput(t *testing.T) {
 	if _, err := q.ClaimN(ctx, s, 0); !errors.Is(err, queue.ErrInvalid) {
 		t.Errorf("ClaimN(0): %v", err)
 	}
+}
+
+// A handler stuck past the claim timeout (ignoring its ctx) loses its
+// message to another worker at once, its session alive for a minute; a
+// handler that extends its claim keeps it; Extend outside a timeout is
+// ErrInvalid; a message whose every attempt times out dies with
+// ReasonTimeout.
+func TestConsumeClaimTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, 60*time.Second)
+	name := qname(t, "timeout")
+	q := queue.New(srv.Client(), name, queue.WithConfig(queue.Config{MaxAttempts: 2,
+		Backoff: queue.Backoff{Min: time.Millisecond, Max: time.Millisecond}}))
+	stuck, long, doomed := enqueue(t, q, "stuck"), enqueue(t, q, "long"), enqueue(t, q, "doomed")
+	s, err := session.New(ctx, srv.Client(), session.WithTTL(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	release := make(chan struct{}) // lets the stuck handlers return at the end
+	var mu sync.Mutex
+	attempts := map[string][]int{}
+	var timeoutCause, extendAfter error
+	acked := make(chan string, 10)
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- q.Consume(cctx, s, func(ctx context.Context, m *queue.Message) error {
+			mu.Lock()
+			attempts[m.ID] = append(attempts[m.ID], m.Attempt)
+			mu.Unlock()
+			switch {
+			case m.ID == long:
+				// Four times the timeout, extended as it goes.
+				for range 8 {
+					if err := m.Extend(time.Second); err != nil {
+						return err
+					}
+					select {
+					case <-time.After(100 * time.Millisecond): // the job's work
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+			case m.ID == doomed || m.Attempt == 1:
+				<-ctx.Done()
+				mu.Lock()
+				timeoutCause = context.Cause(ctx)
+				mu.Unlock()
+				<-release // stuck: it ignores its cancelled ctx
+				mu.Lock()
+				extendAfter = m.Extend(time.Second)
+				mu.Unlock()
+				return nil
+			}
+			acked <- m.ID
+			return nil
+		}, queue.WithWorkers(6), queue.WithClaimTimeout(200*time.Millisecond))
+	}()
+	got := map[string]bool{}
+	for len(got) < 2 {
+		select {
+		case id := <-acked:
+			got[id] = true
+		case <-time.After(20 * time.Second):
+			t.Fatalf("acked %v within 20s, want the stuck and the long message (session TTL 60s)", got)
+		}
+	}
+	if !got[stuck] || !got[long] {
+		t.Fatalf("acked %v", got)
+	}
+	waitFor(t, 20*time.Second, "the doomed message dead-lettered", func() bool {
+		dl, err := q.DeadLetter(ctx, doomed)
+		return err == nil && dl.Reason == queue.ReasonTimeout
+	})
+	close(release)
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Consume = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if a := attempts[stuck]; len(a) != 2 || a[1] != 2 {
+		t.Errorf("stuck message attempts %v, want [1 2]", a)
+	}
+	if a := attempts[long]; len(a) != 1 {
+		t.Errorf("extended message attempts %v, want one", a)
+	}
+	if !errors.Is(timeoutCause, queue.ErrClaimTimeout) {
+		t.Errorf("stuck handler's ctx cause %v, want ErrClaimTimeout", timeoutCause)
+	}
+	if !errors.Is(extendAfter, queue.ErrClaimTimeout) {
+		t.Errorf("Extend after the timeout: %v, want ErrClaimTimeout", extendAfter)
+	}
+	m := claimAfterEnqueue(t, q, s)
+	if err := m.Extend(time.Second); !errors.Is(err, queue.ErrInvalid) {
+		t.Errorf("Extend on a Claim's message: %v, want ErrInvalid", err)
+	}
+}
+
+func claimAfterEnqueue(t *testing.T, q *queue.Queue, s *session.Session) *queue.Message {
+	t.Helper()
+	enqueue(t, q, "plain")
+	return claim(t, q, s, 5*time.Second)
 }

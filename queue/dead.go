@@ -223,3 +223,53 @@ func (q *Queue) moveDead(ctx context.Context, id, what string, ops func(key stri
 	}
 	return nil
 }
+
+// PurgeDead discards the dead letters older than the queue's
+// Config.DeadRetention (by when they died), with their payloads, and
+// returns how many it discarded; with no retention set it discards
+// nothing. Consumers call it for the queue when they first find it empty
+// after they started following it, so a queue with a retention keeps its
+// dead-letter list bounded without a cron job; it pages through the
+// dead-letter records (small: payloads are read by nobody), never the
+// rest of the queue. Each discard is fenced on the dead letter, so a
+// concurrent Redrive wins or loses whole.
+func (q *Queue) PurgeDead(ctx context.Context) (int, error) {
+	cfg, err := q.config(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if cfg.DeadRetention <= 0 {
+		return 0, nil
+	}
+	cut := time.Now().Add(-cfg.DeadRetention).UnixNano()
+	d := q.sp.Part(partDead)
+	from, purged := d, 0
+	for {
+		resp, err := q.cli.Get(ctx, from, clientv3.WithRange(keys.RangeEnd(d)), clientv3.WithLimit(deadPage))
+		if err != nil {
+			return purged, fmt.Errorf("queue %q: purge dead letters: %w", q.sp.Name(), err)
+		}
+		for _, kv := range resp.Kvs {
+			rec, err := decodeRecord(kv.Value)
+			if err != nil || rec.died == 0 || rec.died > cut {
+				continue // not ours, from before died was kept, or young
+			}
+			id := strings.TrimPrefix(string(kv.Key), d)
+			ops := []clientv3.Op{clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(q.sp.Key(partPayload, id))}
+			if rec.idem != "" {
+				ops = append(ops, clientv3.OpDelete(q.sp.Key(partIdem, keys.Escape(rec.idem))))
+			}
+			tr, err := q.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).Then(ops...).Commit()
+			if err != nil {
+				return purged, fmt.Errorf("queue %q: purge dead letters: %w", q.sp.Name(), err)
+			}
+			if tr.Succeeded {
+				purged++
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return purged, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}

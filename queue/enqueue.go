@@ -222,6 +222,26 @@ func (q *Queue) enqueue(ctx context.Context, entries []Entry) ([]string, error) 
 	if _, err := q.config(ctx); err != nil {
 		return nil, err
 	}
+	// One batch cannot name a unique or idempotency key twice (etcd
+	// refuses a Txn that writes one key twice): say so before any lease is
+	// granted.
+	type named struct{ what, key string }
+	seen := map[named]bool{}
+	for _, e := range entries {
+		var o enqueueOptions
+		for _, opt := range e.Options {
+			opt(&o)
+		}
+		for _, k := range []named{{"unique", o.uniq}, {"idempotency", o.idem}} {
+			if k.key == "" {
+				continue
+			}
+			if seen[k] {
+				return nil, fmt.Errorf("queue %q: %w: the batch has %s key %q twice", q.sp.Name(), ErrInvalid, k.what, k.key)
+			}
+			seen[k] = true
+		}
+	}
 	// Leases for UniqueFor, one per period, granted first.
 	leases := map[time.Duration]clientv3.LeaseID{}
 	var granted []clientv3.LeaseID

@@ -358,6 +358,13 @@ func (d *dispatcher) repairKV(ctx context.Context, fk string, val []byte, mod in
 // checks their claim keys in batches.
 func (d *dispatcher) sweep(ctx context.Context) {
 	q := d.q
+	defer func() {
+		// And, when the queue keeps dead letters for a while only, it
+		// discards the older ones (a failure waits for the next sweep).
+		pctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+		q.PurgeDead(pctx)
+		cancel()
+	}()
 	f := q.sp.Part(partInflight)
 	from := f
 	for ctx.Err() == nil {

@@ -42,7 +42,8 @@ type Message struct {
 	claimedAt time.Time
 
 	mu      sync.Mutex
-	settled bool // a settle returned an answer: success or the loss
+	settled bool      // a settle returned an answer: success or the loss
+	dl      *deadline // the claim timeout under Consume, or nil
 }
 
 // Token returns the claim's fencing token: the create revision of the
