@@ -89,7 +89,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer closeAll()
-	q := queue.New(cli, c.name, queue.WithMaxAttempts(c.maxAttempts))
+	// The settings are stored with the queue, for every worker: fast
+	// retries for the demo.
+	q := queue.New(cli, c.name, queue.WithConfig(queue.Config{MaxAttempts: c.maxAttempts,
+		Backoff: queue.Backoff{Min: 100 * time.Millisecond, Max: time.Second, Jitter: 0.2}}))
 
 	switch *role {
 	case "producer":
@@ -180,40 +183,12 @@ type event struct {
 	done, dead bool
 }
 
-// workers runs c.workers workers until ctx ends. With crash, the first
-// crashes while holding its first item.
+// workers runs a pool of c.workers handlers under one session until ctx
+// ends: queue.Consume claims for them, acks what they finish, nacks what
+// fails with the queue's backoff, and dead-letters an item at its last
+// attempt. With crash, another "process" first claims an item and
+// crashes holding it.
 func workers(ctx context.Context, cli *clientv3.Client, q *queue.Queue, c config, crash bool, out *output, events chan<- event) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, c.workers)
-	for i := 1; i <= c.workers; i++ {
-		id := fmt.Sprintf("worker-%d", i)
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				err := work(ctx, cli, q, c, id, crash && i == 1, out, events)
-				if err == nil || ctx.Err() != nil {
-					return
-				}
-				if errors.Is(err, session.ErrInvalid) || errors.Is(err, queue.ErrInvalid) {
-					errs <- err
-					return
-				}
-				out.say("%s: %v; starting a new session", id, err)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
-
-// work claims and processes items under one session until ctx or the
-// session ends, or it crashes.
-func work(ctx context.Context, cli *clientv3.Client, q *queue.Queue, c config, id string, crash bool, out *output, events chan<- event) error {
-	s, err := session.New(ctx, cli, session.WithTTL(c.ttl))
-	if err != nil {
-		return err
-	}
-	defer s.Close()
 	report := func(ev event) {
 		if events != nil {
 			select {
@@ -222,43 +197,64 @@ func work(ctx context.Context, cli *clientv3.Client, q *queue.Queue, c config, i
 			}
 		}
 	}
-	for {
-		m, err := q.Claim(ctx, s)
+	if crash {
+		if err := crashOne(ctx, cli, q, c, out); err != nil {
+			return err
+		}
+	}
+	for ctx.Err() == nil {
+		s, err := session.New(ctx, cli, session.WithTTL(c.ttl))
 		if err != nil {
 			return err
 		}
-		item := string(m.Payload)
-		out.say("%s: claimed %s (attempt %d, priority %d)", id, item, m.Attempt, m.Priority)
-		if crash {
-			// A crashed process stops renewing its lease, and its claims go
-			// after the TTL; closing the session lets them go now.
-			out.say("%s: crashed holding %s (attempt %d)", id, item, m.Attempt)
-			s.Close()
-			return nil
-		}
-		if err := handle(ctx, cli, c, item); err != nil {
-			out.say("%s: %s failed (attempt %d): %v", id, item, m.Attempt, err)
-			if err := m.Nack(ctx, 100*time.Millisecond); err != nil {
+		err = q.Consume(ctx, s, func(ctx context.Context, m *queue.Message) error {
+			item := string(m.Payload)
+			out.say("worker: claimed %s (attempt %d, priority %d)", item, m.Attempt, m.Priority)
+			// At least once: if the claim is lost while the work runs (the
+			// session expired), ctx is cancelled and another worker does
+			// it again; side effects elsewhere can be fenced with
+			// m.Token().
+			if err := handle(ctx, cli, c, item); err != nil {
+				out.say("worker: %s failed (attempt %d): %v", item, m.Attempt, err)
+				if m.Attempt >= c.maxAttempts {
+					out.say("worker: %s dead-lettered after %d attempts", item, m.Attempt)
+					report(event{item: item, dead: true})
+				}
 				return err
 			}
-			if m.Attempt >= c.maxAttempts {
-				out.say("%s: %s dead-lettered after %d attempts", id, item, m.Attempt)
-				report(event{item: item, dead: true})
+			out.say("worker: %s done (attempt %d)", item, m.Attempt)
+			report(event{item: item, done: true})
+			return nil
+		}, queue.WithWorkers(c.workers))
+		s.Close()
+		if ctx.Err() != nil || errors.Is(err, queue.ErrInvalid) || errors.Is(err, session.ErrInvalid) {
+			if ctx.Err() != nil {
+				return nil
 			}
-			continue
-		}
-		// At least once: if the claim was lost while the work ran (the
-		// session expired), another worker does it again; side effects
-		// elsewhere can be fenced with m.Token().
-		if err := m.Ack(ctx); errors.Is(err, queue.ErrClaimLost) {
-			out.say("%s: lost the claim on %s; another worker redoes it", id, item)
-			continue
-		} else if err != nil {
 			return err
 		}
-		out.say("%s: %s done (attempt %d)", id, item, m.Attempt)
-		report(event{item: item, done: true})
+		out.say("worker: %v; starting a new session", err)
 	}
+	return nil
+}
+
+// crashOne claims the next item as a process of its own would, and
+// crashes holding it: the item goes to another worker, as attempt 2.
+func crashOne(ctx context.Context, cli *clientv3.Client, q *queue.Queue, c config, out *output) error {
+	s, err := session.New(ctx, cli, session.WithTTL(c.ttl))
+	if err != nil {
+		return err
+	}
+	m, err := q.Claim(ctx, s)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	out.say("crasher: claimed %s (attempt %d, priority %d)", m.Payload, m.Attempt, m.Priority)
+	// A crashed process stops renewing its lease, and its claims go
+	// after the TTL; closing the session lets them go now.
+	out.say("crasher: crashed holding %s (attempt %d)", m.Payload, m.Attempt)
+	return s.Close()
 }
 
 // handle does the work for one item. "fragile" needs a downstream service
