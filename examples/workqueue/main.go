@@ -216,11 +216,18 @@ func workers(ctx context.Context, cli *clientv3.Client, q *queue.Queue, c config
 			// m.Token().
 			if err := handle(ctx, cli, c, item); err != nil {
 				out.say("worker: %s failed (attempt %d): %v", item, m.Attempt, err)
-				if m.Attempt >= c.maxAttempts {
-					out.say("worker: %s dead-lettered after %d attempts", item, m.Attempt)
-					report(event{item: item, dead: true})
+				if m.Attempt < c.maxAttempts {
+					return err // Consume nacks it, with the queue's backoff
 				}
-				return err
+				// The last attempt: Consume would dead-letter it on return;
+				// doing it here, with the reason, tells the operator only
+				// once it is in the dead-letter list.
+				if err := m.Dead(ctx, "downstream service is down"); err != nil {
+					return err
+				}
+				out.say("worker: %s dead-lettered after %d attempts", item, m.Attempt)
+				report(event{item: item, dead: true})
+				return nil
 			}
 			out.say("worker: %s done (attempt %d)", item, m.Attempt)
 			report(event{item: item, done: true})
