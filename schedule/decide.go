@@ -91,6 +91,12 @@ func (r *replica) decide(ctx context.Context, v view) (at time.Time, acted bool,
 		ns.Last = latest
 		return time.Time{}, true, r.skip(ctx, v, ns.skip(SkipMissed, missed), nil, map[string]int64{SkipMissed: missed})
 	}
+	if s.o.catchup == CatchupAll && !run.Equal(recent) && len(v.runs) > 0 && s.o.overlap != OverlapAllow {
+		// Missed ticks are caught up one after the other: the next waits
+		// for the run before it to end (the mirror says when), rather
+		// than being skipped or cancelling it.
+		return time.Time{}, false, nil
+	}
 	ns.Last, ns.Due = run, run.Add(s.jitter(run))
 	return time.Time{}, true, r.claim(ctx, v, ns.skip(SkipMissed, missed), run, false, missed)
 }

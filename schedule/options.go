@@ -108,19 +108,19 @@ const (
 type Option func(*options)
 
 type options struct {
-	root     string
-	catchup  CatchupPolicy
-	window   time.Duration
-	grace    time.Duration
-	overlap  OverlapPolicy
-	crash    CrashPolicy
-	jitter   time.Duration
-	history  int
-	clock    Clock
-	replica  string
-	zone     string
-	skew     time.Duration
-	errs     []error
+	root    string
+	catchup CatchupPolicy
+	window  time.Duration
+	grace   time.Duration
+	overlap OverlapPolicy
+	crash   CrashPolicy
+	jitter  time.Duration
+	history int
+	clock   Clock
+	replica string
+	zone    string
+	skew    time.Duration
+	errs    []error
 }
 
 func (o *options) fail(format string, a ...any) {
