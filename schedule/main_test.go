@@ -1,7 +1,6 @@
 package schedule_test
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -106,8 +105,4 @@ func until(t *testing.T, d time.Duration, what string, changed func() <-chan str
 			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
 	}
-}
-
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	return etcdtest.Context(t, d)
 }
