@@ -43,6 +43,7 @@ var completions = map[string][]string{
 	"queue dead":    append([]string{"prefix", "o"}, connFlagNames...),
 	"queue redrive": append([]string{"prefix"}, connFlagNames...),
 	"queue discard": append([]string{"prefix"}, connFlagNames...),
+	"schedule":      append([]string{"prefix", "o"}, connFlagNames...),
 	"dev":           {"port", "data-dir"},
 	"demo":          {"ticks"},
 	"bench":         {"short", "duration", "only", "endpoints"},
