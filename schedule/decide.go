@@ -42,7 +42,7 @@ func (r *replica) decide(ctx context.Context, v view) (at time.Time, acted bool,
 	if next.IsZero() {
 		return time.Time{}, false, nil // the spec never ticks again
 	}
-	if due := next.Add(s.jitter(next)); now.Before(due) {
+	if due := next.Add(s.jitter(next) + r.stagger(v, next)); now.Before(due) {
 		return due, false, nil
 	}
 	// Ticks in (last, now] are due: normally just next. Those older than
@@ -101,6 +101,27 @@ func (r *replica) decide(ctx context.Context, v view) (at time.Time, acted bool,
 	return time.Time{}, true, r.claim(ctx, v, ns.skip(SkipMissed, missed), run, false, missed)
 }
 
+// staggerStep is how much later each replica claims a tick than the one
+// that joined before it: long enough for an fsynced claim and its watch
+// event, so normally only the first replica sends a claim and the others
+// see the tick taken before their turn. A tick then costs one claim and
+// one release whatever the number of replicas. If the first replica is
+// gone, its member key goes with it and the next one moves up.
+const staggerStep = 25 * time.Millisecond
+
+// stagger is this replica's delay for tick t: its rank times the step,
+// at most a quarter of the time to the following tick.
+func (r *replica) stagger(v view, t time.Time) time.Duration {
+	if v.rank == 0 {
+		return 0
+	}
+	d := time.Duration(v.rank) * staggerStep
+	if after := r.s.spec.Next(t); !after.IsZero() {
+		d = min(d, after.Sub(t)/4)
+	}
+	return d
+}
+
 // stateCmp is the compare every decision carries: the state is as the
 // view saw it, so no two replicas decide the same tick.
 func (r *replica) stateCmp(v view) clientv3.Cmp {
@@ -139,13 +160,15 @@ func (r *replica) claim(ctx context.Context, v view, ns state, t time.Time, trig
 // on, under the view's compares.
 func (r *replica) skip(ctx context.Context, v view, ns state, cmps []clientv3.Cmp, skipped map[string]int64) error {
 	cmps = append(cmps, r.stateCmp(v))
-	resp, err := r.s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(r.s.stateKey, ns.encode())).Commit()
+	resp, err := r.s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(r.s.stateKey, ns.encode())).
+		Else(clientv3.OpGet(r.s.stateKey, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return err // the outcome is unknown; the next decision reads it from the mirror
 	}
-	if resp.Succeeded {
-		r.countSkipped(skipped)
+	if !resp.Succeeded {
+		return r.synced(ctx, failedAt(v, resp.Responses[0].GetResponseRange().Kvs, resp.Header.Revision))
 	}
+	r.countSkipped(skipped)
 	return r.synced(ctx, resp.Header.Revision)
 }
 
@@ -169,14 +192,14 @@ func (r *replica) begin(ctx context.Context, v view, ns state, rec Run, cmps []c
 	h := hold.New(r.l, &s.runCfg, keys.Record{Since: rec.Start, Value: r.name, Meta: meta},
 		hold.Key{Key: rec.Key, Watch: watch.MirrorOf{Hub: s.hub, Base: s.sp.Base()}})
 	then := append([]clientv3.Op{clientv3.OpPut(s.stateKey, ns.encode()), clientv3.OpPut(hkey, rec.encode())}, r.trims(v, adding)...)
-	created, err := h.Create(ctx, hold.Spec{If: cmps, Then: then})
+	created, err := h.Create(ctx, hold.Spec{If: cmps, Then: then, Else: []clientv3.Op{clientv3.OpGet(s.stateKey, clientv3.WithKeysOnly())}})
 	if err != nil {
 		h.Abandon(ctx)
 		return err
 	}
 	if created.Failed() {
 		h.Abandon(ctx)
-		return r.synced(ctx, created.At)
+		return r.synced(ctx, failedAt(v, created.Else[0].GetResponseRange().Kvs, created.At))
 	}
 	if err := h.Grant(); err != nil {
 		// Claimed, but this session cannot vouch for it: the run is left
@@ -232,14 +255,20 @@ func (r *replica) crashed(ctx context.Context, v view, e entry) error {
 	cr := e.run
 	cr.Outcome, cr.Token, cr.End, cr.Key = Crashed, e.mod, now, ""
 	cr.Error = fmt.Sprintf("the session of replica %s ended while the run was going", e.run.Replica)
-	resp, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(e.key, cr.encode())).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(e.key, cr.encode())).
+		Else(clientv3.OpGet(e.key, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return err
 	}
-	if resp.Succeeded {
-		r.l.Metrics().ScheduleRun(s.Name(), string(Crashed), 0)
-		r.l.Logger().Warn("coord schedule: a run's replica crashed; the run is left", "name", s.Name(), "seq", e.run.Seq,
-			"tick", e.run.Tick, "crashed_replica", e.run.Replica)
+	if !resp.Succeeded {
+		at := resp.Header.Revision
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+			at = kvs[0].ModRevision // the record another replica wrote
+		}
+		return r.synced(ctx, at)
 	}
+	r.l.Metrics().ScheduleRun(s.Name(), string(Crashed), 0)
+	r.l.Logger().Warn("coord schedule: a run's replica crashed; the run is left", "name", s.Name(), "seq", e.run.Seq,
+		"tick", e.run.Tick, "crashed_replica", e.run.Replica)
 	return r.synced(ctx, resp.Header.Revision)
 }

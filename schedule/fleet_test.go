@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/schedule"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,10 +33,13 @@ type fleet struct {
 	spec schedule.Spec
 	opts []schedule.Option
 	job  func(ctx context.Context, replica string, t schedule.Tick) error
+	// counter, when set, counts every replica's RPCs.
+	counter *etcdtest.Counter
 
-	mu   sync.Mutex
-	runs []ran
-	ch   chan struct{}
+	mu      sync.Mutex
+	runs    []ran
+	ch      chan struct{}
+	members []*member
 }
 
 func newFleet(t *testing.T, w *world, spec schedule.Spec, opts ...schedule.Option) *fleet {
@@ -84,7 +89,11 @@ type member struct {
 // offset.
 func (f *fleet) join(name string, offset func(time.Time) time.Duration) *member {
 	f.t.Helper()
-	cli := etcdtest.NewTestClient(f.t, srv.Endpoints())
+	var copts []etcdtest.ClientOption
+	if f.counter != nil {
+		copts = append(copts, etcdtest.WithCounter(f.counter))
+	}
+	cli := etcdtest.NewTestClient(f.t, srv.Endpoints(), copts...)
 	sess, err := session.New(etcdtest.Context(f.t, 10*time.Second), cli)
 	if err != nil {
 		f.t.Fatal(err)
@@ -105,6 +114,9 @@ func (f *fleet) join(name string, offset func(time.Time) time.Duration) *member 
 		f.poke()
 	}()
 	f.t.Cleanup(func() { m.stop() })
+	f.mu.Lock()
+	f.members = append(f.members, m)
+	f.mu.Unlock()
 	return m
 }
 
@@ -184,4 +196,30 @@ func ticksOf(rs []ran) []time.Time {
 		out[i] = r.tick.Time
 	}
 	return out
+}
+
+// seen waits until every replica's watch of the schedule (its process's
+// mirror) has seen the state as it is in etcd now.
+func (f *fleet) seen(t *testing.T) {
+	t.Helper()
+	ctx := etcdtest.Context(t, 10*time.Second)
+	sp, err := keys.New(keys.DefaultRoot, keys.KindSchedule, f.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Get(ctx, sp.Single("state"))
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("read state: %v", err)
+	}
+	f.mu.Lock()
+	ms := slices.Clone(f.members)
+	f.mu.Unlock()
+	for _, m := range ms {
+		mir := watch.For(m.cli).Mirror(sp.Base())
+		err := mir.Read(ctx, resp.Kvs[0].ModRevision, func(*watch.View) {})
+		mir.Release()
+		if err != nil {
+			t.Fatalf("replica %s's watch did not see revision %d: %v", m.name, resp.Kvs[0].ModRevision, err)
+		}
+	}
 }

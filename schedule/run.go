@@ -12,6 +12,7 @@ import (
 	"github.com/coord-go/coord/internal/lease"
 	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
 // Run makes the caller a replica of the schedule until ctx or s ends: at
@@ -59,15 +60,16 @@ func (s *Schedule) Run(ctx context.Context, sess *session.Session, fn func(ctx c
 
 // replica is one Run: the decider loop and the runs it started.
 type replica struct {
-	s     *Schedule
-	l     *lease.Session
-	fn    func(context.Context, Tick) error
-	clock Clock
-	name  string
-	start time.Time // when Run began: the schedule's start, if no replica ran it before
-	mir   *watch.Mirror
-	wake  chan struct{}
-	seen  int64 // the state revision last checked for skew
+	s      *Schedule
+	l      *lease.Session
+	fn     func(context.Context, Tick) error
+	clock  Clock
+	name   string
+	start  time.Time // when Run began: the schedule's start, if no replica ran it before
+	mir    *watch.Mirror
+	wake   chan struct{}
+	seen   int64 // the state revision last checked for skew
+	member int64 // the create revision of this replica's member key
 
 	jobsCtx context.Context
 	wg      sync.WaitGroup
@@ -99,6 +101,7 @@ func (r *replica) run(ctx context.Context) (err error) {
 		member.Abandon(ctx)
 		return r.exitErr(ctx, err)
 	}
+	r.member = member.Rev()
 	jctx, cancelJobs := context.WithCancel(ctx)
 	r.jobsCtx = jctx
 	defer func() {
@@ -123,7 +126,7 @@ func (r *replica) run(ctx context.Context) (err error) {
 		loaded := false
 		if err := r.mir.Locked(func(vw *watch.View, ok bool) {
 			if loaded = ok; ok {
-				v = s.snapshot(vw)
+				v = s.snapshot(vw, r.member)
 			}
 		}); err != nil {
 			return r.exitErr(ctx, err)
@@ -212,11 +215,34 @@ func (r *replica) observe(v view) {
 
 var errSync = errors.New("schedule: mirror did not catch up")
 
-// synced waits for the mirror to reach rev, the revision of a Txn this
-// replica just made, so the next decision sees it.
+// syncWait is how long synced waits for the watch to bring a revision
+// before it asks etcd for a progress notification.
+const syncWait = 200 * time.Millisecond
+
+// synced waits for the mirror to reach rev, so the next decision sees
+// what a Txn of this replica did or found: the Txn's own write, or the
+// change that made its compare fail. Both are in the mirror's range, so
+// the watch brings them; only if it has not within syncWait (rev was not
+// a change of the range after all) does it cost a progress request.
 func (r *replica) synced(ctx context.Context, rev int64) error {
+	rctx, cancel := context.WithTimeout(ctx, syncWait)
+	err := r.mir.Read(rctx, rev, func(*watch.View) {})
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
 	if err := r.mir.Sync(ctx, rev); err != nil {
 		return fmt.Errorf("%w: %w", errSync, err)
 	}
 	return nil
+}
+
+// failedAt is the revision to sync to after a decision's compares failed:
+// the state's mod revision as the failed Txn read it, when the state is
+// what changed; else the Txn's own revision.
+func failedAt(v view, kvs []*mvccpb.KeyValue, at int64) int64 {
+	if len(kvs) == 1 && kvs[0].ModRevision != v.stateRev {
+		return kvs[0].ModRevision
+	}
+	return at
 }

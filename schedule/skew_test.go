@@ -60,15 +60,16 @@ func TestSkewedFleetRunsEveryTickOnce(t *testing.T) {
 				ev()
 			}
 		}
-		// Every tick the most advanced live clock has reached must be
-		// claimed before time goes on, unless that replica joined after it.
+		// Every tick the most advanced live clock has reached (and its
+		// stagger, at most 125 ms for the sixth replica, has passed) must
+		// be claimed before time goes on, unless that replica joined after it.
 		var ahead *member
 		for _, m := range live {
 			if ahead == nil || m.clock.Now().After(ahead.clock.Now()) {
 				ahead = m
 			}
 		}
-		target := ahead.clock.Now().Truncate(time.Second)
+		target := ahead.clock.Now().Add(-150 * time.Millisecond).Truncate(time.Second)
 		if !target.After(ahead.joined) {
 			continue
 		}

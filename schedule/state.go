@@ -158,6 +158,7 @@ type view struct {
 	bad      error   // the state key does not decode
 	runs     []live  // run keys, oldest first
 	hist     []entry // history records, by seq
+	rank     int     // replicas that joined before this one
 }
 
 // live is a run key in the mirror.
@@ -175,8 +176,9 @@ type entry struct {
 }
 
 // snapshot reads the schedule's state from the mirror's view.
-func (s *Schedule) snapshot(v *watch.View) view {
+func (s *Schedule) snapshot(v *watch.View, member int64) view {
 	out := view{rev: v.Rev()}
+	out.rank, _ = v.Line(partMember).Ahead(member)
 	if e := v.Get(s.stateKey); e != nil {
 		out.exists, out.stateRev = true, e.ModRev
 		out.st, out.bad = decodeState(e.Value)
