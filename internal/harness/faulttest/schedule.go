@@ -165,4 +165,3 @@ func (r *scheduleRun) check(e *Env) {
 	e.Stats.Faults["schedule-fenced-writes"] = len(r.written)
 	e.Stats.mu.Unlock()
 }
-
