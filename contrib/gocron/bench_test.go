@@ -145,7 +145,6 @@ func runTicks(b *testing.B, srv *etcdtest.Server, side string, replicas int, int
 	rec.mu.Unlock()
 	time.Sleep(time.Until(from.Add(time.Duration(ticks)*interval - interval/2)))
 	rpcs := counter.Total()
-	b.Logf("%s: %v", side, counter.Snapshot())
 	cancel()
 	wg.Wait()
 	for _, stop := range slices.Backward(stops) {
