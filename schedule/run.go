@@ -54,22 +54,24 @@ func (s *Schedule) Run(ctx context.Context, sess *session.Session, fn func(ctx c
 	if name == "" {
 		name = l.Owner()
 	}
-	r := &replica{s: s, l: l, fn: fn, clock: s.o.clock, name: name, wake: make(chan struct{}, 1), jobs: map[string]*job{}}
+	r := &replica{s: s, l: l, fn: fn, clock: s.o.clock, name: name, wake: make(chan struct{}, 1), jobs: map[string]*job{},
+		records: map[string]entry{}}
 	return r.run(ctx)
 }
 
 // replica is one Run: the decider loop and the runs it started.
 type replica struct {
-	s      *Schedule
-	l      *lease.Session
-	fn     func(context.Context, Tick) error
-	clock  Clock
-	name   string
-	start  time.Time // when Run began: the schedule's start, if no replica ran it before
-	mir    *watch.Mirror
-	wake   chan struct{}
-	seen   int64 // the state revision last checked for skew
-	member int64 // the create revision of this replica's member key
+	s       *Schedule
+	l       *lease.Session
+	fn      func(context.Context, Tick) error
+	clock   Clock
+	name    string
+	start   time.Time // when Run began: the schedule's start, if no replica ran it before
+	mir     *watch.Mirror
+	wake    chan struct{}
+	seen    int64            // the state revision last checked for skew
+	member  int64            // the create revision of this replica's member key
+	records map[string]entry // history records decoded, by key (the decider's own)
 
 	jobsCtx context.Context
 	wg      sync.WaitGroup
@@ -126,7 +128,7 @@ func (r *replica) run(ctx context.Context) (err error) {
 		loaded := false
 		if err := r.mir.Locked(func(vw *watch.View, ok bool) {
 			if loaded = ok; ok {
-				v = s.snapshot(vw, r.member)
+				v = s.snapshot(vw, r.member, r.records)
 			}
 		}); err != nil {
 			return r.exitErr(ctx, err)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -176,7 +177,7 @@ type entry struct {
 }
 
 // snapshot reads the schedule's state from the mirror's view.
-func (s *Schedule) snapshot(v *watch.View, member int64) view {
+func (s *Schedule) snapshot(v *watch.View, member int64, cache map[string]entry) view {
 	out := view{rev: v.Rev()}
 	out.rank, _ = v.Line(partMember).Ahead(member)
 	if e := v.Get(s.stateKey); e != nil {
@@ -191,12 +192,24 @@ func (s *Schedule) snapshot(v *watch.View, member int64) view {
 		out.runs = append(out.runs, l)
 		return true
 	})
+	// Records are decoded once per version: a replica looks at the view
+	// after every change of the schedule, and the history can be long.
+	seen := make(map[string]entry, len(cache))
 	v.Line(partHistory).Each(func(e *watch.Entry) bool {
-		if r, err := decodeRun(e.Value); err == nil {
-			out.hist = append(out.hist, entry{key: e.Key, mod: e.ModRev, run: r})
+		c, ok := cache[e.Key]
+		if !ok || c.mod != e.ModRev {
+			r, err := decodeRun(e.Value)
+			if err != nil {
+				return true
+			}
+			c = entry{key: e.Key, mod: e.ModRev, run: r}
 		}
+		seen[e.Key] = c
+		out.hist = append(out.hist, c)
 		return true
 	})
+	clear(cache)
+	maps.Copy(cache, seen)
 	slices.SortFunc(out.hist, func(a, b entry) int { return cmp.Compare(a.run.Seq, b.run.Seq) })
 	return out
 }
