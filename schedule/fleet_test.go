@@ -35,6 +35,8 @@ type fleet struct {
 	job  func(ctx context.Context, replica string, t schedule.Tick) error
 	// counter, when set, counts every replica's RPCs.
 	counter *etcdtest.Counter
+	// sessOpts are the options of every replica's session.
+	sessOpts []session.Option
 
 	mu      sync.Mutex
 	runs    []ran
@@ -94,7 +96,7 @@ func (f *fleet) join(name string, offset func(time.Time) time.Duration) *member 
 		copts = append(copts, etcdtest.WithCounter(f.counter))
 	}
 	cli := etcdtest.NewTestClient(f.t, srv.Endpoints(), copts...)
-	sess, err := session.New(etcdtest.Context(f.t, 10*time.Second), cli)
+	sess, err := session.New(etcdtest.Context(f.t, 10*time.Second), cli, f.sessOpts...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
