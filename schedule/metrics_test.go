@@ -52,31 +52,7 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("history %+v, want tick 1 failed with boom after more than 1 s, then tick 3", h)
 	}
 
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := func(name string, labels map[string]string) *dto.Metric {
-		for _, fam := range fams {
-			if fam.GetName() != name {
-				continue
-			}
-		next:
-			for _, mt := range fam.GetMetric() {
-				have := map[string]string{}
-				for _, l := range mt.GetLabel() {
-					have[l.GetName()] = l.GetValue()
-				}
-				for k, v := range labels {
-					if have[k] != v {
-						continue next
-					}
-				}
-				return mt
-			}
-		}
-		return nil
-	}
+	get := func(name string, labels map[string]string) *dto.Metric { return metricOf(t, reg, name, labels) }
 	n := map[string]string{"name": f.name}
 	with := func(k, v string) map[string]string { return map[string]string{"name": f.name, k: v} }
 	for _, c := range []struct {
@@ -99,5 +75,78 @@ func TestMetrics(t *testing.T) {
 	}
 	if mt := get("coord_schedule_run_seconds", n); mt == nil || mt.GetHistogram().GetSampleCount() != 1 || mt.GetHistogram().GetSampleSum() < 1 {
 		t.Errorf("run duration %v: want tick 1's (over 1 s; tick 3 took no fake time)", mt.GetHistogram())
+	}
+}
+
+// metricOf returns the metric called name in reg whose labels include
+// labels, or nil.
+func metricOf(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range fams {
+		if fam.GetName() != name {
+			continue
+		}
+	next:
+		for _, mt := range fam.GetMetric() {
+			have := map[string]string{}
+			for _, l := range mt.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			return mt
+		}
+	}
+	return nil
+}
+
+// TestEarlyClaimCounted: while the replicas' clocks are within the skew
+// tolerance no claim is counted as early; a replica whose clock runs 3 s
+// ahead (the tolerance is 500 ms) claims ticks that the others' clocks
+// have not reached, and they count it in
+// coord_schedule_early_claims_total: the clock assumption is checked, not
+// only stated.
+func TestEarlyClaimCounted(t *testing.T) {
+	t.Parallel()
+	m := metrics.New()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	w := newWorld(at(0).Add(100 * time.Millisecond))
+	f := newFleet(t, w, schedule.Every(time.Second), schedule.WithSkewTolerance(500*time.Millisecond))
+	f.sessOpts = []session.Option{session.WithMetrics(m)}
+	f.join("a", fixed(0))
+	f.join("b", fixed(-300*time.Millisecond))
+	early := func() float64 {
+		return metricOf(t, reg, "coord_schedule_early_claims_total", map[string]string{"name": f.name}).GetCounter().GetValue()
+	}
+	for i := 1; i <= 3; i++ {
+		for w.Now().Before(at(i).Add(400 * time.Millisecond)) {
+			w.Advance(100 * time.Millisecond)
+		}
+		f.decided(t, at(i))
+		f.seen(t)
+	}
+	if n := early(); n != 0 {
+		t.Fatalf("%v early claims counted with clocks 300 ms apart and a 500 ms tolerance", n)
+	}
+	f.join("fast", fixed(3*time.Second))
+	eventually(t, 10*time.Second, "an early claim counted", func() bool {
+		if early() > 0 {
+			return true
+		}
+		w.Advance(100 * time.Millisecond)
+		return false
+	})
+	for _, r := range f.ran() {
+		if r.replica != "fast" && r.local.Before(r.tick.Time) {
+			t.Errorf("replica %s started tick %v at %v by its own clock: early", r.replica, r.tick.Time, r.local)
+		}
 	}
 }
