@@ -21,7 +21,8 @@ import (
 // last tick run and, if this one is newer, records it under the lock and
 // runs). An op is a tick run; the latency columns are its lateness
 // (start minus scheduled time) and RPCs/op are per tick, over every
-// replica. Ticks are 100 ms apart (shorter when d is short).
+// replica. Ticks are d/20 apart, from 50 to 100 ms; measuring starts
+// two ticks after the first run.
 func Schedule(n int) Case {
 	return Case{
 		Primitive: "schedule", Name: fmt.Sprintf("%d replicas", n), Etcd: "concurrency.Mutex + last tick",
@@ -37,7 +38,7 @@ type ticker func(ctx context.Context, cli *clientv3.Client, prefix, name string,
 
 func scheduleRunner(n int, replica ticker) runner {
 	return func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
-		interval := min(max(d/20, 10*time.Millisecond), 100*time.Millisecond)
+		interval := min(max(d/20, 50*time.Millisecond), 100*time.Millisecond)
 		counter := etcdtest.NewCounter()
 		clis, err := env.clientsN(n, counter)
 		if err != nil {
@@ -48,8 +49,11 @@ func scheduleRunner(n int, replica ticker) runner {
 		var mu sync.Mutex
 		runs := map[int64]int{}
 		measuring := false
+		live := make(chan struct{}) // closed by the first run: the replicas are up
+		var liveOnce sync.Once
 		ran := func(tick time.Time) {
 			late := time.Since(tick)
+			liveOnce.Do(func() { close(live) })
 			mu.Lock()
 			defer mu.Unlock()
 			if measuring {
@@ -64,8 +68,29 @@ func scheduleRunner(n int, replica ticker) runner {
 		for i, cli := range clis {
 			wg.Go(func() { errs <- replica(rctx, cli, prefix, "r"+strconv.Itoa(i), interval, ran) })
 		}
-		// Two ticks to settle (sessions, watches), then d of ticks.
-		start := time.Now().Truncate(interval).Add(3 * interval)
+		// Measure from two ticks after the first run, so that the
+		// replicas' setup (sessions, watches, member keys), slow on a
+		// loaded machine, is not counted as missed ticks; then d of ticks.
+		setup := time.NewTimer(liveTimeout)
+		defer setup.Stop()
+		var early error
+		select {
+		case <-live:
+		case <-ctx.Done():
+			early = ctx.Err()
+		case <-setup.C:
+			early = fmt.Errorf("schedule: no tick ran in %v", liveTimeout)
+		case early = <-errs:
+			if early == nil {
+				early = fmt.Errorf("schedule: a replica ended before any tick ran")
+			}
+		}
+		if early != nil {
+			cancel()
+			wg.Wait()
+			return Result{}, early
+		}
+		start := time.Now().Truncate(interval).Add(2 * interval)
 		sleepUntil(ctx, start.Add(-interval/2))
 		mu.Lock()
 		measuring = true
@@ -88,6 +113,9 @@ func scheduleRunner(n int, replica ticker) runner {
 		return Result{Ops: ops, Elapsed: d, P50: lat.Percentile(50), P99: lat.Percentile(99), RPCs: rpcs, Bytes: bytes}, nil
 	}
 }
+
+// liveTimeout bounds the wait for a schedule case's first run.
+const liveTimeout = 30 * time.Second
 
 func sleepUntil(ctx context.Context, t time.Time) {
 	timer := time.NewTimer(time.Until(t))
