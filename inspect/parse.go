@@ -2,9 +2,11 @@ package inspect
 
 import (
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/queue"
@@ -24,6 +26,7 @@ var parsers = map[string]func(*reader, *Primitive, prim) error{
 	keys.KindDouble:    parseDoubleBarrier,
 	keys.KindLatch:     parseLatch,
 	keys.KindQueue:     parseQueue,
+	keys.KindSchedule:  parseSchedule,
 }
 
 // parseLock: the line is w/<id>, first in line holds.
@@ -181,5 +184,43 @@ func parseQueue(r *reader, p *Primitive, k prim) error {
 		return err
 	}
 	p.Holders = r.part(k, "c")
+	return nil
+}
+
+// parseSchedule: "state" holds the last tick decided, the runs started,
+// the ticks skipped and any pause or pending trigger; runs in progress
+// r/<seq>.<id> (on their runner's lease) are its holders, and the
+// replicas following it m/<id> its waiters. The history h/<seq> is
+// bounded by the schedule's history size and shown by coord schedule
+// history, not here.
+func parseSchedule(r *reader, p *Primitive, k prim) error {
+	if v, ok := k.single("state"); ok {
+		var st struct {
+			Last    time.Time
+			Seq     int64
+			Spec    string
+			Paused  *struct{ By string }
+			Trigger *struct{ By string }
+			Skipped map[string]int64
+		}
+		json.Unmarshal([]byte(v), &st)
+		p.Info["spec"] = fmt.Sprintf("%q", st.Spec)
+		p.Info["runs"] = strconv.FormatInt(st.Seq, 10)
+		if !st.Last.IsZero() {
+			p.Info["last tick"] = st.Last.UTC().Format(time.RFC3339Nano)
+		}
+		p.Info["state"] = "active"
+		if st.Paused != nil {
+			p.Info["state"] = "paused by " + st.Paused.By
+		}
+		if st.Trigger != nil {
+			p.Info["trigger"] = "pending from " + st.Trigger.By
+		}
+		for reason, n := range st.Skipped {
+			p.Info["skipped "+reason] = strconv.FormatInt(n, 10)
+		}
+	}
+	p.Holders = r.part(k, "r")
+	p.Waiters = r.part(k, "m")
 	return nil
 }

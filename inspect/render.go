@@ -77,6 +77,8 @@ func roles(p Primitive) (holder, waiter string) {
 		return "participant", "waiter"
 	case keys.KindQueue:
 		return "claim", "waiter"
+	case keys.KindSchedule:
+		return "run", "replica"
 	}
 	return "holder", "waiter"
 }

@@ -45,6 +45,7 @@ var completions = map[string][]string{
 	"queue redrive": append([]string{"prefix"}, connFlagNames...),
 	"queue discard": append([]string{"prefix"}, connFlagNames...),
 	"queue config":  append([]string{"prefix", "o", "max-attempts", "backoff-min", "backoff-max", "jitter", "dead-retention"}, connFlagNames...),
+	"schedule":      append([]string{"prefix", "o"}, connFlagNames...),
 	"dev":           {"port", "data-dir"},
 	"demo":          {"ticks"},
 	"bench":         {"short", "duration", "only", "endpoints"},

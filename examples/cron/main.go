@@ -1,24 +1,27 @@
 // Command cron runs a job every -every on every replica, and the job runs
-// once per tick across the fleet: each replica wakes at the tick, the
-// first to take a coord lock runs the job, and the others find the tick
-// done. The job's result is written to etcd guarded by the lock's IsOwner
-// and fenced by its token, so a replica paused past its TTL that wakes up
-// late cannot overwrite a newer result.
+// once per tick across the fleet. The job's result is written to etcd
+// guarded by the run's IsOwner and fenced by its token, so a replica
+// paused past its TTL that wakes up late cannot overwrite a newer result.
 //
 // -scheduler picks how ticks are scheduled:
 //
-//	loop     a plain aligned ticker and lock.Mutex (no dependencies)
-//	gocron   github.com/go-co-op/gocron/v2 with coord as its Locker
-//	elector  gocron with coord as its Elector: only the leader schedules
+//	schedule  coord's schedule package: each tick claimed by a
+//	          compare-and-swap, exactly one start per tick (the default)
+//	gocron    github.com/go-co-op/gocron/v2 with coord as its Locker
+//	          (contrib/gocron): runs never overlap, but a tick can run
+//	          twice, so the job checks the last tick it wrote
+//	elector   gocron with coord as its Elector: only the leader schedules
 //
-// Alone it starts an embedded etcd and three replicas in one process:
+// It is a module of its own, like contrib/gocron, so that coord itself
+// never requires gocron. Alone it starts an embedded etcd and three
+// replicas in one process (from the repository's root):
 //
-//	go run ./examples/cron
+//	go -C examples/cron run .
 //
 // As separate processes on one etcd, start `go run ./cmd/coord dev` in one
 // terminal, then in each of several others:
 //
-//	go run ./examples/cron -endpoints 127.0.0.1:2379 [-scheduler gocron]
+//	go -C examples/cron run . -endpoints 127.0.0.1:2379 [-scheduler gocron]
 //
 // and see each tick run in exactly one of them; stop any (Ctrl-C or
 // kill -9) and the others carry on.
@@ -39,7 +42,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
-	"github.com/coord-go/coord/lock"
+	"github.com/coord-go/coord/schedule"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -56,10 +59,10 @@ func main() {
 
 // config is what the flags set.
 type config struct {
-	name      string        // the job: its lock, election and result key
+	name      string        // the job: its schedule, lock, election and result key
 	every     time.Duration // the schedule
-	ttl       time.Duration // how long a crashed replica holds its lock
-	scheduler string        // loop, gocron or elector
+	ttl       time.Duration // how long a crashed replica holds its run
+	scheduler string        // schedule, gocron or elector
 }
 
 // resultKey is where the job keeps its last result.
@@ -76,15 +79,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&c.name, "name", "examples-cron", "job name")
 	fs.DurationVar(&c.every, "every", 2*time.Second, "how often the job runs")
 	fs.DurationVar(&c.ttl, "ttl", 5*time.Second, "session TTL")
-	fs.StringVar(&c.scheduler, "scheduler", "loop", "loop, gocron or elector")
+	fs.StringVar(&c.scheduler, "scheduler", "schedule", "schedule, gocron or elector")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	switch {
 	case c.every < 10*time.Millisecond:
 		return fmt.Errorf("-every %v: too short", c.every)
-	case c.scheduler != "loop" && c.scheduler != "gocron" && c.scheduler != "elector":
-		return fmt.Errorf("-scheduler %q: want loop, gocron or elector", c.scheduler)
+	case c.scheduler != "schedule" && c.scheduler != "gocron" && c.scheduler != "elector":
+		return fmt.Errorf("-scheduler %q: want schedule, gocron or elector", c.scheduler)
 	}
 	if *replicas <= 0 {
 		*replicas = 1
@@ -132,7 +135,7 @@ func replica(ctx context.Context, cli *clientv3.Client, id string, c config, out
 				if c.scheduler == "gocron" {
 					err = lockerScheduler(ctx, s, id, c, out)
 				} else {
-					err = loop(ctx, s, id, c, out)
+					err = scheduled(ctx, s, id, c, out)
 				}
 				s.Close()
 			}
@@ -152,49 +155,19 @@ func replica(ctx context.Context, cli *clientv3.Client, id string, c config, out
 	return nil
 }
 
-// loop wakes at every tick (a multiple of c.every, so all replicas agree
-// on it), takes the job's lock and runs the job if no one has run it for
-// this tick. It returns when ctx or the session ends.
-func loop(ctx context.Context, s *session.Session, id string, c config, out *output) error {
-	for {
-		tick := time.Now().Truncate(c.every).Add(c.every)
-		t := time.NewTimer(time.Until(tick))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-s.Done():
-			t.Stop()
-			return s.Err()
-		case <-t.C:
-		}
-		// Do not queue for the lock past the next tick.
-		lctx, cancel := context.WithTimeout(ctx, c.every)
-		err := runLocked(lctx, s, c, func(m *lock.Mutex) error {
-			_, err := job(lctx, s.Client(), c, id, tick, m.Token(), m.IsOwner(), out)
-			return err
-		})
-		cancel()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return err
-		}
-	}
-}
-
-// runLocked runs fn while holding the job's lock. (lock.Do does this too,
-// and also cancels fn when the lock is lost, but it does not hand fn the
-// Mutex, whose IsOwner and Token the write needs.)
-func runLocked(ctx context.Context, s *session.Session, c config, fn func(*lock.Mutex) error) error {
-	m := lock.NewMutex(s, c.name)
-	if err := m.Lock(ctx); err != nil {
+// scheduled runs the job on coord's schedule until ctx or the session
+// ends: each tick is claimed by one replica, which runs the job with the
+// tick's fencing token and IsOwner.
+func scheduled(ctx context.Context, s *session.Session, id string, c config, out *output) error {
+	sch := schedule.New(s.Client(), c.name, schedule.Every(c.every), schedule.WithReplica(id))
+	err := sch.Run(ctx, s, func(ctx context.Context, t schedule.Tick) error {
+		_, err := job(ctx, s.Client(), c, id, t.Time, t.Token, t.IsOwner(), out)
 		return err
+	})
+	if ctx.Err() != nil {
+		return nil
 	}
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		m.Unlock(uctx) // if this fails, the key goes with the session
-	}()
-	return fn(m)
+	return err
 }
 
 // result is what the job writes, and what the next run reads.
@@ -206,12 +179,14 @@ type result struct {
 }
 
 // job runs tick unless it already ran, and writes its result. It must be
-// called while holding the job's lock or leadership, whose fencing token
-// is token; guard, when not nil, is its IsOwner. It reports whether it
-// ran. It refuses to write, and reports false, when the stored result is
-// for this tick or a later one (someone ran it), or was written with a
-// newer token (we are a late replica whose lock is gone), or when the
-// write's compare fails: the lock was lost, or someone wrote since the read.
+// called while holding the tick's run, the job's lock or leadership,
+// whose fencing token is token; guard, when not nil, is its IsOwner. It
+// reports whether it ran. It refuses to write, and reports false, when
+// the stored result is for this tick or a later one (someone ran it: the
+// check gocron's Locker needs, which the schedule never trips), or was
+// written with a newer token (we are a late replica whose hold is gone),
+// or when the write's compare fails: the hold was lost, or someone wrote
+// since the read.
 func job(ctx context.Context, cli *clientv3.Client, c config, id string, tick time.Time, token int64, guard clientv3.Cmp, out *output) (bool, error) {
 	key := c.resultKey()
 	resp, err := cli.Get(ctx, key)
@@ -231,7 +206,7 @@ func job(ctx context.Context, cli *clientv3.Client, c config, id string, tick ti
 	}
 
 	// The job's real work goes here; its result is written only if the
-	// lock still holds, so a result never goes backwards.
+	// hold still holds, so a result never goes backwards.
 	next := result{Tick: tick.UnixMilli(), Runs: prev.Runs + 1, Token: token, Replica: id}
 	val, _ := json.Marshal(next)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}
@@ -243,7 +218,7 @@ func job(ctx context.Context, cli *clientv3.Client, c config, id string, tick ti
 		return false, err
 	}
 	if !txn.Succeeded {
-		out.say("%s: tick %s: result refused, the lock was lost", id, tick.Format("15:04:05.000"))
+		out.say("%s: tick %s: result refused, the hold was lost", id, tick.Format("15:04:05.000"))
 		return false, nil
 	}
 	out.say("%s: tick %s ran (run #%d, token %d)", id, tick.Format("15:04:05.000"), next.Runs, token)

@@ -57,7 +57,7 @@ var ranRe = regexp.MustCompile(`(?m)(\S+): tick (\S+) ran \(run #(\d+), token (\
 // result in etcd, that every tick ran once and results never went back.
 func TestOncePerTick(t *testing.T) {
 	t.Parallel()
-	for _, sched := range []string{"loop", "gocron", "elector"} {
+	for _, sched := range []string{"schedule", "gocron", "elector"} {
 		t.Run(sched, func(t *testing.T) {
 			t.Parallel()
 			c := config{name: fmt.Sprintf("cron-%s-%d", sched, time.Now().UnixNano())}
@@ -152,14 +152,14 @@ func TestLateReplicaFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fast.Close()
-	err = runLocked(ctx, fast, c, func(m *lock.Mutex) error {
-		ok, err := job(ctx, cli, c, "fast", tick.Add(time.Second), m.Token(), m.IsOwner(), out)
-		if !ok {
-			t.Errorf("fast replica did not run: %v", err)
-		}
-		return err
-	})
-	if err != nil {
+	m2 := lock.NewMutex(fast, c.name)
+	if err := m2.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := job(ctx, cli, c, "fast", tick.Add(time.Second), m2.Token(), m2.IsOwner(), out); !ok || err != nil {
+		t.Fatalf("fast replica did not run: %v", err)
+	}
+	if err := m2.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
 

@@ -81,6 +81,7 @@ func Cases() []Case {
 		Enqueue(),
 		Claim(4),
 		Barrier(),
+		Schedule(3),
 	}
 }
 
