@@ -98,6 +98,7 @@ func (l *Limiter) commit(j job, final bool) bool {
 		}
 		if n > 0 {
 			m.RateLimitReserved(l.name, n)
+			l.wakeSleepers(l.now())
 		}
 		var back int64
 		for _, t := range j.ret {

@@ -130,10 +130,13 @@ func (g *grid) reserved() int64 {
 
 // params is what a local permit needs to know of its grid.
 type params struct {
-	T0, Epoch, Skew int64
+	T0, Epoch, Skew, Period, PerPeriod int64
 }
 
-func (g *grid) params() params { return params{g.T0, g.Epoch, g.Skew} }
+func (g *grid) params() params { return params{g.T0, g.Epoch, g.Skew, g.Period, g.PerPeriod} }
+
+// maxBudget is the most permits an epoch of the grid holds.
+func (p params) maxBudget() int64 { return (p.PerPeriod + p.Period - 1) / p.Period }
 
 func (p params) usable(k int64) (from, until int64) {
 	from = p.T0 + k*p.Epoch

@@ -11,13 +11,13 @@ func TestLayout(t *testing.T) {
 		interval, skew time.Duration
 		q              int64 // epochs per interval
 	}{
-		{100, 10, time.Second, 0, 10},                     // exact: the burst divides the limit
-		{100, 100, time.Second, 0, 1},                     // one epoch per interval: cap 2L over 2 epochs
-		{10, 1, time.Second, 0, 10},                       // one per epoch
-		{100, 1, time.Second, 0, 64},                      // 64 epochs at most: rate 99.4
-		{100, 1, time.Second, 10 * time.Millisecond, 50},  // 20ms epochs for a 10ms skew
-		{100, 30, time.Second, 0, 3},                      // rate 97.5
-		{1, 1, time.Second, 0, 1},                         // cap 2 over 2 epochs
+		{100, 10, time.Second, 0, 10},                    // exact: the burst divides the limit
+		{100, 100, time.Second, 0, 1},                    // one epoch per interval: cap 2L over 2 epochs
+		{10, 1, time.Second, 0, 10},                      // one per epoch
+		{100, 1, time.Second, 0, 64},                     // 64 epochs at most: rate 99.4
+		{100, 1, time.Second, 10 * time.Millisecond, 50}, // 20ms epochs for a 10ms skew
+		{100, 30, time.Second, 0, 3},                     // rate 97.5
+		{1, 1, time.Second, 0, 1},                        // cap 2 over 2 epochs
 		{10, 1, 100 * time.Millisecond, 10 * time.Millisecond, 5},
 	} {
 		cfg := config{Limit: c.limit, Interval: int64(c.interval), Burst: c.burst, Skew: int64(c.skew)}

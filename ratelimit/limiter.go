@@ -57,6 +57,10 @@ type Limiter struct {
 	loaded bool
 	mErr   error // the mirror ended for good
 	others int   // reservation keys the mirror shows, ours included
+	rank   int   // ours among them, by creation (others when we have none)
+	// turnAt is when a Txn that can wait (reserving ahead, an upgrade)
+	// may go: see turn.
+	turnAt int64
 	// active: the limiter follows the shared state (a mirror, a session
 	// watch, the idle timer), which it does while it holds or wants
 	// permits, and only then.
@@ -78,7 +82,10 @@ type Limiter struct {
 	stock   []lot
 	waiters []*waiter
 	given   map[*waiter]lot
-	resv    []lot
+	// sleepers are the waiters asleep until their permits' epoch, which
+	// an upgrade wakes early (see decide).
+	sleepers map[*waiter]*spot
+	resv     []lot
 	// returning is permits taken out of the stock to be given back to the
 	// shared state, kept until a Txn does.
 	returning []take
@@ -90,8 +97,13 @@ type Limiter struct {
 	demand     ewma
 	lastDemand int64
 	low        int64 // reserve ahead when the stock falls below it
-	rtt        int64 // round trip of a Txn, on the clock, smoothed
-	backoffN   int   // failed Txns in a row
+	// want is how many permits per epoch the process tries to hold ahead
+	// beyond what its measured rate says: doubled on a miss (a caller
+	// found nothing usable now in the stock), halved when permits lapse
+	// unused.
+	want     float64
+	rtt      int64 // round trip of a Txn, on the clock, smoothed
+	backoffN int   // failed Txns in a row
 	// stale: a Txn failed on a state it did not read; wait for the
 	// mirror to bring one newer than staleMod.
 	stale    bool
@@ -108,7 +120,7 @@ func New(s *session.Session, name string, limit Limit, burst int64, opts ...Opti
 		opt(&o)
 	}
 	l := &Limiter{name: name, label: fmt.Sprintf("ratelimit %.64q", name), clock: o.clock, horizon: o.horizon,
-		given: map[*waiter]lot{},
+		given: map[*waiter]lot{}, sleepers: map[*waiter]*spot{},
 		ctor: config{Limit: limit.Events, Interval: int64(limit.Interval), Burst: burst, Skew: int64(o.skew)}}
 	switch {
 	case o.err != nil:

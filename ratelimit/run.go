@@ -98,6 +98,11 @@ func (l *Limiter) loop() {
 		st.trim(now)
 		l.failTooLarge(st)
 		j, waiting := l.decide(now, st)
+		if at := l.turn(now, st, j); at > now {
+			// Only work that can wait, and not this process's turn yet.
+			l.park(at)
+			continue
+		}
 		if j.empty() {
 			if waiting {
 				// Callers wait for permits no epoch has room for now:
@@ -223,14 +228,23 @@ func (l *Limiter) decide(now int64, st *state) (j job, waiting bool) {
 	}
 	quota := max(1, h*g.PerPeriod/(g.Period*procs))
 	held, per := l.holdings()
-	perEpoch := l.demand.rate(now) * float64(g.Epoch)
+	perEpoch := max(l.demand.rate(now)*float64(g.Epoch)*1.25, l.want)
 	var spread int64
 	if perEpoch*float64(h) >= 2 {
-		spread = int64(math.Ceil(perEpoch * 1.25))
+		spread = int64(math.Ceil(perEpoch))
 	}
 	a := ask{now: now, margin: 2 * l.rtt, until: now + 2*h*g.Epoch, held: func(t0, k int64) int64 { return per[[2]int64{t0, k}] }}
 	for _, w := range l.waiters {
 		a.reqs = append(a.reqs, req{n: w.n, now: w.now})
+	}
+	// The upgrade: callers asleep until a later epoch while the epoch now
+	// falls in has room (a process gave permits back, or nobody reserved
+	// that far). Taking that room and waking them early is what keeps
+	// permits given back from lapsing unused; theirs go back to the
+	// stock.
+	upgrades := l.upgrades(now)
+	for _, n := range upgrades {
+		a.reqs = append(a.reqs, req{n: n, now: true})
 	}
 	l.low = 0
 	if spread > 0 {
@@ -239,6 +253,9 @@ func (l *Limiter) decide(now int64, st *state) (j job, waiting bool) {
 	switch {
 	case len(a.reqs) > 0:
 		a.quota = max(quota-held, a.reqs[0].n)
+		for _, n := range upgrades {
+			a.quota += n
+		}
 		a.spread = spread
 	case spread > 0 && held < l.low:
 		// Reserve ahead before the stock runs out, so a busy process
@@ -319,14 +336,16 @@ func (l *Limiter) giveBack(now, quota, want, margin int64) (ret []take, release 
 	return l.returning, release
 }
 
-// idleAfter is how long a process without demand keeps its stock: two
-// epochs, or a quarter of the horizon when that is longer.
+// idleAfter is how long a process without demand keeps its stock: an
+// epoch, or a tenth of the horizon when that is longer. Short, because
+// what a process holds in the epochs just ahead lapses if it waits: the
+// others can use it only if it is given back before its epoch.
 func (l *Limiter) idleAfter() int64 {
 	if l.st == nil {
 		return 0
 	}
 	g := l.st.last()
-	return max(2*g.Epoch, l.horizonEpochs(l.st.config, g)*g.Epoch/4)
+	return max(g.Epoch/2, l.horizonEpochs(l.st.config, g)*g.Epoch/20)
 }
 
 // farewell is the last Txn after the session ended: every permit not
@@ -427,11 +446,25 @@ func (l *Limiter) changed(v *watch.View, c watch.Change) {
 		// only from the next interval on; see the package doc.
 		l.st, l.stMod = nil, 0
 	}
-	l.others = v.Line("r").Len()
+	line := v.Line("r")
+	l.others, l.rank = line.Len(), line.Len()
+	if l.pres != nil {
+		i := 0
+		line.Each(func(e *watch.Entry) bool {
+			if e.Key == l.pres.Key() {
+				l.rank = i
+				return false
+			}
+			i++
+			return true
+		})
+	}
 	l.loaded = true
 	if l.wake != nil {
 		l.wake.wake()
 		l.wake = nil
+	} else if !l.run && len(l.sleepers) > 0 && len(l.upgrades(l.now())) > 0 {
+		l.kick()
 	}
 	l.seen = v.Rev()
 }
@@ -454,6 +487,12 @@ func (l *Limiter) armIdle() {
 	if d <= 0 {
 		d = int64(10 * time.Millisecond)
 	}
+	if l.st != nil {
+		// At an epoch's start, when the callers of every process wake
+		// anyway: one moment of activity per epoch rather than several.
+		now := l.now()
+		d = l.nextEpoch(now+d-1, l.st) - now
+	}
 	l.idleStop = l.clock.AfterFunc(time.Duration(d), func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -461,8 +500,75 @@ func (l *Limiter) armIdle() {
 			return
 		}
 		l.armIdle()
-		if len(l.stock) > 0 || l.pres != nil || len(l.returning) > 0 {
+		if len(l.stock) > 0 || l.pres != nil || len(l.returning) > 0 || len(l.sleepers) > 0 {
 			l.kick()
 		}
 	})
+}
+
+// upgrades lists the sizes of the sleepers whose permits are in a later
+// epoch than now's while now's has room for them, as the mirror shows it.
+// mu held.
+func (l *Limiter) upgrades(now int64) []int64 {
+	var out []int64
+	for w := range l.sleepers {
+		x, ok := l.given[w]
+		if !ok {
+			continue
+		}
+		if from, _ := x.usable(); from > now && l.roomNow(now, x.n) {
+			out = append(out, x.n)
+		}
+	}
+	return out
+}
+
+// wakeSleepers wakes sleepers whose permits are in a later epoch while the
+// stock has permits for now: each gives its own back and takes those. mu
+// held.
+func (l *Limiter) wakeSleepers(now int64) {
+	var avail int64
+	for _, x := range l.stock {
+		if from, until := x.usable(); from <= now && now < until {
+			avail += x.n
+		}
+	}
+	for w, sp := range l.sleepers {
+		if avail <= 0 {
+			return
+		}
+		if x, ok := l.given[w]; ok {
+			if from, _ := x.usable(); from > now && x.n <= avail {
+				avail -= x.n
+				sp.wake()
+			}
+		}
+	}
+}
+
+// turn staggers the Txns that can wait: reserving ahead, upgrades and
+// returns, that is every Txn but one a waiting caller needs. The
+// processes of a limiter run in step, every caller of every process
+// waking at the same epoch starts, and without a turn they would all
+// reserve at the same moment, all but one failing their compare. Each
+// process waits its slot, (rank + epoch) mod processes, of epoch/2 cut
+// in as many, from when it first had such work; the rotation by epoch
+// keeps it fair. It returns when the job may go (≤ now: at once). mu held.
+func (l *Limiter) turn(now int64, st *state, j job) int64 {
+	if j.empty() || len(l.waiters) > 0 || l.dead != nil {
+		l.turnAt = 0
+		return 0
+	}
+	if l.turnAt == 0 {
+		g := st.last()
+		n := int64(max(1, l.others))
+		slot := (int64(l.rank) + max(0, g.index(now))) % n
+		l.turnAt = now + slot*(g.Epoch/(2*n))
+	}
+	if now >= l.turnAt {
+		at := l.turnAt
+		l.turnAt = 0
+		return at - 1
+	}
+	return l.turnAt
 }

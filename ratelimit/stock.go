@@ -29,7 +29,15 @@ func (l *Limiter) dispatch(now int64) {
 	l.dropLapsed(now)
 	kept := l.waiters[:0]
 	for _, w := range l.waiters {
-		if x, ok := l.takeStock(w.n, now, w.now); ok {
+		x, ok := l.takeStock(w.n, now, true)
+		if !ok && !w.now && !l.roomNow(now, w.n) {
+			// Nothing for now here, and the epoch now falls in has no room
+			// either: the earliest permits the process holds. (With room
+			// now, the loop reserves some of it instead of making the
+			// caller sleep into a later epoch.)
+			x, ok = l.takeStock(w.n, now, false)
+		}
+		if ok {
 			w.lot = &x
 			l.given[w] = x
 			w.sp.wake()
@@ -88,6 +96,7 @@ func (l *Limiter) dropLapsed(now int64) {
 	for _, x := range l.stock {
 		if _, until := x.usable(); until <= now {
 			l.s.Metrics().RateLimitPermits(l.name, "lapsed", x.n)
+			l.want /= 2 // held more than the callers used
 			continue
 		}
 		kept = append(kept, x)

@@ -39,7 +39,7 @@ func (l *Limiter) WaitN(ctx context.Context, n int64) error {
 		}
 		from, _ := x.usable()
 		if l.now() < from {
-			if err := l.sleepUntil(ctx, from); err != nil {
+			if err := l.sleepUntil(ctx, w, from); err != nil {
 				l.putBack(w, x)
 				return l.wrap(err)
 			}
@@ -72,7 +72,13 @@ func (l *Limiter) await(ctx context.Context, w *waiter, front bool) (lot, error)
 		l.waiters = append(l.waiters, w)
 	}
 	l.dispatch(now)
-	if w.lot == nil && w.now && l.noRoomNow(now, w.n) {
+	if w.lot == nil && l.loaded && l.st != nil {
+		// A miss: the process held nothing usable for this caller. Hold
+		// more ahead from now on (a caller that waits in a loop never
+		// shows its demand in the measured rate).
+		l.want = min(2*l.want+float64(w.n), float64(l.st.last().params().maxBudget()))
+	}
+	if w.lot == nil && w.now && !l.roomNow(now, w.n) {
 		// The shared state, as the mirror shows it, has no room now:
 		// refuse without a round trip.
 		l.removeWaiter(w)
@@ -102,18 +108,18 @@ func (l *Limiter) await(ctx context.Context, w *waiter, front bool) (lot, error)
 	return lot{}, l.wrap(ctx.Err())
 }
 
-// noRoomNow reports whether the state the mirror shows has no room for n
-// in the epoch now falls in. mu held.
-func (l *Limiter) noRoomNow(now, n int64) bool {
+// roomNow reports whether the state the mirror shows may have room for n
+// in the epoch now falls in (true when it is not known). mu held.
+func (l *Limiter) roomNow(now, n int64) bool {
 	if !l.loaded || l.st == nil || (!l.st.Set && l.st.config != l.ctor) {
-		return false
+		return true
 	}
 	room := false
 	l.st.each(now, 2*l.rtt, now+1, func(e epoch) bool {
 		room = e.g.start(e.k) <= now && e.room() >= n
 		return false
 	})
-	return !room
+	return room
 }
 
 // maybeReserve starts reserving ahead when the process's demand says so
@@ -141,14 +147,21 @@ func (l *Limiter) removeWaiter(w *waiter) {
 	}
 }
 
-// sleepUntil waits for the clock to reach t, or ctx to end.
-func (l *Limiter) sleepUntil(ctx context.Context, t int64) error {
+// sleepUntil waits for the clock to reach t, ctx to end, or an upgrade
+// (permits for now instead of w's, see decide).
+func (l *Limiter) sleepUntil(ctx context.Context, w *waiter, t int64) error {
 	sp := l.newSpot()
+	l.mu.Lock()
+	l.sleepers[w] = sp
+	l.mu.Unlock()
 	stopT := l.clock.AfterFunc(time.Duration(t-l.now()), sp.wake)
 	stopC := context.AfterFunc(ctx, sp.wake)
 	sp.park()
 	stopT()
 	stopC()
+	l.mu.Lock()
+	delete(l.sleepers, w)
+	l.mu.Unlock()
 	if l.now() < t {
 		if err := ctx.Err(); err != nil {
 			return err

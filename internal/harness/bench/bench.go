@@ -81,6 +81,7 @@ func Cases() []Case {
 		Enqueue(),
 		Claim(4),
 		Barrier(),
+		RateLimit(8, 2000),
 	}
 }
 
