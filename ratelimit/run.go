@@ -488,10 +488,14 @@ func (l *Limiter) armIdle() {
 		d = int64(10 * time.Millisecond)
 	}
 	if l.st != nil {
-		// At an epoch's start, when the callers of every process wake
-		// anyway: one moment of activity per epoch rather than several.
+		// Just after an epoch's start, when the callers of every process
+		// wake anyway: one moment of activity per epoch rather than
+		// several. Just after, so that callers whose permits were of that
+		// epoch have been granted by then (a caller given permits is
+		// demand): what a process that stopped asking holds of the epoch
+		// goes back while the others can still use it, not an epoch later.
 		now := l.now()
-		d = l.nextEpoch(now+d-1, l.st) - now
+		d = l.nextEpoch(now+d-1, l.st) - now + l.st.last().Epoch/20
 	}
 	l.idleStop = l.clock.AfterFunc(time.Duration(d), func() {
 		l.mu.Lock()
