@@ -53,17 +53,28 @@ func (l *Limiter) loop() {
 		l.dispatch(now)
 		switch {
 		case l.dead != nil:
+			// The loop keeps running (run stays set) until the farewell is
+			// done, so that no second loop can send the same returns.
 			j := l.farewell(now)
-			l.run = false
-			if !j.empty() {
-				if st, err := l.current(now); err == nil {
-					st.trim(now)
-					j.st, j.mod = st, l.stMod
-					l.mu.Unlock()
-					l.commit(j, true)
-					l.mu.Lock()
+			for try := 0; !j.empty() && l.st != nil && try < maxRetries; try++ {
+				st, err := l.current(l.now())
+				if err != nil {
+					break
 				}
+				st.trim(l.now())
+				j.st, j.mod = st, l.stMod
+				l.mu.Unlock()
+				ok := l.commit(j, true)
+				l.mu.Lock()
+				if !ok {
+					break
+				}
+				// A conflict read the state anew (or the mirror will
+				// bring it): return what is left on it.
+				j = job{ret: l.returning}
 			}
+			l.returning = nil
+			l.run = false
 			l.mu.Unlock()
 			l.deactivate()
 			return
