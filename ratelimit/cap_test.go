@@ -7,10 +7,9 @@ import (
 	"time"
 )
 
-// grantAt is one granted event in true time, and the cap of its grid.
+// grantAt is one granted event in true time.
 type grantAt struct {
-	t   int64
-	cap int64
+	t int64
 }
 
 // era is when a grid's grants can happen, in true time, and its cap.

@@ -119,15 +119,6 @@ func (g *grid) trim(now int64) {
 // lastTaken is the last epoch with reservations, or Base-1.
 func (g *grid) lastTaken() int64 { return g.Base + int64(len(g.Taken)) - 1 }
 
-// reserved is the total of Taken.
-func (g *grid) reserved() int64 {
-	var n int64
-	for _, t := range g.Taken {
-		n += t
-	}
-	return n
-}
-
 // params is what a local permit needs to know of its grid.
 type params struct {
 	T0, Epoch, Skew, Period, PerPeriod int64

@@ -179,12 +179,11 @@ func (o onOff) next(t time.Time) (bool, time.Time) {
 // process asks for one event every 1.3 s or so and records how long it
 // waited.
 type demand struct {
-	sm      *sim
-	rec     *recorder
-	end     time.Time
-	mu      sync.Mutex
-	waits   []time.Duration // the light process's
-	waitFor func(ctx context.Context) error
+	sm    *sim
+	rec   *recorder
+	end   time.Time
+	mu    sync.Mutex
+	waits []time.Duration // the light process's
 }
 
 func (d *demand) heavy(ctx context.Context, id int, o onOff, wait func(context.Context) error) {

@@ -32,13 +32,3 @@ func (s *spot) park() {
 	}
 	<-s.ch
 }
-
-// woken reports whether wake was called.
-func (s *spot) woken() bool {
-	select {
-	case <-s.ch:
-		return true
-	default:
-		return false
-	}
-}

@@ -26,7 +26,6 @@ type simClock struct {
 	busy   int
 	steps  int
 	polls  int
-	waited time.Duration
 }
 
 type simTimer struct {
