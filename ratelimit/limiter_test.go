@@ -5,13 +5,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coord-go/coord/metrics"
 	"github.com/coord-go/coord/ratelimit"
+	"github.com/coord-go/coord/session"
 )
 
 func TestWaitGrants(t *testing.T) {
 	t.Parallel()
 	p := root(t)
-	s := newSession(t, p)
+	m := metrics.New()
+	s := newSession(t, p, session.WithMetrics(m))
 	l := ratelimit.New(s, "api", ratelimit.Per(100, time.Second), 10)
 	ctx := ctxT(t, 20*time.Second)
 	start := time.Now()
@@ -31,6 +34,15 @@ func TestWaitGrants(t *testing.T) {
 	if st.Limit != ratelimit.Per(100, time.Second) || st.Burst != 10 || len(st.Processes) != 1 {
 		t.Fatalf("state %+v", st)
 	}
+	// The metrics count every grant, and far fewer reservations and Txns.
+	granted := gatherValue(t, m, "coord_ratelimit_granted_total", nil)
+	resv := gatherValue(t, m, "coord_ratelimit_reservations_total", nil)
+	txns := gatherValue(t, m, "coord_ratelimit_txns_total", nil)
+	reserved := gatherValue(t, m, "coord_ratelimit_permits_total", map[string]string{"event": "reserved"})
+	if granted != 30 || resv < 1 || txns < resv || resv > 15 || reserved < 30 {
+		t.Fatalf("metrics: %v granted, %v reservations, %v Txns, %v permits reserved", granted, resv, txns, reserved)
+	}
+	t.Logf("30 granted: %v reservations, %v Txns, %v permits reserved", resv, txns, reserved)
 }
 
 func TestBadInput(t *testing.T) {
