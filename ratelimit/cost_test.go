@@ -37,9 +37,11 @@ func runCost(t *testing.T, procs, callers, idle int, dur time.Duration) costRun 
 	// The idle limiters share one process (one client, one session): each
 	// counts for the fair share only while it holds permits.
 	ip := newProc(t, sm, procs, prefix, name, metrics.New(), limit, burst)
+	var idlers []*ratelimit.Limiter
 	for range idle {
 		l := ratelimit.New(ip.s, name, limit, burst, ratelimit.WithClock(sm.clock))
 		sm.add(l)
+		idlers = append(idlers, l)
 		sm.clock.goTracked(func() {
 			if err := l.Wait(ip.ctx); err != nil {
 				rec.fail(err)
@@ -52,6 +54,23 @@ func runCost(t *testing.T, procs, callers, idle int, dur time.Duration) costRun 
 		}
 	}
 	sm.runUntil(simStart.Add(dur / 4))
+	// The idle limiters wait their turn for their one event (their share
+	// is small among so many), then give back what they hold: from when
+	// every one of them stopped following the limiter, they cost nothing.
+	busy := func() bool {
+		for _, l := range idlers {
+			if active, _, _, _ := ratelimit.SyncState(l); active {
+				return true
+			}
+		}
+		return false
+	}
+	for busy() && sm.clock.Now().Before(simStart.Add(dur/2)) {
+		sm.runUntil(sm.clock.Now().Add(50 * time.Millisecond))
+	}
+	if busy() {
+		t.Fatalf("idle limiters still follow the limiter %v after their one event", dur/2)
+	}
 	idleFrom := ip.counter.Get("Txn")
 	var busyFrom int64
 	for _, p := range ps {
