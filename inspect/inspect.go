@@ -44,7 +44,7 @@ type Primitive struct {
 // List sorts them.
 func Kinds() []string {
 	return []string{keys.KindBarrier, keys.KindDouble, keys.KindElection, keys.KindLatch,
-		keys.KindLock, keys.KindQueue, keys.KindRWLock, keys.KindSchedule, keys.KindSemaphore}
+		keys.KindLock, keys.KindQueue, keys.KindRateLimit, keys.KindRWLock, keys.KindSchedule, keys.KindSemaphore}
 }
 
 // KnownKind reports whether kind is one of Kinds.

@@ -27,6 +27,7 @@ var parsers = map[string]func(*reader, *Primitive, prim) error{
 	keys.KindLatch:     parseLatch,
 	keys.KindQueue:     parseQueue,
 	keys.KindSchedule:  parseSchedule,
+	keys.KindRateLimit: parseRateLimit,
 }
 
 // parseLock: the line is w/<id>, first in line holds.
@@ -222,5 +223,45 @@ func parseSchedule(r *reader, p *Primitive, k prim) error {
 	}
 	p.Holders = r.part(k, "r")
 	p.Waiters = r.part(k, "m")
+	return nil
+}
+
+// parseRateLimit: "state" holds the limit and the permits reserved per
+// epoch (bounded: at most 64 epochs ahead a grid, 8 grids); the
+// processes holding permits are r/<id>, each record's n the permits it
+// held at its last reservation.
+func parseRateLimit(r *reader, p *Primitive, k prim) error {
+	p.Holders = r.part(k, "r")
+	v, ok := k.single("state")
+	if !ok {
+		return nil
+	}
+	var st struct {
+		Limit    int64 `json:"limit"`
+		Interval int64 `json:"interval_ns"`
+		Burst    int64 `json:"burst"`
+		Grids    []struct {
+			T0    int64   `json:"t0"`
+			Epoch int64   `json:"epoch_ns"`
+			Base  int64   `json:"base"`
+			Taken []int64 `json:"taken"`
+		} `json:"grids"`
+	}
+	if json.Unmarshal([]byte(v), &st) != nil {
+		p.Info["state"] = "unreadable"
+		return nil
+	}
+	p.Info["limit"] = fmt.Sprintf("%d/%v", st.Limit, time.Duration(st.Interval))
+	p.Info["burst"] = strconv.FormatInt(st.Burst, 10)
+	// Reserved: the permits of the epochs not yet over.
+	now, reserved := time.Now().UnixNano(), int64(0)
+	for _, g := range st.Grids {
+		for i, n := range g.Taken {
+			if g.Epoch > 0 && g.T0+(g.Base+int64(i)+1)*g.Epoch > now {
+				reserved += n
+			}
+		}
+	}
+	p.Info["reserved"] = strconv.FormatInt(reserved, 10)
 	return nil
 }

@@ -55,6 +55,7 @@ type Metrics struct {
 	claimToAck  *prometheus.HistogramVec // name
 
 	schedule *scheduleMetrics
+	rl       rateLimit // ratelimit.go
 
 	all []prometheus.Collector
 }
@@ -132,6 +133,7 @@ func New(opts ...Option) *Metrics {
 		m.waitSeconds, m.holdSeconds, m.acquisitions, m.lost, m.waiting, m.holding, m.holdStart,
 		m.leaderTransitions, m.isLeader, m.permitsHeld, m.queueEvents, m.claimToAck}
 	m.all = append(m.all, m.initSchedule()...)
+	m.all = append(m.all, m.initRateLimit()...)
 	return m
 }
 

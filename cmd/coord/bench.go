@@ -34,7 +34,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	endpoints := fs.String("endpoints", "", "benchmark this etcd instead of an embedded one")
 	short := fs.Bool("short", false, "about 1 s per case and side, for CI")
 	dur := fs.Duration("duration", 3*time.Second, "how long each side of each case runs")
-	only := fs.String("only", "", "comma-separated primitives to run (lock, election, semaphore, queue, barrier, schedule)")
+	only := fs.String("only", "", "comma-separated primitives to run (lock, election, semaphore, queue, barrier, schedule, ratelimit)")
 	pos, _, code := splitArgs(fs, args)
 	if code >= 0 {
 		return code

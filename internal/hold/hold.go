@@ -149,6 +149,19 @@ func (h *Hold) IsOwner() []clientv3.Cmp {
 	return out
 }
 
+// Rewrite returns the op that rewrites the hold's first key with rec, on
+// the session's lease, for a Txn of the primitive's own guarded by
+// IsOwner (unguarded, a rewrite could bring back a key the hold lost):
+// for a holder that publishes what it holds now, such as the permits a
+// rate limiter's process has reserved. A zero rec.Since keeps the
+// creation's. Record still returns the value the key was created with.
+func (h *Hold) Rewrite(rec keys.Record) clientv3.Op {
+	if rec.Since.IsZero() {
+		rec.Since = h.rec.Since
+	}
+	return clientv3.OpPut(h.keys[0], rec.Encode(), clientv3.WithLease(h.s.Lease()))
+}
+
 // Spec is a primitive's part of a Txn the lifecycle runs: its own
 // compares, the ops to run with the lifecycle's when they hold, and the
 // reads to run when they do not.

@@ -195,3 +195,54 @@ func TestReleaseRetryAndLoss(t *testing.T) {
 		t.Fatalf("Release after loss = %v in %v, want errLost at once", err, time.Since(start))
 	}
 }
+
+// Rewrite, guarded by IsOwner, changes a held key's record and keeps it
+// on the lease and as created (the hold's watch sees no loss); the same
+// Txn after the key went brings nothing back.
+func TestRewriteUnderIsOwner(t *testing.T) {
+	t.Parallel()
+	ctx := etcdtest.Context(t, 10*time.Second)
+	s := newLease(t, srv.Client(), 10*time.Second)
+	key := "hold-test/rewrite/" + s.NextID()
+	h := newHold(s, key)
+	if _, err := h.Create(ctx, Spec{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Grant(); err != nil {
+		t.Fatal(err)
+	}
+	done := h.Done()
+	rewrite := func() bool {
+		resp, err := s.Client().Txn(ctx).If(h.IsOwner()...).Then(h.Rewrite(keys.Record{N: 7})).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Succeeded
+	}
+	if !rewrite() {
+		t.Fatal("a rewrite guarded by IsOwner failed on a held key")
+	}
+	resp, err := srv.Client().Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := resp.Kvs[0]
+	rec, err := keys.DecodeRecord(kv.Value)
+	if err != nil || rec.N != 7 || !rec.Since.Equal(h.Record().Since.UTC()) {
+		t.Fatalf("rewritten record %s (%v), want n 7 and the creation's since", kv.Value, err)
+	}
+	if kv.Lease != int64(s.Lease()) || kv.CreateRevision != h.Rev() {
+		t.Fatalf("rewritten key: lease %x, create rev %d; want lease %x, create rev %d", kv.Lease, kv.CreateRevision, s.Lease(), h.Rev())
+	}
+	select {
+	case <-done:
+		t.Fatalf("a rewrite was seen as a loss: %v", h.Lost())
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rewrite() || exists(t, key) {
+		t.Fatal("a guarded rewrite after the release brought the key back")
+	}
+}

@@ -82,6 +82,7 @@ func Cases() []Case {
 		Claim(4),
 		Barrier(),
 		Schedule(3),
+		RateLimit(8, 2000),
 	}
 }
 
