@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +54,11 @@ type Config struct {
 	// retried release the benefit of the doubt: the caller stopped
 	// relying on the key when it asked to release it.
 	StrictRetry bool
+	// Delay, when positive, is the primitive's lock-delay (whole seconds,
+	// see CheckDelay): the next grant after a hold of the name ended
+	// without its owner letting it go waits that long (see delay.go).
+	// Primitives that set it grant through Admit.
+	Delay time.Duration
 }
 
 type state int
@@ -91,6 +97,13 @@ type Hold struct {
 	start      time.Time
 	waiting    bool // counted in the waiting gauge, from Create to Grant or Abandon
 	releasedAt int64
+
+	// The lock-delay's part (Config.Delay > 0): a mark per key, the bases
+	// they live under, and what the last Create learned.
+	marks     []string
+	bases     []string
+	quiet     bool  // the Create saw no mark but its own and no pending delay
+	createdAt int64 // the revision of the Create's answer
 }
 
 // Key is one key of a hold and where its loss is seen: the primitive's
@@ -109,6 +122,14 @@ func New(s *lease.Session, cfg *Config, rec keys.Record, ks ...Key) *Hold {
 	for _, k := range ks {
 		h.keys = append(h.keys, k.Key)
 		h.watch = append(h.watch, k.Watch)
+		if cfg.Delay > 0 {
+			if mark, base, ok := keys.MarkOf(k.Key); ok {
+				h.marks = append(h.marks, mark)
+				if !slices.Contains(h.bases, base) {
+					h.bases = append(h.bases, base)
+				}
+			}
+		}
 	}
 	return h
 }
@@ -217,13 +238,14 @@ func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
 			return Created{}, h.wrap(h.sessionCause(err))
 		}
 		if resp.Succeeded {
-			h.created(resp.Header.Revision)
-			return Created{Rev: resp.Header.Revision, At: resp.Header.Revision, Then: resp.Responses[len(h.keys):]}, nil
+			h.created(resp.Header.Revision, resp.Header.Revision, h.quietIn(resp.Responses))
+			rs := resp.Responses[len(h.keys)+len(h.marks) : len(resp.Responses)-2*len(h.bases)]
+			return Created{Rev: resp.Header.Revision, At: resp.Header.Revision, Then: rs}, nil
 		}
 		if own := resp.Responses[1].GetResponseRange().Kvs; len(own) > 0 {
 			// An earlier attempt of this hold created it: only this hold
 			// ever uses the key.
-			h.created(own[0].CreateRevision)
+			h.created(own[0].CreateRevision, resp.Header.Revision, false)
 			return Created{Rev: own[0].CreateRevision, At: resp.Header.Revision, Existed: true}, nil
 		}
 		if h.s.Learn(resp.Responses[0].GetResponseRange().Kvs, fence) {
@@ -238,24 +260,31 @@ func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
 }
 
 // createOps is the create Txn as Create sends it, with the fence as the
-// session knows it now.
+// session knows it now. With a lock-delay it also puts the keys' marks
+// (on no lease, so they outlive a lost lease) and, after the primitive's
+// ops, reads whether anything but its own marks or a pending delay is
+// there (see delay.go).
 func (h *Hold) createOps(spec Spec) (cmps []clientv3.Cmp, then, els []clientv3.Op) {
 	val := h.rec.Encode()
 	cmps = []clientv3.Cmp{h.s.Fence()}
-	then = make([]clientv3.Op, 0, len(h.keys)+len(spec.Then))
+	then = make([]clientv3.Op, 0, len(h.keys)+len(h.marks)+len(spec.Then)+2*len(h.bases))
 	for _, k := range h.keys {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
 		then = append(then, clientv3.OpPut(k, val, clientv3.WithLease(h.s.Lease())))
 	}
+	for _, m := range h.marks {
+		then = append(then, clientv3.OpPut(m, markValue(h.cfg.Delay)))
+	}
 	cmps = append(cmps, spec.If...)
 	then = append(then, spec.Then...)
+	then = append(then, h.delayReads()...)
 	els = append([]clientv3.Op{h.s.FenceRead(), clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())}, spec.Else...)
 	return cmps, then, els
 }
 
-func (h *Hold) created(rev int64) {
+func (h *Hold) created(rev, at int64, quiet bool) {
 	h.mu.Lock()
-	h.rev = rev
+	h.rev, h.createdAt, h.quiet = rev, at, quiet
 	h.mu.Unlock()
 }
 
