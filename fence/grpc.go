@@ -60,32 +60,35 @@ func outgoing(ctx context.Context, resource string, token func() int64) (context
 // codes.Aborted for a stale token (gRPC's code for a failed sequencer
 // check), codes.InvalidArgument for a missing or bad token or resource,
 // and codes.Unavailable when the store failed (fail closed). Calls of
-// one resource run their handlers one at a time in this process; the
-// handler finds the checked pair with FromContext.
+// one resource run their handlers one at a time in this process, and a
+// newer token cancels the context of a handler still running with an
+// older one (see Middleware); the handler finds the checked pair with
+// FromContext.
 func UnaryServerInterceptor(store Store, opts ...ServerOption) grpc.UnaryServerInterceptor {
 	s := newServer(store, opts)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		resource, token, done, err := s.admitCall(ctx, info.FullMethod)
+		ctx, done, err := s.admitCall(ctx, info.FullMethod)
 		if err != nil {
 			return nil, err
 		}
 		defer done()
-		return handler(NewContext(ctx, resource, token), req)
+		return handler(ctx, req)
 	}
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streams: the
 // token is checked when the stream opens, and the resource's turn is
-// held until the handler returns.
+// held until the handler returns, or handed on, cancelling the stream,
+// when a newer token arrives.
 func StreamServerInterceptor(store Store, opts ...ServerOption) grpc.StreamServerInterceptor {
 	s := newServer(store, opts)
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		resource, token, done, err := s.admitCall(ss.Context(), info.FullMethod)
+		ctx, done, err := s.admitCall(ss.Context(), info.FullMethod)
 		if err != nil {
 			return err
 		}
 		defer done()
-		return handler(srv, &fencedStream{ServerStream: ss, ctx: NewContext(ss.Context(), resource, token)})
+		return handler(srv, &fencedStream{ServerStream: ss, ctx: ctx})
 	}
 }
 
@@ -97,7 +100,7 @@ type fencedStream struct {
 func (f *fencedStream) Context() context.Context { return f.ctx }
 
 // admitCall reads a call's pair and admits it, or returns its status.
-func (s *server) admitCall(ctx context.Context, method string) (string, int64, func(), error) {
+func (s *server) admitCall(ctx context.Context, method string) (context.Context, func(), error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	resource := first(md, ResourceMetadata)
 	if s.grpcResource != nil {
@@ -105,22 +108,22 @@ func (s *server) admitCall(ctx context.Context, method string) (string, int64, f
 	}
 	raw := first(md, TokenMetadata)
 	if raw == "" {
-		return "", 0, nil, status.Errorf(codes.InvalidArgument, "fence: %v: the call has no %s metadata", errNoToken, TokenMetadata)
+		return nil, nil, status.Errorf(codes.InvalidArgument, "fence: %v: the call has no %s metadata", errNoToken, TokenMetadata)
 	}
 	token, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil {
-		return "", 0, nil, status.Errorf(codes.InvalidArgument, "fence: %v: %s %q is not a number", ErrInvalid, TokenMetadata, raw)
+		return nil, nil, status.Errorf(codes.InvalidArgument, "fence: %v: %s %q is not a number", ErrInvalid, TokenMetadata, raw)
 	}
-	done, err := s.admit(ctx, resource, token)
+	hctx, done, err := s.admit(ctx, resource, token)
 	switch {
 	case err == nil:
-		return resource, token, done, nil
+		return hctx, done, nil
 	case errors.Is(err, ErrStale):
-		return "", 0, nil, status.Error(codes.Aborted, err.Error())
+		return nil, nil, status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, ErrInvalid):
-		return "", 0, nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return "", 0, nil, status.Error(codes.Unavailable, err.Error()+"; write refused")
+	return nil, nil, status.Error(codes.Unavailable, err.Error()+"; write refused")
 }
 
 func first(md metadata.MD, key string) string {

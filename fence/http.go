@@ -75,7 +75,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // The handler finds the checked pair with FromContext. Requests of one
 // resource run their handlers one at a time in this process, so the
 // check and the handler's writes are not reordered; wrap only the
-// handlers that write. Several server replicas sharing a store (SQLStore,
+// handlers that write. A request with a newer token cancels the context
+// of a handler still running with an older one (context.Cause wraps
+// ErrStale) and runs once that handler has returned. Several server replicas sharing a store (SQLStore,
 // EtcdStore) each order their own requests, but two replicas can still
 // run a 5 and a 6 at once: where the writes land in a database, fence
 // them there too, with Check in their own transaction.
@@ -97,7 +99,7 @@ func Middleware(store Store, opts ...ServerOption) func(http.Handler) http.Handl
 				http.Error(w, fmt.Sprintf("fence: %v: %s %q is not a number", ErrInvalid, TokenHeader, raw), http.StatusBadRequest)
 				return
 			}
-			done, err := s.admit(r.Context(), resource, token)
+			ctx, done, err := s.admit(r.Context(), resource, token)
 			if err != nil {
 				var stale *StaleError
 				code := http.StatusServiceUnavailable
@@ -114,7 +116,7 @@ func Middleware(store Store, opts ...ServerOption) func(http.Handler) http.Handl
 				return
 			}
 			defer done()
-			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), resource, token)))
+			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }

@@ -45,31 +45,39 @@ func newServer(store Store, opts []ServerOption) *server {
 var errNoToken = errors.New("no fencing token")
 
 // admit checks resource and token and, when they pass, returns holding
-// the resource's turn: the caller runs the request's handler and then
-// calls done. The turn is what makes the check and the handler's writes
-// one step as far as this process goes: without it a request with token
-// 5 that passed its check could still write after one with token 6.
-func (s *server) admit(ctx context.Context, resource string, token int64) (done func(), err error) {
+// the resource's turn, with the context the handler runs with: the caller
+// runs the request's handler and then calls done. The turn is what makes
+// the check and the handler's writes one step as far as this process
+// goes: without it a request with token 5 that passed its check could
+// still write after one with token 6. A newer token that arrives while
+// an older one's handler runs cancels that handler's context (its cause
+// wraps ErrStale) and takes its turn once the handler returns, so a
+// stream left open by an old holder never blocks its successor.
+func (s *server) admit(ctx context.Context, resource string, token int64) (hctx context.Context, done func(), err error) {
 	if s.store == nil {
-		return nil, fmt.Errorf("%w: nil Store", ErrUnavailable)
+		return nil, nil, fmt.Errorf("%w: nil Store", ErrUnavailable)
 	}
 	if err := valid(resource, token); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	done, err = s.serial.lock(ctx, resource)
+	t, err := s.serial.lock(ctx, resource, token)
+	if errors.Is(err, ErrStale) {
+		return nil, nil, err
+	}
 	if err != nil {
-		return nil, fmt.Errorf("fence: resource %q: %w: %w", resource, ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("fence: resource %q: %w: %w", resource, ErrUnavailable, err)
 	}
 	if err := s.store.Advance(ctx, resource, token); err != nil {
-		done()
+		s.serial.unlock(resource, t)
 		if errors.Is(err, ErrStale) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnavailable) {
-			return nil, err
+			return nil, nil, err
 		}
 		// A store of the caller's own: whatever it failed with, the
 		// token was not accepted.
-		return nil, fmt.Errorf("fence: resource %q: %w: %w", resource, ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("fence: resource %q: %w: %w", resource, ErrUnavailable, err)
 	}
-	return done, nil
+	hctx, done = s.serial.run(ctx, resource, t, token)
+	return NewContext(hctx, resource, token), done, nil
 }
 
 // serial gives each resource one turn at a time, in this process.
@@ -79,11 +87,16 @@ type serial struct {
 }
 
 type turn struct {
-	ch   chan struct{} // holds a value while taken
-	refs int
+	ch     chan struct{} // holds a value while taken
+	refs   int
+	token  int64                   // the token of the turn's holder
+	cancel context.CancelCauseFunc // its handler's context
 }
 
-func (s *serial) lock(ctx context.Context, resource string) (func(), error) {
+// lock waits for resource's turn. A token older than the one whose
+// handler runs now (which the store accepted) is stale at once, without
+// waiting; a newer one cancels that handler.
+func (s *serial) lock(ctx context.Context, resource string, token int64) (*turn, error) {
 	s.mu.Lock()
 	if s.turns == nil {
 		s.turns = map[string]*turn{}
@@ -93,20 +106,50 @@ func (s *serial) lock(ctx context.Context, resource string) (func(), error) {
 		t = &turn{ch: make(chan struct{}, 1)}
 		s.turns[resource] = t
 	}
-	t.refs++
-	s.mu.Unlock()
-	release := func() {
-		s.mu.Lock()
-		if t.refs--; t.refs == 0 {
-			delete(s.turns, resource)
-		}
+	if t.cancel != nil && token < t.token {
 		s.mu.Unlock()
+		return nil, &StaleError{Resource: resource, Token: token, Highest: t.token}
 	}
+	t.refs++
+	if t.cancel != nil && token > t.token {
+		t.cancel(&StaleError{Resource: resource, Token: t.token, Highest: token})
+	}
+	s.mu.Unlock()
 	select {
 	case t.ch <- struct{}{}:
+		return t, nil
 	case <-ctx.Done():
-		release()
+		s.release(resource, t)
 		return nil, ctx.Err()
 	}
-	return func() { <-t.ch; release() }, nil
+}
+
+// run marks t's turn as running token's handler, and returns the
+// handler's context and what ends the turn.
+func (s *serial) run(ctx context.Context, resource string, t *turn, token int64) (context.Context, func()) {
+	hctx, cancel := context.WithCancelCause(ctx)
+	s.mu.Lock()
+	t.token, t.cancel = token, cancel
+	s.mu.Unlock()
+	return hctx, func() {
+		cancel(nil)
+		s.unlock(resource, t)
+	}
+}
+
+// unlock ends a turn.
+func (s *serial) unlock(resource string, t *turn) {
+	s.mu.Lock()
+	t.cancel = nil
+	s.mu.Unlock()
+	<-t.ch
+	s.release(resource, t)
+}
+
+func (s *serial) release(resource string, t *turn) {
+	s.mu.Lock()
+	if t.refs--; t.refs == 0 {
+		delete(s.turns, resource)
+	}
+	s.mu.Unlock()
 }
