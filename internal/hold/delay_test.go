@@ -11,7 +11,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-
 // A hold with a lock-delay creates its mark with its key and deletes both
 // in one request; a key lost with its lease leaves the mark, which makes
 // the next hold's Admit wait for a delay key that etcd expires.
