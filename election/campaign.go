@@ -134,7 +134,7 @@ func (e *Election) campaign(ctx context.Context, rec keys.Record) (*term, error)
 			return nil, err
 		}
 	}
-	if err := h.Grant(); err != nil {
+	if err := h.Admit(ctx); err != nil {
 		e.abandon(ctx, h)
 		return nil, err
 	}
@@ -436,7 +436,10 @@ func (e *Election) Follow(ctx context.Context, value string, opts ...CampaignOpt
 		e.campaigning = false
 		e.mu.Unlock()
 	}()
-	h := hold.New(e.s, &e.cfg, keys.Record{Value: value, Prio: co.prio, Meta: co.meta, Observer: true},
+	// An observer never leads, so its end is never a loss to wait for.
+	cfg := e.cfg
+	cfg.Delay = 0
+	h := hold.New(e.s, &cfg, keys.Record{Value: value, Prio: co.prio, Meta: co.meta, Observer: true},
 		hold.Key{Key: e.sp.Key("c", e.s.NextID()), Watch: watch.MirrorOf{Hub: e.hub, Base: e.sp.Base()}})
 	if _, err := h.Create(ctx, hold.Spec{}); err != nil {
 		h.Abandon(ctx)

@@ -120,7 +120,7 @@ type term struct {
 // New returns a candidate for the election called name on session s.
 // It talks to etcd only when used. A nil session or an invalid name is
 // reported, wrapping ErrInvalid, by every method that can fail. Of the
-// options, only WithRule applies (the others are Run's).
+// options, only WithRule and WithLockDelay apply (the others are Run's).
 func New(s *session.Session, name string, opts ...Option) *Election {
 	e := &Election{name: name, idle: make(chan struct{})}
 	close(e.idle)
@@ -138,11 +138,16 @@ func New(s *session.Session, name string, opts ...Option) *Election {
 		e.err = fmt.Errorf("%w: %w", ErrInvalid, err)
 		return e
 	}
+	if err := hold.CheckDelay(o.delay); err != nil {
+		e.err = fmt.Errorf("%w: %w", ErrInvalid, err)
+		return e
+	}
 	e.sp, e.rule = sp, o.rule
 	e.hub = watch.For(e.s.Client())
 	e.cfg = hold.Config{
 		Kind: kind, Names: []string{name}, Label: fmt.Sprintf("election %q", name), Noun: "candidacy",
 		Errors: hold.Errors{Lost: ErrNotLeader, NotHeld: errResigned},
+		Delay:  o.delay,
 	}
 	return e
 }

@@ -21,6 +21,7 @@ type options struct {
 	health    *Health
 	rule      *Rule
 	campaign  []CampaignOption
+	delay     time.Duration
 }
 
 // WithTTL sets the TTL of the sessions Run campaigns with (default
@@ -83,3 +84,23 @@ func OnStoppedLeading(f func()) Option { return func(o *options) { o.onStopped =
 
 // WithHealth makes Run report into h (see Health).
 func WithHealth(h *Health) Option { return func(o *options) { o.health = h } }
+
+// WithLockDelay turns on a lock-delay of d, for New and Run: after a
+// leader lost its leadership without resigning (its session's lease
+// expired or was revoked, Session.Close included, or a key was deleted by
+// someone else), the next leader's Campaign waits d before it returns, so
+// that the old leader, which may still be running (paused, partitioned)
+// or have writes in flight, has time to stop or land first. A clean
+// Resign or Transfer costs nothing: the next leader leads at once, with
+// the same requests as without a lock-delay.
+//
+// The delay is timed by etcd (a lease of d whose expiry the successor
+// waits for), never by a client's clock, so d must be whole seconds from
+// 1s to 1h, and the wait is at least d (etcd's minimum lease TTL, 2 s
+// with its default timing, is a floor), counted from when a candidate
+// first saw the loss. A candidate that vanished while waiting (its
+// process crashed) counts as a loss too; observers (Follow) never do.
+// During the delay the next leader already holds the leader key, so
+// Leader and Observe name it while its Campaign still waits. Give every
+// candidate of an election the same lock-delay.
+func WithLockDelay(d time.Duration) Option { return func(o *options) { o.delay = d } }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/internal/etcderr"
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/internal/lease"
 	"github.com/coord-go/coord/internal/watch"
@@ -88,6 +89,9 @@ func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(
 	}
 	sp, err := keys.New(root, kind, name)
 	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := hold.CheckDelay(o.delay); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	var co campaignOptions
@@ -194,6 +198,9 @@ func runOnce(ctx context.Context, cli *clientv3.Client, name, value string, fn f
 	var eopts []Option
 	if o.rule != nil {
 		eopts = append(eopts, WithRule(*o.rule))
+	}
+	if o.delay > 0 {
+		eopts = append(eopts, WithLockDelay(o.delay))
 	}
 	e := New(s, name, eopts...)
 	if err := e.Campaign(ctx, value, o.campaign...); err != nil {

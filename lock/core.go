@@ -185,8 +185,15 @@ func (c *core) take(ctx context.Context, m mode, id string, entries []entry, try
 			return nil, err
 		}
 	}
-	if err := h.Grant(); err != nil {
+	admit := h.Admit
+	if try {
+		admit = h.TryAdmit
+	}
+	if err := admit(ctx); err != nil {
 		h.Abandon(ctx)
+		if errors.Is(err, hold.ErrDelayed) {
+			return nil, fmt.Errorf("%s: %w: a lock-delay is pending", c.label, ErrLocked)
+		}
 		return nil, err
 	}
 	return &acq{h: h, mode: m}, nil

@@ -50,9 +50,10 @@ func invalid(label string, err error) error {
 // fn finds the lock's fencing token with TokenFrom and its IsOwner guard
 // with OwnerFrom, to fence what it writes.
 //
-// This is the building block for "run this job on one replica at a time".
-func Do(ctx context.Context, s *session.Session, name string, fn func(ctx context.Context) error) error {
-	m := NewMutex(s, name)
+// opts are NewMutex's (WithLockDelay). This is the building block for
+// "run this job on one replica at a time".
+func Do(ctx context.Context, s *session.Session, name string, fn func(ctx context.Context) error, opts ...Option) error {
+	m := NewMutex(s, name, opts...)
 	if err := m.Lock(ctx); err != nil {
 		return err
 	}

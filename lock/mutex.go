@@ -21,10 +21,10 @@ type Mutex struct {
 	sp keys.Space
 }
 
-// NewMutex returns a Mutex for name on s. It does not talk to etcd. A
-// bad name or a nil session is reported by every method, as an error
-// wrapping ErrInvalid.
-func NewMutex(s *session.Session, name string) *Mutex {
+// NewMutex returns a Mutex for name on s (see WithLockDelay for its
+// option). It does not talk to etcd. A bad name, a bad option or a nil
+// session is reported by every method, as an error wrapping ErrInvalid.
+func NewMutex(s *session.Session, name string, opts ...Option) *Mutex {
 	m := &Mutex{c: newCore(s, keys.KindLock, []string{name})}
 	if m.c.err == nil {
 		sp, err := keys.New(s.Prefix(), keys.KindLock, name)
@@ -33,6 +33,7 @@ func NewMutex(s *session.Session, name string) *Mutex {
 		}
 		m.sp = sp
 		m.c.guard = sp.Part("w")
+		m.c.apply(opts)
 	}
 	return m
 }

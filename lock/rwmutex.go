@@ -24,9 +24,11 @@ type RWMutex struct {
 	sp keys.Space
 }
 
-// NewRWMutex returns an RWMutex for name on s. It does not talk to etcd;
-// a bad name or nil session is reported by every method (ErrInvalid).
-func NewRWMutex(s *session.Session, name string) *RWMutex {
+// NewRWMutex returns an RWMutex for name on s (see WithLockDelay: a
+// reader that vanished delays the next grant, read or write). It does not
+// talk to etcd; a bad name, a bad option or a nil session is reported by
+// every method (ErrInvalid).
+func NewRWMutex(s *session.Session, name string, opts ...Option) *RWMutex {
 	m := &RWMutex{c: newCore(s, keys.KindRWLock, []string{name})}
 	if m.c.err == nil {
 		sp, err := keys.New(s.Prefix(), keys.KindRWLock, name)
@@ -35,6 +37,7 @@ func NewRWMutex(s *session.Session, name string) *RWMutex {
 		}
 		m.sp = sp
 		m.c.guard = sp.Part("w")
+		m.c.apply(opts)
 	}
 	return m
 }

@@ -66,8 +66,15 @@ func (s *Semaphore) acquire(ctx context.Context, n int64, try bool) (*Permit, er
 			return nil, err
 		}
 	}
-	if err := h.Grant(); err != nil {
+	admit := h.Admit
+	if try {
+		admit = h.TryAdmit
+	}
+	if err := admit(ctx); err != nil {
 		h.Abandon(ctx)
+		if errors.Is(err, hold.ErrDelayed) {
+			return nil, s.wrap(fmt.Errorf("%w: a lock-delay is pending", ErrNoPermits))
+		}
 		return nil, err
 	}
 	return &Permit{sem: s, h: h, n: n}, nil

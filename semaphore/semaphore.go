@@ -73,16 +73,23 @@ type Semaphore struct {
 	capacity int64
 }
 
-// New returns the semaphore name with the given capacity on session s.
-// Nothing is written until the first Acquire; bad arguments are reported
-// by every method (wrapping ErrInvalid), never by a panic.
-func New(s *session.Session, name string, capacity int64) *Semaphore {
+// New returns the semaphore name with the given capacity on session s
+// (see WithLockDelay for its option). Nothing is written until the first
+// Acquire; bad arguments are reported by every method (wrapping
+// ErrInvalid), never by a panic.
+func New(s *session.Session, name string, capacity int64, opts ...Option) *Semaphore {
 	sem := &Semaphore{name: name, ctor: capacity, capacity: capacity, stored: strconv.FormatInt(capacity, 10)}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	switch {
 	case s == nil:
 		sem.err = fmt.Errorf("%w: nil session", ErrInvalid)
 	case capacity < 1:
 		sem.err = fmt.Errorf("%w: capacity %d, want at least 1", ErrInvalid, capacity)
+	case o.check() != nil:
+		sem.err = o.check()
 	default:
 		sem.s = lease.Of(s)
 		sp, err := keys.New(sem.s.Root(), kind, name)
@@ -96,6 +103,7 @@ func New(s *session.Session, name string, capacity int64) *Semaphore {
 			Errors:  hold.Errors{Lost: ErrLost, NotHeld: ErrNotHeld},
 			OnGrant: func(h *hold.Hold) { sem.s.Metrics().Permits(name, h.Record().Weight()) },
 			OnEnd:   func(h *hold.Hold, _ bool) { sem.s.Metrics().Permits(name, -h.Record().Weight()) },
+			Delay:   o.delay,
 		}
 	}
 	return sem

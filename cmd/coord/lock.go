@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
+	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/lock"
 )
 
@@ -12,7 +14,7 @@ func init() {
 	register("lock", "run a command while holding a lock; stop it if the lock is lost", runLock)
 }
 
-const lockHelp = `NAME [--try | --wait D] [--conflict-exit 75] [--ttl 15s] [--grace 10s] [--prefix coord/] -- CMD [ARGS...]
+const lockHelp = `NAME [--try | --wait D] [--conflict-exit 75] [--lock-delay D] [--ttl 15s] [--grace 10s] [--prefix coord/] -- CMD [ARGS...]
 
 Takes the lock NAME (waiting in line, FIFO), runs CMD while holding it, and
 releases it when CMD exits. CMD gets COORD_TOKEN, the lock's fencing token
@@ -36,6 +38,11 @@ With --try, if someone else holds or waits for the lock, coord prints a line
 on stderr and exits with --conflict-exit (75) without running CMD, as a cron
 job that should skip this round wants. With --wait D it waits at most D.
 
+With --lock-delay D (whole seconds), a holder of NAME that lost the lock
+without releasing it (killed with its reaper, paused, cut off) makes the
+next holder wait D before its CMD starts, for writes that cannot check
+COORD_TOKEN; every coord lock of NAME should pass the same D.
+
 Exit status: CMD's (128+N if signal N ended it); 75 (--conflict-exit) when
 --try or --wait did not get the lock; 1 when coord itself failed (etcd
 unreachable, TLS, auth); 2 for bad usage; 126 when CMD could not run, 127
@@ -47,9 +54,14 @@ func runLock(args []string, stdout, stderr io.Writer) int {
 	h.register(fs)
 	var a acquireFlags
 	a.register(fs, "the lock", true)
+	var delay time.Duration
+	fs.DurationVar(&delay, "lock-delay", 0, "after a holder lost the lock without releasing it, wait this long before running CMD (whole seconds; 0: off)")
 	name, argv, code := nameAndCmd(fs, args)
 	if code >= 0 {
 		return code
+	}
+	if err := hold.CheckDelay(delay); err != nil {
+		return usageErr(fs, stderr, "--lock-delay: %v", err)
 	}
 	if code := h.check(fs); code >= 0 {
 		return code
@@ -67,7 +79,7 @@ func runLock(args []string, stdout, stderr io.Writer) int {
 	defer cli.Close()
 	defer s.Close()
 
-	m := lock.NewMutex(s, name)
+	m := lock.NewMutex(s, name, lock.WithLockDelay(delay))
 	wctx, cancel := a.bound(ctx)
 	defer cancel()
 	if a.try {

@@ -26,6 +26,13 @@
 //     while etcd is unreachable, in the background until it can; when a
 //     create may still be in flight it moves the session's fence in the
 //     same Txn, so nothing the hold sent can bring a key back.
+//   - A lock-delay (Config.Delay, granted through Admit) makes the next
+//     grant after a hold ended without its owner letting it go wait a
+//     delay timed by etcd: each hold keeps a mark beside its key, deleted
+//     by its owner in the same request as the key, so a dead mark (one
+//     whose key went with its lease) is the evidence of an unclean loss,
+//     seen by the successor's mirror with no read on the clean path, and
+//     by any later holder however long after (see delay.go).
 //
 // # Safety
 //

@@ -240,9 +240,15 @@ func (h *Hold) release(ctx context.Context, cmps []clientv3.Cmp, then []clientv3
 	}
 	retry, ambiguous := h.retried, h.ambiguous
 	h.mu.Unlock()
-	ops := make([]clientv3.Op, 0, len(h.keys)+1+len(then))
+	ops := make([]clientv3.Op, 0, len(h.keys)+len(h.marks)+1+len(then))
 	for _, k := range h.keys {
 		ops = append(ops, clientv3.OpDelete(k))
+	}
+	// The marks go in the same request, and only while the keys are still
+	// this hold's: a hold whose key went first (its lease expired) keeps
+	// its marks, so the next holder knows it was not let go.
+	for _, m := range h.marks {
+		ops = append(ops, clientv3.OpDelete(m))
 	}
 	if ambiguous {
 		ops = append(ops, h.s.Bump())
@@ -260,14 +266,25 @@ func (h *Hold) release(ctx context.Context, cmps []clientv3.Cmp, then []clientv3
 		}
 	} else {
 		txn := h.s.Client().Txn(ctx)
-		if len(then) > 0 || len(cmps) > 0 {
+		if len(then) > 0 || len(cmps) > 0 || len(h.marks) > 0 {
 			txn = txn.If(append(h.IsOwner(), cmps...)...)
 		}
 		var els []clientv3.Op
-		if len(cmps) > 0 {
+		switch {
+		case len(cmps) > 0:
 			els = []clientv3.Op{clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())}
+		case len(h.marks) > 0:
+			// Not all keys are this hold's any more: let go of the rest
+			// all the same (a MultiMutex that lost one name), marks kept.
+			els = ops[:len(h.keys):len(h.keys)]
+			if ambiguous {
+				els = append(els, h.s.Bump())
+			}
 		}
 		resp, err = txn.Then(append(ops, then...)...).Else(els...).Commit()
+		if err == nil && !resp.Succeeded && ambiguous && len(cmps) == 0 && len(h.marks) > 0 {
+			h.s.Bumped(resp.Header.Revision)
+		}
 		if err == nil && !resp.Succeeded && len(cmps) > 0 {
 			if own := resp.Responses[0].GetResponseRange().Kvs; len(own) > 0 && own[0].CreateRevision == h.Rev() {
 				return nil, ErrCond
@@ -369,35 +386,44 @@ func (h *Hold) abandon(ctx context.Context, cmps []clientv3.Cmp, undo []clientv3
 	h.mu.Unlock()
 	h.halt()
 	h.stopWaiting()
-	if !ambiguous && (rev == 0 || wasLost) {
+	// A hold abandoned was never reported held, so its marks go whatever
+	// became of its keys: they would make the next holder wait a
+	// lock-delay for a loss no one relied on. They are on no lease, so
+	// they must go even when the session is gone.
+	marked := len(h.marks) > 0 && (rev > 0 || ambiguous)
+	if !marked && !ambiguous && (rev == 0 || wasLost) {
 		return // never created, or already gone
 	}
-	if h.s.Err() != nil {
+	if !marked && h.s.Err() != nil {
 		return // the lease is gone or going, and takes the key along
 	}
 	run := func(ctx context.Context) error {
 		var bump []clientv3.Op
-		if ambiguous {
+		if ambiguous && h.s.Err() == nil {
 			bump = []clientv3.Op{h.s.Bump()}
 		}
-		dels := make([]clientv3.Op, len(h.keys))
-		for i, k := range h.keys {
-			dels[i] = clientv3.OpDelete(k)
+		dels := make([]clientv3.Op, 0, len(h.keys)+len(h.marks))
+		for _, k := range h.keys {
+			dels = append(dels, clientv3.OpDelete(k))
 		}
+		for _, m := range h.marks {
+			dels = append(dels, clientv3.OpDelete(m))
+		}
+		marks := dels[len(h.keys):len(dels):len(dels)]
 		// The keys were created together, so the first says for all.
 		cond := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(h.keys[0]), ">", 0)}
 		var els []clientv3.Op
 		if cmps != nil {
 			cond, els = cmps, append(dels[:len(dels):len(dels)], bump...)
 		} else {
-			els = bump
+			els = append(marks, bump...)
 		}
 		resp, err := h.s.Client().Txn(ctx).
 			If(cond...).
 			Then(append(append(dels[:len(dels):len(dels)], undo...), bump...)...).
 			Else(els...).
 			Commit()
-		if err == nil && ambiguous {
+		if err == nil && len(bump) > 0 {
 			h.s.Bumped(resp.Header.Revision)
 		}
 		return err
@@ -415,7 +441,12 @@ func (h *Hold) abandon(ctx context.Context, cmps []clientv3.Cmp, undo []clientv3
 		for {
 			select {
 			case <-h.s.Done():
-				return
+				if !marked {
+					return
+				}
+				// The marks outlive the lease: keep trying until they go
+				// or the client is closed.
+				<-time.After(backoff)
 			case <-time.After(backoff):
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), h.s.TTL())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +54,11 @@ type Config struct {
 	// retried release the benefit of the doubt: the caller stopped
 	// relying on the key when it asked to release it.
 	StrictRetry bool
+	// Delay, when positive, is the primitive's lock-delay (whole seconds,
+	// see CheckDelay): the next grant after a hold of the name ended
+	// without its owner letting it go waits that long (see delay.go).
+	// Primitives that set it grant through Admit.
+	Delay time.Duration
 }
 
 type state int
@@ -91,6 +97,13 @@ type Hold struct {
 	start      time.Time
 	waiting    bool // counted in the waiting gauge, from Create to Grant or Abandon
 	releasedAt int64
+
+	// The lock-delay's part (Config.Delay > 0): a mark per key, the bases
+	// they live under, and what the last Create learned.
+	marks     []string
+	bases     []string
+	quiet     bool  // the Create saw no mark but its own and no pending delay
+	createdAt int64 // the revision of the Create's answer
 }
 
 // Key is one key of a hold and where its loss is seen: the primitive's
@@ -109,6 +122,14 @@ func New(s *lease.Session, cfg *Config, rec keys.Record, ks ...Key) *Hold {
 	for _, k := range ks {
 		h.keys = append(h.keys, k.Key)
 		h.watch = append(h.watch, k.Watch)
+		if cfg.Delay > 0 {
+			if mark, base, ok := keys.MarkOf(k.Key); ok {
+				h.marks = append(h.marks, mark)
+				if !slices.Contains(h.bases, base) {
+					h.bases = append(h.bases, base)
+				}
+			}
+		}
 	}
 	return h
 }
@@ -223,9 +244,9 @@ func CreateAll(ctx context.Context, hs []*Hold, spec Spec) (Created, error) {
 			x.gauge(1)
 		}
 	}
-	nkeys := 0
+	nput := 0 // the holds' keys and marks, before spec.Then's responses
 	for _, x := range hs {
-		nkeys += len(x.keys)
+		nput += len(x.keys) + len(x.marks)
 	}
 	setAmbiguous := func() {
 		for _, x := range hs {
@@ -234,9 +255,9 @@ func CreateAll(ctx context.Context, hs []*Hold, spec Spec) (Created, error) {
 			x.mu.Unlock()
 		}
 	}
-	created := func(rev int64) {
+	created := func(rev, at int64) {
 		for _, x := range hs {
-			x.created(rev)
+			x.created(rev, at, false)
 		}
 	}
 	cli := h.s.Client()
@@ -255,13 +276,18 @@ func CreateAll(ctx context.Context, hs []*Hold, spec Spec) (Created, error) {
 			return Created{}, h.wrap(h.sessionCause(err))
 		}
 		if resp.Succeeded {
-			created(resp.Header.Revision)
-			return Created{Rev: resp.Header.Revision, At: resp.Header.Revision, Then: resp.Responses[nkeys:]}, nil
+			// Each hold's lock-delay reads are at the end, in order.
+			end := len(resp.Responses)
+			for i := len(hs) - 1; i >= 0; i-- {
+				hs[i].created(resp.Header.Revision, resp.Header.Revision, hs[i].quietIn(resp.Responses[:end]))
+				end -= 2 * len(hs[i].bases)
+			}
+			return Created{Rev: resp.Header.Revision, At: resp.Header.Revision, Then: resp.Responses[nput:end]}, nil
 		}
 		if own := resp.Responses[1].GetResponseRange().Kvs; len(own) > 0 {
 			// An earlier attempt of these holds created them: only they
 			// ever use their keys, and they were created together.
-			created(own[0].CreateRevision)
+			created(own[0].CreateRevision, resp.Header.Revision)
 			return Created{Rev: own[0].CreateRevision, At: resp.Header.Revision, Existed: true}, nil
 		}
 		if h.s.Learn(resp.Responses[0].GetResponseRange().Kvs, fence) {
@@ -276,7 +302,10 @@ func CreateAll(ctx context.Context, hs []*Hold, spec Spec) (Created, error) {
 }
 
 // createOps is the create Txn as CreateAll sends it, with the fence as
-// the session knows it now.
+// the session knows it now. With a lock-delay it also puts each key's
+// mark (on no lease, so it outlives a lost lease) and, after the
+// primitive's ops, reads whether anything but the hold's own marks or a
+// pending delay is there (see delay.go).
 func createOps(hs []*Hold, spec Spec) (cmps []clientv3.Cmp, then, els []clientv3.Op) {
 	h := hs[0]
 	cmps = []clientv3.Cmp{h.s.Fence()}
@@ -286,16 +315,22 @@ func createOps(hs []*Hold, spec Spec) (cmps []clientv3.Cmp, then, els []clientv3
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
 			then = append(then, clientv3.OpPut(k, val, clientv3.WithLease(x.s.Lease())))
 		}
+		for _, m := range x.marks {
+			then = append(then, clientv3.OpPut(m, markValue(x.cfg.Delay)))
+		}
 	}
 	cmps = append(cmps, spec.If...)
 	then = append(then, spec.Then...)
+	for _, x := range hs {
+		then = append(then, x.delayReads()...)
+	}
 	els = append([]clientv3.Op{h.s.FenceRead(), clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())}, spec.Else...)
 	return cmps, then, els
 }
 
-func (h *Hold) created(rev int64) {
+func (h *Hold) created(rev, at int64, quiet bool) {
 	h.mu.Lock()
-	h.rev = rev
+	h.rev, h.createdAt, h.quiet = rev, at, quiet
 	h.mu.Unlock()
 }
 

@@ -129,3 +129,27 @@ func FuzzRootsDisjoint(f *testing.F) {
 		}
 	})
 }
+
+func TestMarkOf(t *testing.T) {
+	sp, _ := keys.New("coord/", keys.KindLock, "a/b")
+	k := sp.Key("w", "00000000000000ab-3")
+	mark, base, ok := keys.MarkOf(k)
+	if !ok || base != sp.Base() || mark != sp.Base()+"x/w/00000000000000ab-3" {
+		t.Fatalf("MarkOf(%s) = %s, %s, %v", k, mark, base, ok)
+	}
+	if back, ok := keys.Marked(mark, sp.Base()); !ok || back != k {
+		t.Fatalf("Marked(%s) = %s, %v", mark, back, ok)
+	}
+	// Not marks of this base: a member key, a single key, another name's mark.
+	other, _ := keys.New("coord/", keys.KindLock, "a")
+	om, _, _ := keys.MarkOf(other.Key("w", "1"))
+	for _, k := range []string{k, sp.Single("delay"), om, sp.Part("x")} {
+		if _, ok := keys.Marked(k, sp.Base()); ok {
+			t.Errorf("Marked(%s) under %s: true", k, sp.Base())
+		}
+	}
+	// A single key reads as a member of a shorter base, never of its own.
+	if _, b, ok := keys.MarkOf(sp.Single("leader")); ok && b == sp.Base() {
+		t.Errorf("MarkOf(single key) under its own base")
+	}
+}

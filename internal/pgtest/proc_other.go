@@ -1,0 +1,9 @@
+//go:build unix && !linux
+
+package pgtest
+
+import "syscall"
+
+func procAttr(c *cred) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: c}
+}
