@@ -26,11 +26,17 @@
 //     while etcd is unreachable, in the background until it can; when a
 //     create may still be in flight it moves the session's fence in the
 //     same Txn, so nothing the hold sent can bring a key back.
+//   - Named holds are for keys the primitive names itself, one holder at
+//     a time (a group member's id, a shard's owner key): the key's
+//     absence is the grant, and Create, Release and Abandon touch the key
+//     only while it is the hold's own (Config.Named).
 //
 // # Safety
 //
 // A Hold's keys are unique to it, so no late, retried or repeated request
-// of one acquisition can touch another's, even on one shared session. A
+// of one acquisition can touch another's, even on one shared session; a
+// named hold's key is shared with its predecessors and successors, so
+// each of its requests is fenced on the key being its own. A
 // hold is reported held only between a successful Grant and the first of
 // its release or loss, and a loss closes Done before anything else is
 // done about it. A Hold is safe for concurrent use.
