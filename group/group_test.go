@@ -146,17 +146,23 @@ func TestBadInput(t *testing.T) {
 	s := newSession(t, srv.Client(), r)
 	big := map[string]string{"k": strings.Repeat("x", group.MaxMetaBytes)}
 	for name, f := range map[string]func() error{
-		"nil session":  func() error { _, err := group.Join(ctx, nil, "g", "a", nil); return err },
-		"empty name":   func() error { _, err := group.Join(ctx, s, "", "a", nil); return err },
-		"empty id":     func() error { _, err := group.Join(ctx, s, "g", "", nil); return err },
-		"long id":      func() error { _, err := group.Join(ctx, s, "g", strings.Repeat("i", 513), nil); return err },
-		"bad utf8 id":  func() error { _, err := group.Join(ctx, s, "g", "\xff", nil); return err },
-		"big meta":     func() error { _, err := group.Join(ctx, s, "g", "a", big); return err },
-		"zero weight":  func() error { _, err := group.Join(ctx, s, "g", "a", nil, group.WithWeight(0)); return err },
-		"huge weight":  func() error { _, err := group.Join(ctx, s, "g", "a", nil, group.WithWeight(group.MaxWeight+1)); return err },
-		"neg limit":    func() error { _, err := group.Join(ctx, s, "g", "a", nil, group.WithLimit(-1)); return err },
-		"nil client":   func() error { _, err := group.New(nil, "g").Members(ctx); return err },
-		"bad root":     func() error { _, err := group.New(srv.Client(), "g", group.WithPrefix("x/lock/")).Members(ctx); return err },
+		"nil session": func() error { _, err := group.Join(ctx, nil, "g", "a", nil); return err },
+		"empty name":  func() error { _, err := group.Join(ctx, s, "", "a", nil); return err },
+		"empty id":    func() error { _, err := group.Join(ctx, s, "g", "", nil); return err },
+		"long id":     func() error { _, err := group.Join(ctx, s, "g", strings.Repeat("i", 513), nil); return err },
+		"bad utf8 id": func() error { _, err := group.Join(ctx, s, "g", "\xff", nil); return err },
+		"big meta":    func() error { _, err := group.Join(ctx, s, "g", "a", big); return err },
+		"zero weight": func() error { _, err := group.Join(ctx, s, "g", "a", nil, group.WithWeight(0)); return err },
+		"huge weight": func() error {
+			_, err := group.Join(ctx, s, "g", "a", nil, group.WithWeight(group.MaxWeight+1))
+			return err
+		},
+		"neg limit":  func() error { _, err := group.Join(ctx, s, "g", "a", nil, group.WithLimit(-1)); return err },
+		"nil client": func() error { _, err := group.New(nil, "g").Members(ctx); return err },
+		"bad root": func() error {
+			_, err := group.New(srv.Client(), "g", group.WithPrefix("x/lock/")).Members(ctx)
+			return err
+		},
 		"no name read": func() error { _, err := group.New(srv.Client(), "").Members(ctx); return err },
 	} {
 		if err := f(); !errors.Is(err, group.ErrInvalid) {

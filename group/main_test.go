@@ -99,4 +99,6 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 
 func ctxT(t testing.TB, d time.Duration) context.Context { return etcdtest.Context(t, d) }
 
-func ctxWithCancel(ctx context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }
+func ctxWithCancel(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithCancel(ctx)
+}
