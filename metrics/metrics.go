@@ -54,6 +54,8 @@ type Metrics struct {
 	queueEvents *prometheus.CounterVec   // name, event
 	claimToAck  *prometheus.HistogramVec // name
 
+	shard shardMetrics
+
 	all []prometheus.Collector
 }
 
@@ -129,6 +131,7 @@ func New(opts ...Option) *Metrics {
 	m.all = []prometheus.Collector{m.keepAliveLatency, m.keepAliveFailures, m.sessionsLost,
 		m.waitSeconds, m.holdSeconds, m.acquisitions, m.lost, m.waiting, m.holding, m.holdStart,
 		m.leaderTransitions, m.isLeader, m.permitsHeld, m.queueEvents, m.claimToAck}
+	m.initShard()
 	return m
 }
 
