@@ -107,13 +107,22 @@ type manager struct {
 	wg    sync.WaitGroup
 	label string
 
+	// What the mirror shows of the map, kept by its listener (under cmu)
+	// one event at a time, so a look costs nothing that grows with the
+	// shards the events did not touch.
+	cmu     sync.Mutex
+	cloaded bool
+	crev    int64
+	cowners []owner
+	cparts  map[string]participant // by participant key
+	mirErr  error
+
 	mu         sync.Mutex
 	slots      []slot
 	inflight   int
 	view       group.View
 	viewSeen   bool
 	stopping   bool
-	mirErr     error
 	liveSig    string
 	changedAt  time.Time // when the live members last changed; zero once converged
 	lastChange time.Time // for WithSettle
@@ -137,14 +146,7 @@ func (mg *manager) run(ctx context.Context) error {
 	defer mg.stop(nil)
 	mg.mir = mp.hub.Mirror(mp.sp.Base())
 	defer mg.mir.Release()
-	stopL := mg.mir.Listen(func(_ *watch.View, c watch.Change) {
-		if c.Err != nil {
-			mg.mu.Lock()
-			mg.mirErr = c.Err
-			mg.mu.Unlock()
-		}
-		mg.signal()
-	})
+	stopL := mg.mir.Listen(mg.mirrored)
 	defer stopL()
 
 	// Take part: a key on the session's lease, only while a member.
@@ -206,10 +208,12 @@ func (mg *manager) run(ctx context.Context) error {
 		if exit != nil {
 			break
 		}
-		mg.mu.Lock()
+		mg.cmu.Lock()
 		if mg.mirErr != nil {
 			exit = fmt.Errorf("%s: %w", mg.label, mg.mirErr)
 		}
+		mg.cmu.Unlock()
+		mg.mu.Lock()
 		next := mg.reconcile()
 		mg.mu.Unlock()
 		if !next.IsZero() {
@@ -259,6 +263,56 @@ func (mg *manager) shutdown(ctx context.Context, cause error) {
 	mg.wg.Wait()
 }
 
+// mirrored is the listener of the map's mirror: it keeps the owners and
+// participants current, one event at a time, and wakes the loop. It runs
+// with the mirror locked.
+func (mg *manager) mirrored(v *watch.View, c watch.Change) {
+	mp := mg.mp
+	mg.cmu.Lock()
+	switch {
+	case c.Err != nil:
+		mg.mirErr = c.Err
+	case c.Reloaded || !mg.cloaded:
+		mg.cowners, mg.cparts = make([]owner, len(mp.names)), map[string]participant{}
+		for i, k := range mp.okeys {
+			if e := v.Get(k); e != nil {
+				rec, _ := e.Record()
+				mg.cowners[i] = owner{present: true, id: rec.Value, lease: e.Lease}
+			}
+		}
+		v.Line("p").Each(func(e *watch.Entry) bool {
+			rec, _ := e.Record()
+			mg.cparts[e.Key] = participant{rec.Value, e.Lease}
+			return true
+		})
+	default:
+		for _, ev := range c.Events {
+			k := string(ev.Kv.Key)
+			del := ev.Type == clientv3.EventTypeDelete
+			var rec keys.Record
+			if !del {
+				rec, _ = keys.DecodeRecord(ev.Kv.Value)
+			}
+			if i, ok := mp.okeyIndex[k]; ok {
+				mg.cowners[i] = owner{}
+				if !del {
+					mg.cowners[i] = owner{present: true, id: rec.Value, lease: ev.Kv.Lease}
+				}
+			} else if strings.HasPrefix(k, mp.sp.Part("p")) {
+				delete(mg.cparts, k)
+				if !del {
+					mg.cparts[k] = participant{rec.Value, ev.Kv.Lease}
+				}
+			}
+		}
+	}
+	if c.Err == nil {
+		mg.cloaded, mg.crev = true, v.Rev()
+	}
+	mg.cmu.Unlock()
+	mg.signal()
+}
+
 // owner is who owns one shard, as the mirror shows it.
 type owner struct {
 	present bool
@@ -281,27 +335,14 @@ func (mg *manager) reconcile() time.Time {
 	if !mg.viewSeen || mg.stopping {
 		return time.Time{}
 	}
-	owners := make([]owner, len(mp.names))
-	parts := map[participant]bool{}
-	var rev int64
-	loaded := false
-	mg.mir.Locked(func(v *watch.View, ok bool) {
-		if !ok {
-			return
-		}
-		loaded, rev = true, v.Rev()
-		for i, k := range mp.okeys {
-			if e := v.Get(k); e != nil {
-				rec, _ := e.Record()
-				owners[i] = owner{present: true, id: rec.Value, lease: e.Lease}
-			}
-		}
-		v.Line("p").Each(func(e *watch.Entry) bool {
-			rec, _ := e.Record()
-			parts[participant{rec.Value, e.Lease}] = true
-			return true
-		})
-	})
+	mg.cmu.Lock()
+	loaded, rev := mg.cloaded, mg.crev
+	owners := append([]owner(nil), mg.cowners...)
+	parts := make(map[participant]bool, len(mg.cparts))
+	for _, p := range mg.cparts {
+		parts[p] = true
+	}
+	mg.cmu.Unlock()
 	if !loaded {
 		return time.Time{}
 	}

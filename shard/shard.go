@@ -124,7 +124,7 @@ type options struct {
 }
 
 // WithAcquireConcurrency sets how many shards a member acquires at once
-// (default 16): a member that finds many shards without an owner (the
+// (default 8): a member that finds many shards without an owner (the
 // first to start, or the survivors of a crash) takes them in parallel.
 func WithAcquireConcurrency(n int) Option {
 	return func(o *options) {
@@ -177,13 +177,14 @@ type Map struct {
 	gname string
 	names []string
 	// numbered: the shards are Count's "0" to "n-1".
-	numbered bool
-	hashes   []uint64
-	okeys    []string // owner keys, by shard index
-	index    map[string]int
-	opts     options
-	logger   *slog.Logger
-	err      error
+	numbered  bool
+	hashes    []uint64
+	okeys     []string // owner keys, by shard index
+	okeyIndex map[string]int
+	index     map[string]int
+	opts      options
+	logger    *slog.Logger
+	err       error
 
 	mu      sync.Mutex
 	running bool
@@ -194,7 +195,7 @@ type Map struct {
 // etcd only when used. Bad arguments are reported, wrapping ErrInvalid,
 // by Run and Owner.
 func New(m *group.Membership, name string, shards Set, opts ...Option) *Map {
-	o := options{inFlight: 16, restart: time.Second}
+	o := options{inFlight: 8, restart: time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -222,6 +223,10 @@ func New(m *group.Membership, name string, shards Set, opts ...Option) *Map {
 	mp.numbered = shards.n >= 0
 	mp.hashes, mp.index = hashesOf(mp.names)
 	mp.okeys = ownerKeys(sp, mp.names)
+	mp.okeyIndex = make(map[string]int, len(mp.okeys))
+	for i, k := range mp.okeys {
+		mp.okeyIndex[k] = i
+	}
 	return mp
 }
 
