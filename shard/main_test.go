@@ -124,6 +124,34 @@ func (r *recorder) kill(id string) {
 	}
 }
 
+// ownedBy waits until every one of n shards has a work running on one of
+// ids, and returns when the last of them started.
+func (r *recorder) ownedBy(t testing.TB, n int, ids []string, d time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		r.mu.Lock()
+		var last time.Time
+		count := 0
+		for _, o := range r.open {
+			if contains(ids, o.member) {
+				count++
+				if o.start.After(last) {
+					last = o.start
+				}
+			}
+		}
+		r.mu.Unlock()
+		if count == n {
+			return last
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d shards worked on by %v after %v", count, n, ids, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Starts returns how many works started so far.
 func (r *recorder) Starts() int {
 	r.mu.Lock()
@@ -140,17 +168,26 @@ func (r *recorder) check(t testing.TB) {
 	}
 }
 
-// causes counts, over every interval ended so far, the causes of the
-// works' contexts.
-func (r *recorder) causes() map[string]int {
+// causes counts, over every interval ended so far (of the given members,
+// when any are named), the causes of the works' contexts.
+func (r *recorder) causes(of ...string) map[string]int { return r.causesSince(time.Time{}, of...) }
+
+// causesSince is causes for the intervals that ended after t.
+func (r *recorder) causesSince(t time.Time, of ...string) map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := map[string]int{}
 	for _, is := range r.done {
 		for _, i := range is {
+			if len(of) > 0 && !contains(of, i.member) || i.end.Before(t) {
+				continue
+			}
 			switch {
 			case errors.Is(i.cause, shard.ErrMoved):
 				out["moved"]++
+				if !t.IsZero() {
+					out["moved: "+i.cause.Error()]++
+				}
 			case errors.Is(i.cause, shard.ErrLost):
 				out["lost"]++
 			default:
@@ -204,6 +241,8 @@ type fleet struct {
 	rec       *recorder
 	hold      time.Duration // how long works take to drain
 	opts      []shard.Option
+	sessOpts  []session.Option
+	cliOpts   []etcdtest.ClientOption
 
 	mu      sync.Mutex
 	members map[string]*member
@@ -216,40 +255,84 @@ func newFleet(t testing.TB, endpoints []string, admin *clientv3.Client, n int, t
 		rec: newRecorder(), members: map[string]*member{}}
 }
 
-// start joins id and runs the map on it; proxied puts its client behind
-// proxies of its own.
-func (f *fleet) start(id string, proxied bool, jopts ...group.JoinOption) *member {
+// memberOpts are how one member is made.
+type memberOpts struct {
+	proxied bool          // its client goes through proxies of its own
+	ttl     time.Duration // its session's TTL, if not the fleet's
+	join    []group.JoinOption
+}
+
+// start joins id and runs the map on it.
+func (f *fleet) start(id string, o memberOpts) *member {
 	f.t.Helper()
+	m := f.join(id, o)
+	f.run(m)
+	return m
+}
+
+// startAll joins every member at once, then starts every Run at once, as
+// a fleet deployed together does.
+func (f *fleet) startAll(o memberOpts, ids ...string) []*member {
+	f.t.Helper()
+	ms := make([]*member, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() { ms[i] = f.join(id, o) })
+	}
+	wg.Wait()
+	for _, m := range ms {
+		if m == nil {
+			f.t.FailNow()
+		}
+	}
+	for _, m := range ms {
+		f.run(m)
+	}
+	return ms
+}
+
+// join makes a member: a client, a session, a membership, a Map.
+func (f *fleet) join(id string, o memberOpts) *member {
 	m := &member{id: id, done: make(chan error, 1)}
 	eps := f.endpoints
-	if proxied {
+	if o.proxied {
 		m.px = etcdtest.NewProxies(f.t, f.endpoints)
 		eps = m.px.Endpoints()
 	}
-	m.cli = etcdtest.NewTestClient(f.t, eps)
-	ctx := ctxT(f.t, 10*time.Second)
+	m.cli = etcdtest.NewTestClient(f.t, eps, f.cliOpts...)
+	ctx := ctxT(f.t, 20*time.Second)
+	ttl := f.ttl
+	if o.ttl != 0 {
+		ttl = o.ttl
+	}
 	var err error
-	if m.s, err = session.New(ctx, m.cli, session.WithTTL(f.ttl), session.WithPrefix(f.root)); err != nil {
-		f.t.Fatal(err)
+	if m.s, err = session.New(ctx, m.cli, append([]session.Option{session.WithTTL(ttl), session.WithPrefix(f.root)}, f.sessOpts...)...); err != nil {
+		f.t.Error(err)
+		return nil
 	}
 	f.t.Cleanup(func() { m.s.Close() })
-	if m.m, err = group.Join(ctx, m.s, f.group, id, map[string]string{"addr": id + ":8080"}, jopts...); err != nil {
-		f.t.Fatal(err)
+	if m.m, err = group.Join(ctx, m.s, f.group, id, map[string]string{"addr": id + ":8080"}, o.join...); err != nil {
+		f.t.Error(err)
+		return nil
 	}
 	m.mp = shard.New(m.m, f.name, shard.Count(f.n), f.opts...)
+	return m
+}
+
+// run starts m's Run.
+func (f *fleet) run(m *member) {
 	rctx, stop := context.WithCancel(context.Background())
 	m.stop = stop
-	go func() { m.done <- m.mp.Run(rctx, f.rec.work(id, f.hold)) }()
+	go func() { m.done <- m.mp.Run(rctx, f.rec.work(m.id, f.hold)) }()
 	f.t.Cleanup(func() {
 		stop()
 		if _, ok := m.wait(20 * time.Second); !ok {
-			f.t.Errorf("member %s: Run did not return within 20s of its end", id)
+			f.t.Errorf("member %s: Run did not return within 20s of its end", m.id)
 		}
 	})
 	f.mu.Lock()
-	f.members[id] = m
+	f.members[m.id] = m
 	f.mu.Unlock()
-	return m
 }
 
 // leave stops id's Run and leaves the group, as a clean shutdown does.
@@ -361,8 +444,13 @@ func (f *fleet) waitState(balanced bool, d time.Duration) time.Duration {
 		if ok, why = f.state(balanced); ok {
 			return time.Since(start)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	f.t.Fatalf("not converged within %v: %s", d, why)
 	return 0
+}
+
+// groupWatch follows the fleet's group through the admin client.
+func (f *fleet) groupWatch(ctx context.Context) <-chan group.View {
+	return group.New(f.admin, f.group, group.WithPrefix(f.root)).Watch(ctx)
 }

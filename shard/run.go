@@ -79,6 +79,9 @@ func (mp *Map) Run(ctx context.Context, work func(ctx context.Context, sh *Shard
 	return mg.run(ctx)
 }
 
+// lookGap is the shortest time between two looks at the map.
+const lookGap = 5 * time.Millisecond
+
 // slot states.
 const (
 	idle      = iota // not ours
@@ -176,6 +179,7 @@ func (mg *manager) run(ctx context.Context) error {
 	mg.changedAt = time.Now()
 	mg.mu.Unlock()
 	var exit error
+	var looked time.Time
 	for exit == nil {
 		select {
 		case v, ok := <-views:
@@ -213,6 +217,18 @@ func (mg *manager) run(ctx context.Context) error {
 			exit = fmt.Errorf("%s: %w", mg.label, mg.mirErr)
 		}
 		mg.cmu.Unlock()
+		if exit != nil {
+			break
+		}
+		// Look at most once per lookGap: a burst of events (every member's
+		// acquisitions when the map starts) is judged in batches, so each
+		// member's planning costs per burst, not per event; a lone event
+		// is judged at once.
+		if wait := lookGap - time.Since(looked); wait > 0 {
+			timer.Reset(wait)
+			continue
+		}
+		looked = time.Now()
 		mg.mu.Lock()
 		next := mg.reconcile()
 		mg.mu.Unlock()
@@ -220,7 +236,19 @@ func (mg *manager) run(ctx context.Context) error {
 			timer.Reset(time.Until(next))
 		}
 	}
-	mg.shutdown(ctx, exit)
+	// What the works are told: Run's end, a handover of everything (the
+	// membership ended, the session lives: the shards are drained and
+	// released in order), or a loss (the session ended: every shard went
+	// with it, and each hold says so too).
+	cause := context.Cause(ctx)
+	switch {
+	case ctx.Err() != nil:
+	case mp.s.Err() != nil:
+		cause = fmt.Errorf("%s: %w: %w", mg.label, ErrLost, mp.s.Err())
+	default:
+		cause = fmt.Errorf("%w: %w", ErrMoved, exit)
+	}
+	mg.shutdown(ctx, cause)
 	return exit
 }
 
@@ -333,6 +361,13 @@ type participant struct {
 func (mg *manager) reconcile() time.Time {
 	mp := mg.mp
 	if !mg.viewSeen || mg.stopping {
+		return time.Time{}
+	}
+	if mp.s.Err() != nil || !mg.part.Held() || mp.mem.Err() != nil {
+		// Lost, or going: the loop is about to end, and each shard's own
+		// loss (or the handover at the end) tells its work why. Judged now,
+		// this member would look like one that was planned out, and its
+		// works would be told ErrMoved for what is a loss.
 		return time.Time{}
 	}
 	mg.cmu.Lock()

@@ -10,9 +10,7 @@ import (
 func TestSpreadAndHandOver(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, srv.Endpoints(), srv.Client(), 32, 5*time.Second)
-	for _, id := range []string{"a", "b", "c"} {
-		f.start(id, false)
-	}
+	f.startAll(memberOpts{}, "a", "b", "c")
 	d := f.waitState(true, 20*time.Second)
 	t.Logf("3 members over 32 shards converged in %v", d)
 	f.leave("b")
