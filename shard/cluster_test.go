@@ -10,7 +10,8 @@ import (
 	"github.com/coord-go/coord/session"
 )
 
-// The acceptance run, on a 3-member cluster with a 2 s TTL:
+// The acceptance run, on a 3-member cluster with a 3 s TTL for
+// the members that are killed:
 //
 //   - 10 members over 256 shards converge: every shard owned by exactly
 //     one live member, each within one of its share;
@@ -25,19 +26,22 @@ import (
 // and throughout, the overlap detector over every work function never
 // sees two members work on one shard at once, nor a token that does not
 // increase.
+//
+// Not parallel: it runs alone (see TestSteadyStateCostDoesNotGrow).
 func TestTenMembersOverAClusterJoinAndKill(t *testing.T) {
-	t.Parallel()
 	c := etcdtest.NewCluster(t, 3, etcdtest.WithoutFsync())
-	const ttl = 2 * time.Second
+	// 3 s, not less: a member behind its proxies, under -race on a loaded
+	// 2-core machine, saw 2 s sessions expire during the join bursts.
+	const ttl = 3 * time.Second
 	f := newFleet(t, c.Endpoints(), c.Client(), 256, ttl)
-	// The members that will be killed run with the 2 s TTL; the others
-	// with 5 s, so a CI machine's stall under -race does not end their
+	// The members that will be killed run with the 3 s TTL; the others
+	// with 10 s (5 s ones expired once at a load of 7 on 2 cores), so a CI machine's stall under -race does not end their
 	// sessions by accident (their TTL plays no part in what is measured).
 	ids := make([]string, 7)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("m%d", i)
 	}
-	f.startAll(memberOpts{ttl: 5 * time.Second}, ids...)
+	f.startAll(memberOpts{ttl: 10 * time.Second}, ids...)
 	d := f.waitState(true, 60*time.Second)
 	t.Logf("7 members over 256 shards: converged %v after they started (%d works started)", d.Round(time.Millisecond), f.rec.Starts())
 	before := f.rec.Starts()
@@ -48,7 +52,7 @@ func TestTenMembersOverAClusterJoinAndKill(t *testing.T) {
 	// Join two.
 	before = f.rec.Starts()
 	joined := time.Now()
-	f.startAll(memberOpts{ttl: 5 * time.Second}, "n0", "n1")
+	f.startAll(memberOpts{ttl: 10 * time.Second}, "n0", "n1")
 	d = f.waitState(true, 30*time.Second)
 	moved := f.rec.Starts() - before
 	ideal := 256.0 * 2 / 12

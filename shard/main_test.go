@@ -185,9 +185,6 @@ func (r *recorder) causesSince(t time.Time, of ...string) map[string]int {
 			switch {
 			case errors.Is(i.cause, shard.ErrMoved):
 				out["moved"]++
-				if !t.IsZero() {
-					out["moved: "+i.cause.Error()]++
-				}
 			case errors.Is(i.cause, shard.ErrLost):
 				out["lost"]++
 			default:
@@ -213,6 +210,17 @@ type member struct {
 
 	once sync.Once
 	err  error
+
+	endMu sync.Mutex
+	ended error // what Run returned, once it did
+	over  bool
+}
+
+// runEnded reports whether Run returned, and what.
+func (m *member) runEnded() (error, bool) {
+	m.endMu.Lock()
+	defer m.endMu.Unlock()
+	return m.ended, m.over
 }
 
 // wait returns what Run returned, waiting at most d.
@@ -260,6 +268,7 @@ type memberOpts struct {
 	proxied bool          // its client goes through proxies of its own
 	ttl     time.Duration // its session's TTL, if not the fleet's
 	join    []group.JoinOption
+	counter *etcdtest.Counter // counts its client's RPCs
 }
 
 // start joins id and runs the map on it.
@@ -299,7 +308,11 @@ func (f *fleet) join(id string, o memberOpts) *member {
 		m.px = etcdtest.NewProxies(f.t, f.endpoints)
 		eps = m.px.Endpoints()
 	}
-	m.cli = etcdtest.NewTestClient(f.t, eps, f.cliOpts...)
+	copts := f.cliOpts
+	if o.counter != nil {
+		copts = append(copts[:len(copts):len(copts)], etcdtest.WithCounter(o.counter))
+	}
+	m.cli = etcdtest.NewTestClient(f.t, eps, copts...)
 	ctx := ctxT(f.t, 20*time.Second)
 	ttl := f.ttl
 	if o.ttl != 0 {
@@ -323,7 +336,13 @@ func (f *fleet) join(id string, o memberOpts) *member {
 func (f *fleet) run(m *member) {
 	rctx, stop := context.WithCancel(context.Background())
 	m.stop = stop
-	go func() { m.done <- m.mp.Run(rctx, f.rec.work(m.id, f.hold)) }()
+	go func() {
+		err := m.mp.Run(rctx, f.rec.work(m.id, f.hold))
+		m.endMu.Lock()
+		m.ended, m.over = err, true
+		m.endMu.Unlock()
+		m.done <- err
+	}()
 	f.t.Cleanup(func() {
 		stop()
 		if _, ok := m.wait(20 * time.Second); !ok {
@@ -446,8 +465,25 @@ func (f *fleet) waitState(balanced bool, d time.Duration) time.Duration {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	f.t.Fatalf("not converged within %v: %s", d, why)
+	f.t.Fatalf("not converged within %v: %s%s", d, why, f.ended())
 	return 0
+}
+
+// ended describes the members whose Run returned, for a failure's
+// message.
+func (f *fleet) ended() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var b strings.Builder
+	for id, m := range f.members {
+		if err, ok := m.runEnded(); ok {
+			fmt.Fprintf(&b, "; member %s's Run returned %v", id, err)
+		}
+		if err := m.s.Err(); err != nil {
+			fmt.Fprintf(&b, "; member %s's session: %v", id, err)
+		}
+	}
+	return b.String()
 }
 
 // groupWatch follows the fleet's group through the admin client.
