@@ -77,6 +77,10 @@ func roles(p Primitive) (holder, waiter string) {
 		return "participant", "waiter"
 	case keys.KindQueue:
 		return "claim", "waiter"
+	case keys.KindGroup:
+		return "member", "waiter"
+	case keys.KindShard:
+		return "owner", "waiter"
 	}
 	return "holder", "waiter"
 }

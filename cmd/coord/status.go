@@ -26,7 +26,7 @@ coord/, the root your programs give session.WithPrefix):
   coord status --kind lock backup  the lock "backup", in use or not
   coord status backup              everything named "backup", of any kind
 
-Kinds: barrier, dbarrier, election, latch, lock, queue, rwlock, semaphore.
+Kinds: barrier, dbarrier, election, group, latch, lock, queue, rwlock, semaphore, shard.
 
 One row per holder and waiter, in line order, under a header: ROLE (leader
 and candidates for an election, holder and waiters for a lock), the

@@ -474,9 +474,12 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	// clients, under the same faults.
 	var qr *queueRun
 	var br *barrierRun
+	var sr *shardRun
 	if !strings.HasPrefix(root, "broken-") {
-		qr, br = newQueueRun("work"), &barrierRun{name: "gate"}
+		qr, br, sr = newQueueRun("work"), &barrierRun{name: "gate"}, newShardRun()
 		for _, c := range e.Clients {
+			wg.Add(1)
+			go func() { defer wg.Done(); sr.member(runCtx, e, c) }()
 			// Two queue workers per process, on its one shared session.
 			wg.Add(3)
 			go func() { defer wg.Done(); qr.consume(runCtx, e, c) }()
@@ -527,6 +530,7 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	if qr != nil {
 		qr.check(e)
 		br.check(e)
+		sr.check(e)
 	}
 	if !e.Log.Complete() {
 		t.Logf("note: the event log lost history (compaction after a reconnect); revision-order checks were skipped")
