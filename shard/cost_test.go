@@ -2,6 +2,7 @@ package shard_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +61,59 @@ func TestSteadyStateCostDoesNotGrow(t *testing.T) {
 		// the window.
 		if ka := m["LeaseKeepAlive"]; ka > int64(window/(2*time.Second))+2 {
 			t.Errorf("%s: %d keepalives in %v", name, ka, window)
+		}
+	}
+}
+
+// rebalanceCost converges a map of n shards over members members, all
+// counted, then joins one more and counts every member's RPCs until the
+// map converges again.
+func rebalanceCost(t *testing.T, members, n int) (rpcs map[string]int64, moved int) {
+	t.Helper()
+	f := newFleet(t, srv.Endpoints(), srv.Client(), n, 10*time.Second)
+	c := etcdtest.NewCounter()
+	ids := []string{}
+	for i := 0; i < members; i++ {
+		ids = append(ids, fmt.Sprintf("m%d", i))
+	}
+	f.startAll(memberOpts{counter: c}, ids...)
+	f.waitState(true, 60*time.Second)
+	f.rec.ownedBy(t, n, ids, 10*time.Second)
+	before := f.rec.Starts()
+	c.Reset()
+	f.start("newcomer", memberOpts{counter: c})
+	f.waitState(true, 60*time.Second)
+	f.rec.ownedBy(t, n, append(ids, "newcomer"), 10*time.Second)
+	snap := c.Snapshot()
+	delete(snap, "LeaseKeepAlive")
+	f.rec.check(t)
+	return snap, f.rec.Starts() - before
+}
+
+// A rebalance costs per shard moved, not per shard or member: a join's
+// own few RPCs (session, membership, spec, participation, the watches'
+// first reads), then per moved shard the old owner's release and the new
+// owner's create (two Txns), whether 3 members share 16 shards or 10
+// share 256. Measured: 15 RPCs for 4 moves, 55 for 24 (2 Txns a move).
+func TestRebalanceCostPerMove(t *testing.T) {
+	sum := func(m map[string]int64) (s int64) {
+		for k, v := range m {
+			if !strings.ContainsAny(k, " .") { // not the derived counts: bytes, stream opens
+				s += v
+			}
+		}
+		return s
+	}
+	small, sm := rebalanceCost(t, 3, 16)
+	large, lm := rebalanceCost(t, 10, 256)
+	t.Logf("a join to 3 members over 16 shards: %d moved, %d RPCs (%v); to 10 over 256: %d moved, %d RPCs (%v)", sm, sum(small), small, lm, sum(large), large)
+	const fixed = 8 // the newcomer's lease, session key, join, spec, participation and first reads, and a spare
+	for name, c := range map[string]struct {
+		rpcs  int64
+		moved int
+	}{"small": {sum(small), sm}, "large": {sum(large), lm}} {
+		if per := float64(c.rpcs-fixed) / float64(c.moved); per > 2.5 {
+			t.Errorf("%s: %d RPCs for %d shards moved (%.1f a move past the join's %d), want at most 2.5 a move", name, c.rpcs, c.moved, per, fixed)
 		}
 	}
 }
