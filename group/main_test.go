@@ -86,17 +86,6 @@ func closedWithin(ch <-chan struct{}, d time.Duration) bool {
 	}
 }
 
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func ctxT(t testing.TB, d time.Duration) context.Context { return etcdtest.Context(t, d) }
 
 func ctxWithCancel(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -54,7 +54,8 @@ func TestTenMembersOverAClusterJoinAndKill(t *testing.T) {
 	before = f.rec.Starts()
 	joined := time.Now()
 	f.startAll(memberOpts{ttl: 10 * time.Second}, "n0", "n1")
-	d = f.waitState(true, 30*time.Second)
+	f.waitState(true, 30*time.Second)
+	f.rec.ownedBy(t, 256, f.ids(), 10*time.Second) // every moved shard's work started: none left uncounted
 	moved := f.rec.Starts() - before
 	ideal := 256.0 * 2 / 12
 	t.Logf("2 joined: %d shards moved (ideal %.1f, ratio %.2f), converged in %v", moved, ideal, float64(moved)/ideal,
