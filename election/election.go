@@ -304,6 +304,7 @@ func (e *Election) handOver(ctx context.Context, t *term, to string) error {
 	defer m.Release()
 	c := e.sp.Part("c")
 	since := int64(0)
+	current := false
 	for attempt := 0; ; attempt++ {
 		var next *watch.Entry
 		var rerr error
@@ -323,8 +324,29 @@ func (e *Election) handOver(ctx context.Context, t *term, to string) error {
 		if err != nil {
 			return fmt.Errorf("election %q: %w", e.name, err)
 		}
+		if rerr != nil && !current {
+			// The target may be a candidate the caller has seen and this
+			// process's mirror not yet: make it current and look again.
+			current = true
+			if err := m.Current(ctx); err != nil {
+				return fmt.Errorf("election %q: %w", e.name, err)
+			}
+			attempt--
+			continue
+		}
 		if rerr != nil {
 			return fmt.Errorf("election %q: %w", e.name, rerr)
+		}
+		if next == nil && to == "" && !current {
+			// Nobody to hand over to, as far as the mirror shows: make sure
+			// it is not only lagging (a progress notification, no request)
+			// before a Txn that would fail on a candidate it has not seen.
+			current = true
+			if err := m.Current(ctx); err != nil {
+				return fmt.Errorf("election %q: %w", e.name, err)
+			}
+			attempt--
+			continue
 		}
 		cmps := []clientv3.Cmp{e.ownsLeadership(t)}
 		then := []clientv3.Op{clientv3.OpDelete(e.leaderKey()), clientv3.OpDelete(e.transferKey())}

@@ -43,7 +43,7 @@ func TestBlackholedLeaderKnowsFirst(t *testing.T) {
 		trialsSetup[i] = setup{ps: ps, old: election.New(s1, "failover"), next: election.New(s2, "failover"), root: r}
 	}
 	count := func(r string) int {
-		resp, err := c.Client().Get(ctx, r+"election/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		resp, err := c.Client().Get(ctx, r+"election/failover/c/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Error(err)
 			return -1

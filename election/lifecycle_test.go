@@ -73,7 +73,7 @@ func TestCleanResignIsNeverALoss(t *testing.T) {
 // user who may not read the election closes its channel early.
 func TestRunStopsOnRefusedPermission(t *testing.T) {
 	t.Parallel()
-	own := etcdtest.NewServer(t, etcdtest.WithoutFsync())
+	own := etcdtest.NewServer(t, etcdtest.WithoutFsync(), etcdtest.WithBcryptCost(4)) // bcrypt.MinCost: logins are not what this tests
 	ctx := ctxT(t, 60*time.Second)
 	if err := etcdtest.EnableAuth(ctx, own.Client(), "rootpw"); err != nil {
 		t.Fatal(err)

@@ -76,7 +76,7 @@ func (o *Observer) Observe(ctx context.Context) <-chan Leader {
 		close(ch)
 		return ch
 	}
-	go observe(ctx, o.hub, o.sp, ch, o.logger)
+	go observe(ctx, o.hub, o.sp, ch, o.logger, nil)
 	return ch
 }
 
@@ -123,17 +123,16 @@ func (e *Election) RequestTransfer(ctx context.Context, to string) error {
 func requestTransfer(ctx context.Context, cli *clientv3.Client, hub *watch.Hub, sp keys.Space, to string) error {
 	m := hub.Mirror(sp.Base())
 	defer m.Release()
-	rev, err := cli.Get(ctx, sp.Single("leader"))
-	if err != nil {
-		return fmt.Errorf("election %q: %w", sp.Name(), etcderr.Explain(cli, err))
-	}
 	var target *watch.Entry
 	var leaderMod int64
 	var ferr error
-	if err := m.Sync(ctx, rev.Header.Revision); err != nil {
-		return fmt.Errorf("election %q: %w", sp.Name(), err)
+	// The mirror must not be behind the caller (a candidate it has just
+	// seen join elsewhere): a progress notification makes it current. If
+	// it is still stale, the Txn's compares fail and say so.
+	if err := m.Current(ctx); err != nil {
+		return fmt.Errorf("election %q: %w", sp.Name(), etcderr.Explain(cli, err))
 	}
-	err = m.Read(ctx, 0, func(v *watch.View) {
+	err := m.Read(ctx, 0, func(v *watch.View) {
 		_, holder := leaderIn(v, sp)
 		if holder == nil {
 			ferr = fmt.Errorf("election %q: %w", sp.Name(), ErrNoLeader)
@@ -187,13 +186,17 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 		close(ch)
 		return ch
 	}
-	go observe(ctx, e.hub, e.sp, ch, e.s.Logger())
+	go observe(ctx, e.hub, e.sp, ch, e.s.Logger(), nil)
 	return ch
 }
 
 // observe sends the leader of sp's mirror to out, every change, until ctx
 // ends or the mirror fails for good.
-func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Leader, logger *slog.Logger) {
+//
+// When started is not nil, it is closed once the first state is taken
+// (or observing failed): the caller knows every change from then on will
+// be seen.
+func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Leader, logger *slog.Logger, started chan<- struct{}) {
 	defer close(out)
 	m := hub.Mirror(sp.Base())
 	defer m.Release()
@@ -208,6 +211,10 @@ func observe(ctx context.Context, hub *watch.Hub, sp keys.Space, out chan<- Lead
 		q.push(l)
 	})
 	defer stop()
+	if started != nil {
+		m.Read(ctx, 0, func(*watch.View) {}) // loaded: the first state is queued
+		close(started)
+	}
 	for {
 		l, err := q.pop(ctx)
 		if err != nil {

@@ -103,12 +103,20 @@ func Run(ctx context.Context, cli *clientv3.Client, name, value string, fn func(
 		defer wg.Wait()
 		defer cancel()
 		ch := make(chan Leader)
-		go observe(octx, watch.For(cli), sp, ch, o.logger)
+		started := make(chan struct{})
+		go observe(octx, watch.For(cli), sp, ch, o.logger, started)
 		wg.Go(func() {
 			for l := range ch {
 				o.onLeader(l)
 			}
 		})
+		// Campaign only once the observer holds the leader of now, so the
+		// first call is the leader Run found, never a later one.
+		select {
+		case <-started:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	delay := runRetryMin
 	var failingSince, warned time.Time

@@ -440,7 +440,7 @@ func TestHealthOfAStuckLeader(t *testing.T) {
 // follows the election, granting no lease.
 func TestObserverForAReadOnlyUser(t *testing.T) {
 	t.Parallel()
-	own := etcdtest.NewServer(t, etcdtest.WithoutFsync())
+	own := etcdtest.NewServer(t, etcdtest.WithoutFsync(), etcdtest.WithBcryptCost(4)) // bcrypt.MinCost: logins are not what this tests
 	ctx := ctxT(t, 60*time.Second)
 	if err := etcdtest.EnableAuth(ctx, own.Client(), "rootpw"); err != nil {
 		t.Fatal(err)

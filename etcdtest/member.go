@@ -35,6 +35,9 @@ func (m *member) embedConfig(newCluster bool) *embed.Config {
 	ec.UnsafeNoFsync = !m.cfg.fsync
 	ec.TickMs = uint(m.cfg.tick / time.Millisecond)
 	ec.ElectionMs = uint(m.cfg.election / time.Millisecond)
+	if m.cfg.bcryptCost > 0 {
+		ec.BcryptCost = uint(m.cfg.bcryptCost)
+	}
 	if m.cfg.maxRequestBytes > 0 {
 		ec.MaxRequestBytes = m.cfg.maxRequestBytes
 	}

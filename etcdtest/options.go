@@ -20,6 +20,7 @@ type config struct {
 	tick, election  time.Duration
 	clientAddr      string
 	binary          string
+	bcryptCost      int
 }
 
 // BinaryEnv names the environment variable that makes every Server and
@@ -65,6 +66,13 @@ func WithElectionTimeout(heartbeat, election time.Duration) Option {
 // instead of a kernel-chosen loopback port, for a local development
 // server that tools find at a known address. Clusters ignore it.
 func WithClientAddr(addr string) Option { return func(c *config) { c.clientAddr = addr } }
+
+// WithBcryptCost sets the bcrypt cost the server hashes passwords with
+// (etcd's default is 10). Each new gRPC stream of a client that logs in
+// authenticates again, and at cost 10 under -race on a busy machine one
+// authentication takes a second or more: tests of auth-enabled servers
+// that are not about that cost use bcrypt.MinCost (4).
+func WithBcryptCost(n int) Option { return func(c *config) { c.bcryptCost = n } }
 
 func (c config) zapLogger() *zap.Logger {
 	if c.logOutput == nil {

@@ -86,6 +86,9 @@ func (m *member) startProcess(newCluster bool) error {
 	if !m.cfg.fsync {
 		args = append(args, "--unsafe-no-fsync")
 	}
+	if m.cfg.bcryptCost > 0 {
+		args = append(args, "--bcrypt-cost", strconv.Itoa(m.cfg.bcryptCost))
+	}
 	if m.cfg.maxRequestBytes > 0 {
 		args = append(args, "--max-request-bytes", strconv.FormatUint(uint64(m.cfg.maxRequestBytes), 10))
 	}

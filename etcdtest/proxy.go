@@ -150,6 +150,14 @@ func (p *Proxy) state() (gate chan struct{}, delay time.Duration) {
 	return p.gate, p.delay
 }
 
+// Conns returns how many connections the proxy carries now: once it is 0
+// after the clients closed, nothing they sent can still reach the server.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
 // Close stops the proxy and closes every connection.
 func (p *Proxy) Close() error {
 	p.mu.Lock()

@@ -191,7 +191,7 @@ func TestRevokedWaiterSeesSessionExpired(t *testing.T) {
 // server a user who may only read coord's root cannot take a lock.
 func TestNoNestedTxnAndRBACHolds(t *testing.T) {
 	t.Parallel()
-	own := etcdtest.NewServer(t, etcdtest.WithoutFsync())
+	own := etcdtest.NewServer(t, etcdtest.WithoutFsync(), etcdtest.WithBcryptCost(4)) // bcrypt.MinCost: logins are not what this tests
 	ctx := ctxT(t, 60*time.Second)
 	if err := etcdtest.EnableAuth(ctx, own.Client(), "rootpw"); err != nil {
 		t.Fatal(err)

@@ -36,6 +36,26 @@ import (
 // claim behind, and a claim whose grant arrives after s stopped being
 // trustworthy is given back, never returned.
 func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error) {
+	ms, err := q.claim(ctx, s, 1)
+	if err != nil {
+		return nil, err
+	}
+	return ms[0], nil
+}
+
+// ClaimN is Claim for up to n messages at once (1..MaxBatch), in one Txn:
+// it blocks until at least one is ready and returns as many as were ready
+// at the head, up to n, each with a claim of its own (settle each; a
+// worker pool gives them out). Consume uses it with WithBatch. It returns
+// ErrInvalid for n out of range.
+func (q *Queue) ClaimN(ctx context.Context, s *session.Session, n int) ([]*Message, error) {
+	if n < 1 || n > MaxBatch {
+		return nil, fmt.Errorf("queue %q: %w: claim of %d messages (1..%d)", q.sp.Name(), ErrInvalid, n, MaxBatch)
+	}
+	return q.claim(ctx, s, n)
+}
+
+func (q *Queue) claim(ctx context.Context, s *session.Session, n int) ([]*Message, error) {
 	if q.err != nil {
 		return nil, q.err
 	}
@@ -50,6 +70,10 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 		return nil, fmt.Errorf("queue %q: %w", q.sp.Name(), err)
 	}
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg, err := q.config(ctx)
+	if err != nil {
 		return nil, err
 	}
 	d := q.dispatcher()
@@ -94,8 +118,23 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 			}
 			continue
 		}
-		c := q.pick(v.cands, int64(l.Lease()), attempt)
-		m, fresh, raced, err := q.try(ctx, l, c, v)
+		cs := d.reserve(v, func(avail []candidate) []candidate {
+			return q.pickN(avail, int64(l.Lease()), attempt, n)
+		})
+		if cs == nil {
+			// Everything this view shows is being claimed by other
+			// consumers of the process: wait for one of them to fail, or
+			// for something new.
+			if v, err = d.idle(ctx, l, v); err != nil {
+				if retry(err) {
+					continue
+				}
+				return nil, q.claimErr(ctx, l, err)
+			}
+			continue
+		}
+		ms, fresh, raced, rev, err := q.try(ctx, l, cs, v)
+		d.settle(cs, rev)
 		if err != nil {
 			if retry(err) {
 				v = nil
@@ -103,140 +142,198 @@ func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error)
 			}
 			return nil, q.claimErr(ctx, l, err)
 		}
-		if raced || (m != nil && first) {
+		if raced || (ms != nil && first) {
 			q.contended(raced)
 		}
 		first = first && !raced
 		attempt++
-		if m == nil {
+		if ms == nil {
 			v = fresh
 			continue
 		}
-		if len(v.cands) > 1 {
+		if len(v.cands) > len(cs) {
 			// More was ready than this consumer takes: let another waiting
 			// consumer of the process at it.
 			d.pass()
 		}
-		if q.opts.maxAttempts > 0 && m.Attempt > q.opts.maxAttempts {
-			// A consumer died holding it for the last allowed time.
-			if err := m.bury(ctx, m.Attempt-1, "max attempts: the consumer holding its last attempt died", ""); err != nil && !errors.Is(err, ErrClaimLost) {
-				return nil, err
+		var out []*Message
+		for _, m := range ms {
+			if max := cfg.MaxAttempts; max > 0 && m.Attempt > max {
+				// A consumer died holding it for the last allowed time.
+				if err := m.bury(ctx, m.Attempt-1, ReasonMaxAttempts, "the consumer holding its last attempt died"); err != nil && !errors.Is(err, ErrClaimLost) {
+					for _, o := range out {
+						o.giveBack(context.WithoutCancel(ctx))
+					}
+					return nil, err
+				}
+				continue
 			}
+			mt.QueueEvent(name, metrics.QueueClaimed)
+			if m.Attempt > 1 {
+				mt.QueueEvent(name, metrics.QueueRedelivered)
+			}
+			l.Logger().Debug("coord queue message claimed", "kind", keys.KindQueue, "name", name, "id", m.ID, "attempt", m.Attempt, "token", m.Token())
+			out = append(out, m)
+		}
+		if len(out) == 0 {
 			v = nil
 			continue
 		}
-		mt.QueueEvent(name, metrics.QueueClaimed)
-		if m.Attempt > 1 {
-			mt.QueueEvent(name, metrics.QueueRedelivered)
-		}
-		l.Logger().Debug("coord queue message claimed", "kind", keys.KindQueue, "name", name, "id", m.ID, "attempt", m.Attempt, "token", m.Token())
-		return m, nil
+		return out, nil
 	}
 }
 
-// try claims c, seen in view v, in one Txn. The claim moves c's index
-// entry to f/ and puts a claim key of its own on the session's lease.
-// When that fails it returns the fresh view the same Txn read instead,
-// and whether it lost a race with another consumer (rather than to a
-// newer message in front).
+// try claims cs, seen in view v, in one Txn. Each claim moves its
+// message's index entry to f/ and puts a claim key of its own on the
+// session's lease. When that fails it returns the fresh view the same Txn
+// read instead, and whether it lost a race with another consumer (rather
+// than to a newer message in front). rev is the revision of the claims
+// when they landed, 0 when they did not.
 //
 // Besides "unchanged", the Txn checks that no message that would come
-// before c was created after the view: so a view that is not the latest
-// (one kept from an Ack, or a message handed over by the dispatcher) can
-// never make a consumer skip a newer message of better priority. Those
-// compares cover only index entries before c in the view (a few, and
-// small: the range compare loads what it covers).
-func (q *Queue) try(ctx context.Context, l *lease.Session, c candidate, v *view) (*Message, *view, bool, error) {
-	id := c.ord.id
-	claimKey := q.sp.Key(partClaim, id+"/"+l.NextID())
-	fk := q.sp.Key(partInflight, id)
+// before the last of cs was created after the view: so a view that is not
+// the latest (one kept from an Ack, or a message handed over by the
+// dispatcher) can never make a consumer skip a newer message of better
+// priority. Those compares cover only index entries before it in the
+// view (a few, and small: the range compare loads what it covers).
+func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *view) ([]*Message, *view, bool, int64, error) {
 	now := time.Now().UnixNano()
-	rec := c.rec.claimed(now)
-	cfg := q.cfg
-	cfg.Label = fmt.Sprintf("queue %q: message %s", q.sp.Name(), id)
-	h := hold.New(l, &cfg, keys.Record{Value: id},
-		hold.Key{Key: claimKey, Watch: watch.RangeOf{Hub: q.hub, Key: q.sp.Base(), End: q.indexEnd()}})
+	type claimOf struct {
+		c   candidate
+		rec record
+		fk  string
+		h   *hold.Hold
+	}
+	claims := make([]claimOf, len(cs))
+	holds := make([]*hold.Hold, len(cs))
+	var guards []clientv3.Cmp
+	var ops []clientv3.Op
+	last := cs[0]
+	for i, c := range cs {
+		id := c.ord.id
+		claimKey := q.sp.Key(partClaim, id+"/"+l.NextID())
+		cfg := q.cfg
+		cfg.Label = fmt.Sprintf("queue %q: message %s", q.sp.Name(), id)
+		h := hold.New(l, &cfg, keys.Record{Value: id},
+			hold.Key{Key: claimKey, Watch: watch.RangeOf{Hub: q.hub, Key: q.sp.Base(), End: q.indexEnd()}})
+		co := claimOf{c: c, rec: c.rec.claimed(now), fk: q.sp.Key(partInflight, id), h: h}
+		claims[i], holds[i] = co, h
+		guards = append(guards, clientv3.Compare(clientv3.ModRevision(c.key), "=", c.mod))
+		ops = append(ops,
+			clientv3.OpDelete(c.key),
+			clientv3.OpPut(co.fk, string(inflight{from: c.key, claim: claimKey, rec: co.rec}.encode())),
+			clientv3.OpGet(q.sp.Key(partPayload, id)))
+		if last.ord.less(c.ord) {
+			last = c
+		}
+	}
 	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
-	// Ready entries before c: better priorities, and same priority with an
-	// earlier time. Delayed entries before c: due before c became ready.
-	readyBefore := r + encodePriority(c.ord.prio) + "-" + encodeTime(c.ord.ready)
-	if c.part == partReady {
-		readyBefore = c.key
+	// Ready entries before the last claimed: better priorities, and same
+	// priority with an earlier time. Delayed entries before it: due before
+	// it became ready.
+	readyBefore := r + encodePriority(last.ord.prio) + "-" + encodeTime(last.ord.ready)
+	if last.part == partReady {
+		readyBefore = last.key
 	}
-	timedBefore := t + encodeTime(c.ord.ready)
-	guards := []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(c.key), "=", c.mod),
+	timedBefore := t + encodeTime(last.ord.ready)
+	guards = append(guards,
 		clientv3.Compare(clientv3.CreateRevision(r), "<", v.rev+1).WithRange(readyBefore),
-		clientv3.Compare(clientv3.CreateRevision(t), "<", v.rev+1).WithRange(timedBefore),
-	}
+		clientv3.Compare(clientv3.CreateRevision(t), "<", v.rev+1).WithRange(timedBefore))
 	if now > v.now {
 		// And no delayed message became due since the view was read: it
-		// may have a better priority than c. (An empty range compares as
-		// a missing key, create revision 0.)
+		// may have a better priority. (An empty range compares as a
+		// missing key, create revision 0.)
 		guards = append(guards, clientv3.Compare(clientv3.CreateRevision(t+encodeTime(v.now+1)), "=", 0).WithRange(t+encodeTime(now+1)))
 	}
-	created, err := h.Create(ctx, hold.Spec{
-		If: guards,
-		Then: []clientv3.Op{
-			clientv3.OpDelete(c.key),
-			clientv3.OpPut(fk, string(inflight{from: c.key, claim: claimKey, rec: rec}.encode())),
-			clientv3.OpGet(q.sp.Key(partPayload, id)),
-		},
-		Else: append(q.headOps(now), clientv3.OpGet(c.key, clientv3.WithKeysOnly())),
+	created, err := hold.CreateAll(ctx, holds, hold.Spec{
+		If:   guards,
+		Then: ops,
+		Else: append(q.headOps(now), clientv3.OpGet(cs[0].key, clientv3.WithKeysOnly())),
 	})
-	undo := []clientv3.Op{clientv3.OpDelete(fk), clientv3.OpPut(c.key, string(c.rec.encode()))}
+	abandon := func() {
+		for _, co := range claims {
+			// The Txn may have been applied: give the message back, or it
+			// stays in flight until the session ends.
+			co.h.Abandon(ctx, clientv3.OpDelete(co.fk), clientv3.OpPut(co.c.key, string(co.c.rec.encode())))
+		}
+	}
 	if err != nil {
-		// The Txn may have been applied: give the message back, or it
-		// stays in flight until the session ends.
-		h.Abandon(ctx, undo...)
-		return nil, nil, false, err
+		abandon()
+		return nil, nil, false, 0, err
 	}
 	if created.Failed() {
 		fresh := q.parseView(created.At, now, created.Else)
 		msg := created.Else[3].GetResponseRange().Kvs
-		raced := len(msg) == 0 || msg[0].ModRevision != c.mod
+		raced := len(msg) == 0 || msg[0].ModRevision != cs[0].mod
 		if len(fresh.cands) == 0 {
 			fresh = nil // empty: read again, linearizably, before waiting
 		}
-		return nil, fresh, raced, nil
+		return nil, fresh, raced, 0, nil
 	}
-	var payload []byte
+	payloads := make([][]byte, len(claims))
+	found := make([]bool, len(claims)) // an empty payload decodes as nil
 	if created.Existed {
 		// An earlier attempt of this claim landed, its answer lost: the
-		// claim is ours, but its read of the payload is gone.
-		resp, err := q.cli.Get(ctx, q.sp.Key(partPayload, id))
-		if err != nil || len(resp.Kvs) == 0 {
-			h.Abandon(ctx, undo...)
-			return nil, nil, false, errors.Join(fmt.Errorf("queue %q: message %s: payload unreadable", q.sp.Name(), id), err)
+		// claims are ours, but their reads of the payloads are gone.
+		gets := make([]clientv3.Op, len(claims))
+		for i, co := range claims {
+			gets[i] = clientv3.OpGet(q.sp.Key(partPayload, co.c.ord.id))
 		}
-		payload = resp.Kvs[0].Value
-	} else if kvs := created.Then[2].GetResponseRange().Kvs; len(kvs) > 0 {
-		payload = kvs[0].Value
+		resp, err := q.cli.Txn(ctx).Then(gets...).Commit()
+		if err != nil {
+			abandon()
+			return nil, nil, false, 0, fmt.Errorf("queue %q: payloads unreadable: %w", q.sp.Name(), err)
+		}
+		for i := range claims {
+			if kvs := resp.Responses[i].GetResponseRange().Kvs; len(kvs) > 0 {
+				payloads[i], found[i] = kvs[0].Value, true
+			}
+		}
 	} else {
-		h.Abandon(ctx, undo...)
-		return nil, nil, false, fmt.Errorf("queue %q: message %s has no payload", q.sp.Name(), id)
+		for i := range claims {
+			if kvs := created.Then[3*i+2].GetResponseRange().Kvs; len(kvs) > 0 {
+				payloads[i], found[i] = kvs[0].Value, true
+			}
+		}
 	}
-	// The answer may have been held up past the moment the session could
-	// vouch for the claim (another consumer may have it by now): give it
-	// back rather than return it.
-	if err := h.Grant(); err != nil {
-		h.Abandon(ctx, undo...)
-		return nil, nil, false, err
+	var out []*Message
+	for i, co := range claims {
+		if !found[i] {
+			co.h.Abandon(ctx, clientv3.OpDelete(co.fk), clientv3.OpPut(co.c.key, string(co.c.rec.encode())))
+			l.Logger().Warn("coord queue message has no payload; left in line", "kind", keys.KindQueue, "name", q.sp.Name(), "id", co.c.ord.id)
+			continue
+		}
+		// The answer may have been held up past the moment the session
+		// could vouch for the claim (another consumer may have it by now):
+		// give it back rather than return it.
+		if err := co.h.Grant(); err != nil {
+			for _, rest := range claims[i:] {
+				rest.h.Abandon(ctx, clientv3.OpDelete(rest.fk), clientv3.OpPut(rest.c.key, string(rest.c.rec.encode())))
+			}
+			for _, m := range out {
+				m.giveBack(context.WithoutCancel(ctx))
+			}
+			return nil, nil, false, 0, err
+		}
+		out = append(out, &Message{
+			ID:        co.c.ord.id,
+			Payload:   payloads[i],
+			Attempt:   co.rec.attempts,
+			Priority:  co.rec.prio,
+			Enqueued:  unixTime(co.rec.enqueued),
+			q:         q,
+			s:         l,
+			h:         co.h,
+			rec:       co.rec,
+			before:    co.c.rec,
+			from:      co.c.key,
+			claimedAt: time.Now(),
+		})
 	}
-	m := &Message{
-		ID:        id,
-		Payload:   payload,
-		Attempt:   rec.attempts,
-		Priority:  rec.prio,
-		Enqueued:  unixTime(rec.enqueued),
-		q:         q,
-		s:         l,
-		h:         h,
-		rec:       rec,
-		from:      c.key,
-		claimedAt: time.Now(),
+	if len(out) == 0 {
+		return nil, nil, false, 0, nil
 	}
-	return m, nil, false, nil
+	return out, nil, false, created.At, nil
 }
 
 func (q *Queue) claimErr(ctx context.Context, l *lease.Session, err error) error {

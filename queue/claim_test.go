@@ -164,7 +164,7 @@ func TestThousandMessagesFourConsumersOneDies(t *testing.T) {
 	t.Parallel()
 	const total, consumers, held = 1000, 4, 5
 	q := queue.New(srv.Client(), qname(t, "thousand"))
-	ctx := ctxT(t, 50*time.Second)
+	ctx := ctxT(t, 150*time.Second) // generous: 2,000 Txns on a loaded 2-core machine under -race
 
 	var wg sync.WaitGroup
 	errs := make(chan error, total)

@@ -17,6 +17,7 @@ import (
 //	c/<id>/<claim id>         the claim itself, on the consumer's session lease (one key per claim)
 //	d/<id>                    a dead letter: its record, with why it died
 //	i/<escaped key>           idempotency record, value = message id
+//	u/<escaped key>           unique-job record, value = message id (on a lease for UniqueFor)
 //	v/<id>                    the payload, written once by Enqueue, deleted by Ack or Discard
 //
 // <prio> and <due> are 16 hex digits, so key order is priority order, and
@@ -40,6 +41,7 @@ const (
 	partClaim    = "c"
 	partDead     = "d"
 	partIdem     = "i"
+	partUnique   = "u"
 	partPayload  = "v"
 )
 
@@ -137,9 +139,16 @@ type record struct {
 	times    []int64 // unix ns of the latest claims, oldest first
 	reason   string  // a dead letter's reason
 	lastErr  string  // the error of the last failed attempt, when known
+	died     int64   // unix ns when it was dead-lettered
+	uniq     string  // the Unique or UniqueFor key, "" if none
+	// uniqLeased: the unique key lives on a lease (UniqueFor), and is not
+	// freed when the message is settled.
+	uniqLeased bool
 }
 
-const recordVersion = 2
+// recordVersion is the version records are written in; version 2 (before
+// died) is still read.
+const recordVersion = 3
 
 var errBadRecord = errors.New("queue: malformed message record")
 
@@ -149,7 +158,7 @@ func appendString(b []byte, s string) []byte {
 }
 
 func (r record) encode() []byte {
-	b := make([]byte, 0, 32+len(r.idem)+len(r.reason)+len(r.lastErr)+8*len(r.times))
+	b := make([]byte, 0, 48+len(r.idem)+len(r.reason)+len(r.lastErr)+len(r.uniq)+8*len(r.times))
 	b = append(b, recordVersion)
 	b = binary.AppendVarint(b, int64(r.prio))
 	b = binary.AppendVarint(b, r.enqueued)
@@ -161,7 +170,12 @@ func (r record) encode() []byte {
 	for _, t := range r.times {
 		b = binary.AppendVarint(b, t)
 	}
-	return b
+	b = binary.AppendVarint(b, r.died)
+	b = appendString(b, r.uniq)
+	if r.uniqLeased {
+		return append(b, 1)
+	}
+	return append(b, 0)
 }
 
 // reader decodes the fields of a record in order, remembering the first
@@ -204,9 +218,10 @@ func (d *reader) string() string {
 
 func decodeRecord(b []byte) (record, error) {
 	var r record
-	if len(b) == 0 || b[0] != recordVersion {
+	if len(b) == 0 || (b[0] != recordVersion && b[0] != 2) {
 		return r, errBadRecord
 	}
+	version := b[0]
 	d := reader{b: b[1:]}
 	r.prio = int(d.varint())
 	r.enqueued = d.varint()
@@ -220,6 +235,15 @@ func decodeRecord(b []byte) (record, error) {
 	}
 	for i := uint64(0); i < n && !d.bad; i++ {
 		r.times = append(r.times, d.varint())
+	}
+	if version >= 3 {
+		r.died = d.varint()
+		r.uniq = d.string()
+		if len(d.b) == 0 {
+			d.bad = true
+		} else {
+			r.uniqLeased, d.b = d.b[0] == 1, d.b[1:]
+		}
 	}
 	if d.bad || len(d.b) != 0 {
 		return record{}, errBadRecord

@@ -119,6 +119,17 @@ func (q *Queue) pick(cands []candidate, lease int64, attempt int) candidate {
 	return cands[(int(h%uint64(n))+attempt+rand.IntN(2))%n]
 }
 
+// pickN chooses up to n candidates to claim together: the one pick
+// chooses and those after it in line.
+func (q *Queue) pickN(cands []candidate, lease int64, attempt, n int) []candidate {
+	if n == 1 {
+		return []candidate{q.pick(cands, lease, attempt)}
+	}
+	first := q.pick(cands, lease, attempt)
+	i := slices.IndexFunc(cands, func(c candidate) bool { return c.key == first.key })
+	return cands[i:min(len(cands), i+n)]
+}
+
 // contended adjusts the spread: double it on a lost race, shrink it by
 // one on a claim won at the first try.
 func (q *Queue) contended(lost bool) {

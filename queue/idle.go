@@ -41,6 +41,10 @@ type dispatcher struct {
 	nextDue  int64         // unix ns of the earliest delayed message known
 	dueT     *time.Timer
 	waiters  []*idler
+
+	trying       map[string]struct{} // index entries a consumer of the process is trying to claim
+	claimed      map[string]int64    // index entries the process claimed, by revision
+	claimedOrder []string            // claimed's keys, oldest first
 }
 
 type idler struct {
@@ -162,6 +166,12 @@ func (d *dispatcher) events(ctx context.Context, evs []*clientv3.Event) {
 		}
 		d.since = max(d.since, rev)
 		switch {
+		case k == q.configKey():
+			var val []byte
+			if ev.Type == clientv3.EventTypePut {
+				val = ev.Kv.Value
+			}
+			q.settings().observe(val, rev)
 		case ev.Type == clientv3.EventTypePut && strings.HasPrefix(k, r):
 			if cand, ok := q.candidate(partReady, strings.TrimPrefix(k, r), ev.Kv.Value, rev); ok {
 				d.offer(cand, rev, now)
@@ -348,6 +358,13 @@ func (d *dispatcher) repairKV(ctx context.Context, fk string, val []byte, mod in
 // checks their claim keys in batches.
 func (d *dispatcher) sweep(ctx context.Context) {
 	q := d.q
+	defer func() {
+		// And, when the queue keeps dead letters for a while only, it
+		// discards the older ones (a failure waits for the next sweep).
+		pctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+		q.PurgeDead(pctx)
+		cancel()
+	}()
 	f := q.sp.Part(partInflight)
 	from := f
 	for ctx.Err() == nil {

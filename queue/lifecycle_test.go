@@ -42,8 +42,18 @@ func TestFailedClaimNeverTouchesASiblingsClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	// B's Queue is on a client of its own: a process's consumers on one
+	// client never try what a sibling holds (they share what they claim),
+	// so B's stale view reaches etcd only from another client, as it
+	// would from a view older than what a process remembers. The claim
+	// Txn still goes on the shared session's lease.
+	cli2, err := etcdtest.NewClient(p.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli2.Close() })
 	name := qname(t, "shared")
-	qa, qb := queue.New(cli, name), queue.New(cli, name)
+	qa, qb := queue.New(cli, name), queue.New(cli2, name)
 	enqueue(t, queue.New(srv.Client(), name), "x")
 	enqueue(t, queue.New(srv.Client(), name), "m")
 	x := claim(t, qb, s, 5*time.Second)

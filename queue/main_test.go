@@ -51,7 +51,8 @@ func newSession(t *testing.T) *session.Session {
 	return s
 }
 
-// keysUnder lists every key the queue called name has in etcd.
+// keysUnder returns the queue's keys but its stored settings (which, like
+// a semaphore's capacity, stay with the queue).
 func keysUnder(t *testing.T, name string) []string {
 	t.Helper()
 	prefix := "coord/queue/" + name + "/"
@@ -61,7 +62,9 @@ func keysUnder(t *testing.T, name string) []string {
 	}
 	var out []string
 	for _, kv := range resp.Kvs {
-		out = append(out, string(kv.Key))
+		if string(kv.Key) != prefix+"config" {
+			out = append(out, string(kv.Key))
+		}
 	}
 	return out
 }
@@ -114,5 +117,17 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("not within %v: %s", d, what)
 		}
 		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// waitFor polls cond until it holds, failing after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
 	}
 }

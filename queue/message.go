@@ -37,11 +37,13 @@ type Message struct {
 	s         *lease.Session
 	h         *hold.Hold
 	rec       record // as of this claim
+	before    record // as it was in line, before this claim
 	from      string // the index entry it was claimed from
 	claimedAt time.Time
 
 	mu      sync.Mutex
-	settled bool // a settle returned an answer: success or the loss
+	settled bool      // a settle returned an answer: success or the loss
+	dl      *deadline // the claim timeout under Consume, or nil
 }
 
 // Token returns the claim's fencing token: the create revision of the
@@ -92,10 +94,7 @@ func (m *Message) settle(ctx context.Context, ops ...clientv3.Op) ([]*pb.Respons
 // consumer, which will process it again), and ErrFinished if it was
 // already settled.
 func (m *Message) Ack(ctx context.Context) error {
-	ops := []clientv3.Op{clientv3.OpDelete(m.q.sp.Key(partPayload, m.ID))}
-	if m.rec.idem != "" {
-		ops = append(ops, clientv3.OpDelete(m.q.sp.Key(partIdem, keys.Escape(m.rec.idem))))
-	}
+	ops := m.ackOps()[1:] // settle deletes the in-flight entry itself
 	now := time.Now().UnixNano()
 	n := len(ops)
 	rs, err := m.settle(ctx, append(ops, m.q.headOps(now)...)...)
@@ -105,28 +104,127 @@ func (m *Message) Ack(ctx context.Context) error {
 	if len(rs) > n+1 {
 		m.q.keep(m.q.parseView(m.h.ReleasedAt(), now, rs[n+1:]))
 	}
+	m.acked()
+	return nil
+}
+
+// NackOption configures one Nack.
+type NackOption func(*nackOptions)
+
+type nackOptions struct{ err error }
+
+// WithError records why the attempt failed: its text is kept with the
+// message and shown in the dead letter if the message dies.
+func WithError(err error) NackOption { return func(o *nackOptions) { o.err = err } }
+
+// ackOps are the ops of m's Ack besides its claim's release.
+func (m *Message) ackOps() []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpDelete(m.inflightKey()), clientv3.OpDelete(m.q.sp.Key(partPayload, m.ID))}
+	if m.rec.idem != "" {
+		ops = append(ops, clientv3.OpDelete(m.q.sp.Key(partIdem, keys.Escape(m.rec.idem))))
+	}
+	return append(ops, m.rec.freeUnique(m.q)...)
+}
+
+// freeUnique frees the message's Unique key (not a UniqueFor's, which
+// lives out its period): it is the message's own, since it is created
+// only when absent.
+func (r record) freeUnique(q *Queue) []clientv3.Op {
+	if r.uniq == "" || r.uniqLeased {
+		return nil
+	}
+	return []clientv3.Op{clientv3.OpDelete(q.uniqueKey(r.uniq))}
+}
+
+// AckAll acks messages claimed under one session in one Txn, fenced on
+// every claim. When a claim among them was lost, it acks the others one
+// by one and returns, per message, what its Ack returned (nil for
+// success); errs is nil when every Ack succeeded.
+func (q *Queue) AckAll(ctx context.Context, ms []*Message) (errs []error) {
+	if len(ms) == 0 {
+		return nil
+	}
+	var hs []*hold.Hold
+	var ops []clientv3.Op
+	var todo []*Message
+	for _, m := range ms {
+		m.mu.Lock()
+		settled := m.settled
+		m.mu.Unlock()
+		if settled || m.s != ms[0].s {
+			todo = nil
+			break
+		}
+		hs = append(hs, m.h)
+		ops = append(ops, m.ackOps()...)
+		todo = append(todo, m)
+	}
+	if len(todo) == len(ms) {
+		// The same Txn reads the head for the next Claim, as Ack does.
+		now := time.Now().UnixNano()
+		n := len(ops)
+		if rs, err := hold.ReleaseAll(ctx, hs, append(ops, q.headOps(now)...)...); err == nil {
+			if len(rs) == n+3 {
+				q.keep(q.parseView(ms[0].h.ReleasedAt(), now, rs[n:]))
+			}
+			for _, m := range ms {
+				m.mu.Lock()
+				m.settled = true
+				m.mu.Unlock()
+				m.acked()
+			}
+			return nil
+		}
+	}
+	errs = make([]error, len(ms))
+	failed := false
+	for i, m := range ms {
+		errs[i] = m.Ack(ctx)
+		failed = failed || errs[i] != nil
+	}
+	if !failed {
+		return nil
+	}
+	return errs
+}
+
+// acked counts an Ack.
+func (m *Message) acked() {
 	name, mt := m.q.sp.Name(), m.s.Metrics()
 	mt.QueueEvent(name, metrics.QueueAcked)
 	mt.ClaimToAck(name, time.Since(m.claimedAt))
-	return nil
 }
 
 // Nack gives the message back: it becomes claimable again after delay (at
 // once for 0), behind the messages of its priority that are ready by
-// then. A message nacked for the MaxAttempts-th time goes to the
-// dead-letter list instead. Nack moves only the small index entry: the
-// payload is not rewritten. It returns ErrClaimLost, ErrFinished, or
-// ErrInvalid for a negative delay.
-func (m *Message) Nack(ctx context.Context, delay time.Duration) error {
+// then. A message nacked at its last allowed attempt (Config.MaxAttempts)
+// goes to the dead-letter list instead. Nack moves only the small index
+// entry: the payload is not rewritten. It returns ErrClaimLost,
+// ErrFinished, or ErrInvalid for a negative delay.
+func (m *Message) Nack(ctx context.Context, delay time.Duration, opts ...NackOption) error {
 	if delay < 0 {
 		return fmt.Errorf("queue %q: %w: delay %v is negative", m.q.sp.Name(), ErrInvalid, delay)
 	}
-	if max := m.q.opts.maxAttempts; max > 0 && m.Attempt >= max {
-		return m.bury(ctx, m.Attempt, fmt.Sprintf("max attempts: nacked %d times", m.Attempt), "")
+	var o nackOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
+	lastErr := ""
+	if o.err != nil {
+		lastErr = o.err.Error()
+	}
+	cfg, err := m.q.config(ctx)
+	if err != nil {
+		return err
+	}
+	if max := cfg.MaxAttempts; max > 0 && m.Attempt >= max {
+		return m.bury(ctx, m.Attempt, ReasonMaxAttempts, lastErr)
+	}
+	rec := m.rec
+	rec.lastErr = lastErr
 	due := time.Now().Add(delay).UnixNano()
 	nk := m.q.sp.Key(partTimed, encodeTime(due)+"-"+encodePriority(m.Priority)+"-"+m.ID)
-	if _, err := m.settle(ctx, clientv3.OpPut(nk, string(m.rec.encode()))); err != nil {
+	if _, err := m.settle(ctx, clientv3.OpPut(nk, string(rec.encode()))); err != nil {
 		return err
 	}
 	m.s.Metrics().QueueEvent(m.q.sp.Name(), metrics.QueueNacked)
@@ -134,13 +232,33 @@ func (m *Message) Nack(ctx context.Context, delay time.Duration) error {
 	return nil
 }
 
+// giveBack returns a message whose handling never started to its place
+// in line, as it was before this claim (the attempt is not counted).
+func (m *Message) giveBack(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+	defer cancel()
+	_, err := m.settle(ctx, clientv3.OpPut(m.from, string(m.before.encode())))
+	return err
+}
+
+// Dead moves the message to the dead-letter list now, whatever its
+// attempts, with reason (what a DeadLetter's Reason will say). It returns
+// ErrClaimLost or ErrFinished as Ack does.
+func (m *Message) Dead(ctx context.Context, reason string) error {
+	if reason == "" {
+		reason = ReasonDead
+	}
+	return m.bury(ctx, m.Attempt, reason, "")
+}
+
 // bury moves the message to the dead-letter list, fenced on the claim,
 // with why it died. Its payload stays where it is.
 func (m *Message) bury(ctx context.Context, attempts int, reason, lastErr string) error {
 	rec := m.rec
 	rec.attempts = attempts
-	rec.reason, rec.lastErr = reason, lastErr
-	if _, err := m.settle(ctx, clientv3.OpPut(m.q.sp.Key(partDead, m.ID), string(rec.encode()))); err != nil {
+	rec.reason, rec.lastErr, rec.died = reason, lastErr, time.Now().UnixNano()
+	ops := append([]clientv3.Op{clientv3.OpPut(m.q.sp.Key(partDead, m.ID), string(rec.encode()))}, rec.freeUnique(m.q)...)
+	if _, err := m.settle(ctx, ops...); err != nil {
 		return err
 	}
 	m.s.Metrics().QueueEvent(m.q.sp.Name(), metrics.QueueDeadLettered)

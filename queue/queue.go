@@ -2,8 +2,6 @@ package queue
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -13,7 +11,6 @@ import (
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/metrics"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -56,11 +53,12 @@ const (
 type Option func(*options)
 
 type options struct {
-	root        string
-	maxAttempts int
-	maxPayload  int
-	metrics     *metrics.Metrics
-	err         error
+	root       string
+	want       wanted
+	maxPayload int
+	maxTxnOps  int
+	metrics    *metrics.Metrics
+	err        error
 }
 
 // WithPrefix sets the root prefix of the queue's keys (default "coord/").
@@ -70,16 +68,15 @@ type options struct {
 // silently working on another queue.
 func WithPrefix(root string) Option { return func(o *options) { o.root = root } }
 
-// WithMaxAttempts moves a message to the dead-letter list once it has
-// been claimed n times without an Ack: at its n-th Nack, or when it would
-// be claimed an (n+1)-th time after a consumer died holding it. 0, the
-// default, retries forever.
+// WithMaxAttempts is WithConfig for the maximum attempts alone: a message
+// claimed n times without an Ack goes to the dead-letter list (0 retries
+// forever). The setting is stored with the queue (see Config).
 func WithMaxAttempts(n int) Option {
 	return func(o *options) {
 		if n < 0 {
 			o.err = fmt.Errorf("%w: max attempts %d is negative", ErrInvalid, n)
 		}
-		o.maxAttempts = n
+		o.want.cfg.MaxAttempts, o.want.attempts = n, true
 	}
 }
 
@@ -109,10 +106,11 @@ type Queue struct {
 	err  error // from New, returned by every method
 	cfg  hold.Config
 
-	mu     sync.Mutex
-	lastNS int64 // keeps ids strictly increasing within this process
-	spread int   // how many head messages claims spread over (1: strict order)
-	views  []*view
+	mu      sync.Mutex
+	lastNS  int64 // keeps ids strictly increasing within this process
+	checked bool  // this Queue's options were checked against the stored settings
+	spread  int   // how many head messages claims spread over (1: strict order)
+	views   []*view
 }
 
 // New returns the queue called name. It makes no RPC; an invalid name or
@@ -154,124 +152,6 @@ func (q *Queue) indexEnd() string { return q.sp.Part(partPayload) }
 
 // Name returns the queue's name.
 func (q *Queue) Name() string { return q.sp.Name() }
-
-// EnqueueOption configures one Enqueue.
-type EnqueueOption func(*enqueueOptions)
-
-type enqueueOptions struct {
-	prio  int
-	delay time.Duration
-	idem  string
-	err   error
-}
-
-// WithPriority sets the message's priority: lower values are claimed
-// first, FIFO within a priority. The default is 0; negatives are allowed.
-func WithPriority(p int) EnqueueOption { return func(o *enqueueOptions) { o.prio = p } }
-
-// WithDelay makes the message claimable only after d. A negative d is an
-// error.
-func WithDelay(d time.Duration) EnqueueOption {
-	return func(o *enqueueOptions) {
-		if d < 0 {
-			o.err = fmt.Errorf("%w: delay %v is negative", ErrInvalid, d)
-		}
-		o.delay = d
-	}
-}
-
-// WithIdempotencyKey makes Enqueue a no-op that returns the first
-// message's id when a message with the same key is still in the queue
-// (ready, delayed, claimed or dead), so a producer can retry an Enqueue
-// whose outcome it does not know. The key is forgotten when that message
-// is acked or discarded.
-func WithIdempotencyKey(key string) EnqueueOption {
-	return func(o *enqueueOptions) {
-		if err := keys.ValidateName(key); err != nil {
-			o.err = fmt.Errorf("%w: idempotency key: %w", ErrInvalid, err)
-		}
-		o.idem = key
-	}
-}
-
-// newID returns a message id: the enqueue time in 16 hex digits (strictly
-// increasing within this Queue value, so one producer is FIFO) and 8
-// random bytes, so producers never collide.
-func (q *Queue) newID() (string, int64) {
-	q.mu.Lock()
-	ns := max(time.Now().UnixNano(), q.lastNS+1)
-	q.lastNS = ns
-	q.mu.Unlock()
-	var r [8]byte
-	rand.Read(r[:])
-	return encodeTime(ns) + "-" + hex.EncodeToString(r[:]), ns
-}
-
-// Enqueue adds payload to the queue and returns the message's id. It is
-// one Txn (its index entry and its payload, written together). Without an
-// idempotency key,
-// an Enqueue that fails with a network error may or may not have added
-// the message. It returns ErrTooLarge for a payload over the limit and
-// ErrInvalid for bad options, in both cases without writing anything.
-func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOption) (string, error) {
-	if q.err != nil {
-		return "", q.err
-	}
-	var o enqueueOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.err != nil {
-		return "", fmt.Errorf("queue %q: %w", q.sp.Name(), o.err)
-	}
-	if len(payload) > q.opts.maxPayload {
-		return "", fmt.Errorf("queue %q: %w: %d bytes, over the %d-byte limit", q.sp.Name(), ErrTooLarge, len(payload), q.opts.maxPayload)
-	}
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	id, ns := q.newID()
-	rec := record{prio: o.prio, enqueued: ns, idem: o.idem}
-	key := q.sp.Key(partReady, encodePriority(o.prio)+"-"+id)
-	if o.delay > 0 {
-		key = q.sp.Key(partTimed, encodeTime(ns+int64(o.delay))+"-"+encodePriority(o.prio)+"-"+id)
-	}
-	puts := []clientv3.Op{clientv3.OpPut(key, string(rec.encode())), clientv3.OpPut(q.sp.Key(partPayload, id), string(payload))}
-	if o.idem == "" {
-		if _, err := q.cli.Txn(ctx).Then(puts...).Commit(); err != nil {
-			return "", q.wrapPutErr(err)
-		}
-		q.opts.metrics.QueueEvent(q.sp.Name(), metrics.QueueEnqueued)
-		return id, nil
-	}
-	ik := q.sp.Key(partIdem, keys.Escape(o.idem))
-	resp, err := q.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(ik), "=", 0)).
-		Then(append(puts, clientv3.OpPut(ik, id))...).
-		Else(clientv3.OpGet(ik)).
-		Commit()
-	if err != nil {
-		return "", q.wrapPutErr(err)
-	}
-	if !resp.Succeeded {
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) > 0 {
-			return string(kvs[0].Value), nil
-		}
-		// The record vanished between the compare and the get: cannot
-		// happen inside one Txn, but never return an empty id.
-		return "", fmt.Errorf("queue %q: idempotency record %q vanished", q.sp.Name(), o.idem)
-	}
-	q.opts.metrics.QueueEvent(q.sp.Name(), metrics.QueueEnqueued)
-	return id, nil
-}
-
-func (q *Queue) wrapPutErr(err error) error {
-	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) {
-		return fmt.Errorf("queue %q: %w: %w", q.sp.Name(), ErrTooLarge, err)
-	}
-	return fmt.Errorf("queue %q: enqueue: %w", q.sp.Name(), err)
-}
 
 // Stats counts a queue's messages at one revision.
 type Stats struct {

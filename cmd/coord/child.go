@@ -84,14 +84,16 @@ type child struct {
 	stdout io.Writer
 	stderr io.Writer
 	lost   <-chan struct{} // closed when what the child runs under is lost
+	asked  <-chan struct{} // closed when the child should stop so coord can hand over (nil: never)
 	what   string          // "lock \"backup\"", for messages
 	grace  time.Duration
 }
 
 // result is how a child ended.
 type result struct {
-	code int  // its exit code, 128+signal if a signal ended it
-	lost bool // it was stopped because what it ran under was lost
+	code  int  // its exit code, 128+signal if a signal ended it
+	lost  bool // it was stopped because what it ran under was lost
+	asked bool // it was stopped so that coord could hand over
 }
 
 // run starts the child and waits for it. When c.lost closes first, it sends
@@ -122,16 +124,19 @@ func (s *supervisor) run(c child) (result, error) {
 	s.mu.Unlock()
 
 	exited := make(chan struct{})
-	var lost bool
+	var lost, asked bool
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		select {
 		case <-exited:
 			return
 		case <-c.lost:
+			lost = true
+			fmt.Fprintf(c.stderr, "coord: %s lost; sending SIGTERM to %s (SIGKILL in %s)\n", c.what, quoteCmd(c.argv), c.grace)
+		case <-c.asked:
+			asked = true
+			fmt.Fprintf(c.stderr, "coord: %s: asked to hand over; sending SIGTERM to %s (SIGKILL in %s)\n", c.what, quoteCmd(c.argv), c.grace)
 		}
-		lost = true
-		fmt.Fprintf(c.stderr, "coord: %s lost; sending SIGTERM to %s (SIGKILL in %s)\n", c.what, quoteCmd(c.argv), c.grace)
 		signalGroup(pgid, syscall.SIGTERM)
 		t := time.NewTimer(c.grace)
 		defer t.Stop()
@@ -150,7 +155,7 @@ func (s *supervisor) run(c child) (result, error) {
 	s.mu.Unlock()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
-		return result{code: 1, lost: lost}, fmt.Errorf("wait for %s: %w", c.argv[0], err)
+		return result{code: 1, lost: lost, asked: asked}, fmt.Errorf("wait for %s: %w", c.argv[0], err)
 	}
-	return result{code: exitCode(cmd.ProcessState), lost: lost}, nil
+	return result{code: exitCode(cmd.ProcessState), lost: lost, asked: asked}, nil
 }

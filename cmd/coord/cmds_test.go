@@ -195,8 +195,35 @@ func TestQueue(t *testing.T) {
 		t.Errorf("failing CMD: code %d, want 5", code)
 	}
 	out, _, _ = coord(t, "", "queue", "dead", n)
-	if !strings.HasPrefix(out, id+"\t1\t") || !strings.Contains(out, `"doomed"`) {
-		t.Errorf("dead: %q, want %s", out, id)
+	if !strings.HasPrefix(out, id+"\t1\t") || !strings.Contains(out, `"doomed"`) ||
+		!strings.Contains(out, "\tmax attempts\t") || !strings.Contains(out, "exited with status 5") {
+		t.Errorf("dead: %q, want %s, its reason and last error", out, id)
+	}
+	// Settings are the queue's: shown, changed, and refused when bad.
+	if out, _, code := coord(t, "", "queue", "config", n); code != 0 || !strings.Contains(out, "max-attempts 1\n") {
+		t.Errorf("config: code %d, %q; want the stored max-attempts 1", code, out)
+	}
+	if out, _, code := coord(t, "", "queue", "config", n, "--max-attempts", "4", "--dead-retention", "24h"); code != 0 ||
+		!strings.Contains(out, "max-attempts 4\n") || !strings.Contains(out, "dead-retention 24h0m0s") {
+		t.Errorf("config change: code %d, %q", code, out)
+	}
+	if _, stderr, code := coord(t, "", "queue", "config", n, "--backoff-min", "-1s"); code != 2 {
+		t.Errorf("config with a negative backoff: code %d, %q; want 2", code, stderr)
+	}
+	if _, _, code := coord(t, "", "queue", "claim", n, "--max-attempts", "1", "--wait", "1s"); code != 1 {
+		t.Errorf("claim expecting 1 attempt of a queue stored with 4: code %d, want 1 (settings differ)", code)
+	}
+	if _, _, code := coord(t, "", "queue", "config", n, "--max-attempts", "1"); code != 0 {
+		t.Errorf("config back to 1: code %d", code)
+	}
+	// A unique job: the second push is refused with the first's id.
+	u1, _, code := coord(t, "", "queue", "push", n, "--unique", "nightly", "a")
+	u2, _, code2 := coord(t, "", "queue", "push", n, "--unique", "nightly", "b")
+	if code != 0 || code2 != 75 || u1 != u2 {
+		t.Errorf("unique pushes: %q (code %d) then %q (code %d); want the same id, exit 75", u1, code, u2, code2)
+	}
+	if _, _, code := coord(t, "", "queue", "claim", n); code != 0 {
+		t.Errorf("claim of the unique job: %d", code)
 	}
 	if _, stderr, code := coord(t, "", "queue", "redrive", n, id); code != 0 {
 		t.Errorf("redrive: %d %q", code, stderr)

@@ -33,18 +33,20 @@ var holdFlagNames = append([]string{"ttl", "prefix", "grace"}, connFlagNames...)
 var completions = map[string][]string{
 	"lock":          append([]string{"try", "wait", "conflict-exit"}, holdFlagNames...),
 	"sem":           append([]string{"capacity", "weight", "try", "wait", "conflict-exit"}, holdFlagNames...),
-	"elect":         append([]string{"once", "wait", "conflict-exit"}, holdFlagNames...),
+	"elect":         append([]string{"priority", "rule", "once", "wait", "conflict-exit"}, holdFlagNames...),
+	"transfer":      append([]string{"prefix", "wait"}, connFlagNames...),
 	"leader":        append([]string{"prefix", "o"}, connFlagNames...),
 	"observe":       append([]string{"prefix", "o"}, connFlagNames...),
 	"group":         append([]string{"prefix", "o"}, connFlagNames...),
 	"shard":         append([]string{"prefix", "o"}, connFlagNames...),
 	"status":        append([]string{"prefix", "kind", "name", "o"}, connFlagNames...),
-	"queue push":    append([]string{"prefix", "priority", "delay", "idempotency-key"}, connFlagNames...),
+	"queue push":    append([]string{"prefix", "priority", "delay", "idempotency-key", "unique", "unique-for"}, connFlagNames...),
 	"queue claim":   append([]string{"prefix", "o", "ttl", "grace", "wait", "conflict-exit", "nack-delay", "max-attempts"}, connFlagNames...),
 	"queue len":     append([]string{"prefix", "o"}, connFlagNames...),
 	"queue dead":    append([]string{"prefix", "o"}, connFlagNames...),
 	"queue redrive": append([]string{"prefix"}, connFlagNames...),
 	"queue discard": append([]string{"prefix"}, connFlagNames...),
+	"queue config":  append([]string{"prefix", "o", "max-attempts", "backoff-min", "backoff-max", "jitter", "dead-retention"}, connFlagNames...),
 	"dev":           {"port", "data-dir"},
 	"demo":          {"ticks"},
 	"bench":         {"short", "duration", "only", "endpoints"},
@@ -52,7 +54,7 @@ var completions = map[string][]string{
 	"version":       {"o"},
 }
 
-var queueSubcommands = []string{"push", "claim", "len", "dead", "redrive", "discard"}
+var queueSubcommands = []string{"push", "claim", "len", "dead", "redrive", "discard", "config"}
 
 func runCompletion(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("completion", completionHelp, stderr)

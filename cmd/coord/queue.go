@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +19,7 @@ import (
 )
 
 func init() {
-	register("queue", "push, claim and inspect a work queue (push|claim|len|dead|redrive|discard)", runQueue)
+	register("queue", "push, claim and inspect a work queue (push|claim|len|dead|redrive|discard|config)", runQueue)
 }
 
 const queueHelp = `usage: coord queue SUBCOMMAND NAME [flags] [args]
@@ -27,7 +28,8 @@ subcommands:
   push NAME [PAYLOAD]       add a message (PAYLOAD, or stdin when absent or "-"); prints its id
   claim NAME [-- CMD...]    take the next message; with CMD, run it on the message and ack or nack
   len NAME                  count ready, claimed, delayed and dead messages
-  dead NAME                 list the dead letters
+  dead NAME                 list the dead letters, with why each died
+  config NAME [flags]       show or change the queue's stored settings (attempts, backoff, retention)
   redrive NAME ID           put a dead letter back in the queue
   discard NAME ID           delete a dead letter for good
   ack                       (explains why acks happen inside claim)
@@ -45,7 +47,7 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 	}
 	sub := map[string]func([]string, io.Writer, io.Writer) int{
 		"push": queuePush, "claim": queueClaim, "len": queueLen, "dead": queueDead,
-		"redrive": queueRedrive, "discard": queueDiscard, "ack": queueAck, "nack": queueAck,
+		"redrive": queueRedrive, "discard": queueDiscard, "config": queueConfig, "ack": queueAck, "nack": queueAck,
 	}[args[0]]
 	if sub == nil {
 		fmt.Fprintf(stderr, "coord queue: unknown subcommand %q; run 'coord queue -h' for usage\n", args[0])
@@ -121,12 +123,14 @@ func (q *queueFlags) timeout() (context.Context, context.CancelFunc) {
 }
 
 func queuePush(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("queue push", "NAME [PAYLOAD|-] [--priority P] [--delay D] [--idempotency-key K]\n\nAdds a message and prints its id. The payload is PAYLOAD, or stdin when it is\nabsent or \"-\". Lower priorities are claimed first; FIFO within one.", stderr)
+	fs := newFlags("queue push", "NAME [PAYLOAD|-] [--priority P] [--delay D] [--idempotency-key K] [--unique K [--unique-for D]]\n\nAdds a message and prints its id. The payload is PAYLOAD, or stdin when it is\nabsent or \"-\". Lower priorities are claimed first; FIFO within one. With\n--unique, a message with the same key still pending or in flight (or, with\n--unique-for, enqueued within D) refuses this one: coord prints the existing\nid and exits 75.", stderr)
 	var q queueFlags
 	q.register(fs)
 	prio := fs.Int("priority", 0, "priority: lower is claimed first")
 	delay := fs.Duration("delay", 0, "claimable only after this long")
 	idem := fs.String("idempotency-key", "", "do nothing (and print the first id) if a message with this key is still queued")
+	uniq := fs.String("unique", "", "refuse the message (exit 75) while one with this key is pending or in flight")
+	uniqFor := fs.Duration("unique-for", 0, "with --unique: refuse it for this long after one with the key was enqueued, whatever became of it")
 	pos, _, cli, qu, code := q.open(fs, args, stderr, "NAME")
 	if code >= 0 {
 		return code
@@ -149,9 +153,22 @@ func queuePush(args []string, stdout, stderr io.Writer) int {
 	if *idem != "" {
 		opts = append(opts, queue.WithIdempotencyKey(*idem))
 	}
+	switch {
+	case *uniqFor < 0 || *uniqFor > 0 && *uniq == "":
+		return usageErr(fs, stderr, "--unique-for takes a positive duration, with --unique")
+	case *uniqFor > 0:
+		opts = append(opts, queue.UniqueFor(*uniq, *uniqFor))
+	case *uniq != "":
+		opts = append(opts, queue.Unique(*uniq))
+	}
 	ctx, cancel := q.timeout()
 	defer cancel()
 	id, err := qu.Enqueue(ctx, payload, opts...)
+	if errors.Is(err, queue.ErrDuplicate) {
+		fmt.Fprintln(stdout, id)
+		fmt.Fprintf(stderr, "coord: %v\n", err)
+		return exitConflict
+	}
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -167,8 +184,9 @@ exit 75, or --conflict-exit, when none came).
 With CMD: runs CMD with the payload on its stdin and COORD_MESSAGE_ID,
 COORD_ATTEMPT and COORD_TOKEN (the claim's fencing token) in its
 environment, holding the claim while it runs. Exit 0 acks the message; any
-other status nacks it (claimable again after --nack-delay; after
---max-attempts claims it goes to the dead letters). If the claim is lost,
+other status nacks it (claimable again after the queue's stored backoff,
+or --nack-delay; at the queue's stored max attempts it goes to the dead
+letters, with CMD's exit status as its last error). If the claim is lost,
 CMD gets SIGTERM, then SIGKILL after --grace, and the message is delivered
 again to another consumer. CMD's process group never outlives the claim,
 as with 'coord lock'. coord exits with CMD's status.
@@ -196,8 +214,8 @@ func queueClaim(args []string, stdout, stderr io.Writer) int {
 	grace := fs.Duration("grace", defaultGrace, "time between SIGTERM and SIGKILL when the claim is lost")
 	wait := fs.Duration("wait", 0, "give up (exit --conflict-exit) if no message is ready within this long; 0 waits forever")
 	conflict := fs.Int("conflict-exit", exitConflict, "exit code when no message came within --wait")
-	nackDelay := fs.Duration("nack-delay", 0, "when CMD fails, the message is claimable again after this long")
-	fs.IntVar(&q.maxAttempts, "max-attempts", 0, "dead-letter a message after this many claims without an ack (0: never)")
+	nackDelay := fs.Duration("nack-delay", 0, "when CMD fails, the message is claimable again after this long (default: the queue's stored backoff)")
+	fs.IntVar(&q.maxAttempts, "max-attempts", 0, "expect the queue's stored max attempts to be N, and store it on a new queue (default: whatever is stored; see 'coord queue config')")
 	var withCmd bool
 	q.checks = []func() int{
 		func() int {
@@ -249,13 +267,23 @@ func queueClaim(args []string, stdout, stderr io.Writer) int {
 		}
 		return fail(stderr, "%v", err)
 	}
+	failure := errors.New("the command failed")
 	settle := func(ack bool) error {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
 		if ack {
 			return m.Ack(ctx)
 		}
-		return m.Nack(ctx, *nackDelay)
+		delay, set := *nackDelay, false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "nack-delay" })
+		if !set {
+			cfg, err := qu.Config(ctx)
+			if err != nil {
+				return err
+			}
+			delay = cfg.Backoff.Delay(m.Attempt)
+		}
+		return m.Nack(ctx, delay, queue.WithError(failure))
 	}
 	if len(argv) == 0 {
 		var werr error
@@ -298,6 +326,11 @@ func queueClaim(args []string, stdout, stderr io.Writer) int {
 		return res.code
 	}
 	ack := err == nil && res.code == 0
+	if err != nil {
+		failure = err
+	} else {
+		failure = fmt.Errorf("%s exited with status %d", argv[0], res.code)
+	}
 	if serr := settle(ack); serr != nil {
 		fmt.Fprintf(stderr, "coord: settle: %v\n", serr)
 		if res.code == 0 {
@@ -338,14 +371,26 @@ func queueLen(args []string, stdout, stderr io.Writer) int {
 
 // deadJSON is one dead letter with -o json.
 type deadJSON struct {
-	ID       string    `json:"id"`
-	Attempts int       `json:"attempts"`
-	Enqueued time.Time `json:"enqueued"`
+	ID        string      `json:"id"`
+	Attempts  int         `json:"attempts"`
+	Enqueued  time.Time   `json:"enqueued"`
+	Died      *time.Time  `json:"died,omitempty"`
+	Reason    string      `json:"reason"`
+	LastError string      `json:"last_error,omitempty"`
+	Claimed   []time.Time `json:"claimed,omitempty"`
 	payloadJSON
 }
 
+const deadHelp = `NAME [-o text|json]
+
+Lists the dead letters, oldest first, one per line: ID, attempts, when it
+died, the reason, the last error (quoted) and the payload (quoted, cut at
+200 bytes). With -o json, one JSON array of objects: id, attempts,
+enqueued, died, reason, last_error, claimed (the times of its last
+claims), payload (when UTF-8) and payload_base64, whole.`
+
 func queueDead(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("queue dead", "NAME [-o text|json]\n\nLists the dead letters, one per line: ID, attempts, enqueue time, payload\n(quoted, cut at 200 bytes). With -o json, one JSON array of objects: id,\nattempts, enqueued, payload (when UTF-8) and payload_base64, whole.", stderr)
+	fs := newFlags("queue dead", deadHelp, stderr)
 	var q queueFlags
 	q.register(fs)
 	q.out.register(fs)
@@ -363,7 +408,15 @@ func queueDead(args []string, stdout, stderr io.Writer) int {
 	if q.out.json() {
 		out := []deadJSON{}
 		for _, d := range dls {
-			out = append(out, deadJSON{ID: d.ID, Attempts: d.Attempts, Enqueued: d.Enqueued.UTC(), payloadJSON: newPayloadJSON(d.Payload)})
+			j := deadJSON{ID: d.ID, Attempts: d.Attempts, Enqueued: d.Enqueued.UTC(), Reason: d.Reason, LastError: d.LastError, payloadJSON: newPayloadJSON(d.Payload)}
+			if !d.Died.IsZero() {
+				died := d.Died.UTC()
+				j.Died = &died
+			}
+			for _, c := range d.Claimed {
+				j.Claimed = append(j.Claimed, c.UTC())
+			}
+			out = append(out, j)
 		}
 		return writeJSON(stdout, stderr, out)
 	}
@@ -373,8 +426,88 @@ func queueDead(args []string, stdout, stderr io.Writer) int {
 		if len(p) > 200 {
 			p, more = p[:200], "..."
 		}
-		fmt.Fprintf(stdout, "%s\t%d\t%s\t%q%s\n", d.ID, d.Attempts, d.Enqueued.UTC().Format(time.RFC3339), p, more)
+		died := "-"
+		if !d.Died.IsZero() {
+			died = d.Died.UTC().Format(time.RFC3339)
+		}
+		reason := d.Reason
+		if reason == "" {
+			reason = "-"
+		}
+		fmt.Fprintf(stdout, "%s\t%d\t%s\t%s\t%q\t%q%s\n", d.ID, d.Attempts, died, reason, d.LastError, p, more)
 	}
+	return 0
+}
+
+const configHelp = `NAME [--max-attempts N] [--backoff-min D] [--backoff-max D] [--jitter F] [--dead-retention D] [-o text|json]
+
+Prints the queue's stored settings, which every consumer follows. With
+any flag, changes those settings first (the others keep their stored
+values) for every producer and consumer of the queue.`
+
+// configJSON is a queue's settings with -o json.
+type configJSON struct {
+	Queue         string  `json:"queue"`
+	MaxAttempts   int     `json:"max_attempts"`
+	BackoffMin    string  `json:"backoff_min"`
+	BackoffMax    string  `json:"backoff_max"`
+	Jitter        float64 `json:"jitter"`
+	DeadRetention string  `json:"dead_retention"`
+}
+
+func queueConfig(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("queue config", configHelp, stderr)
+	var q queueFlags
+	q.register(fs)
+	q.out.register(fs)
+	attempts := fs.Int("max-attempts", 0, "claims without an ack before a message is dead-lettered (0: retry forever)")
+	bmin := fs.Duration("backoff-min", 0, "delay after a message's first failure")
+	bmax := fs.Duration("backoff-max", 0, "the longest delay after a failure")
+	jitter := fs.Float64("jitter", 0, "fraction of each delay drawn at random (0..1)")
+	retention := fs.Duration("dead-retention", 0, "how long dead letters are kept (0: until re-driven or discarded)")
+	pos, _, cli, qu, code := q.open(fs, args, stderr, "NAME")
+	if code >= 0 {
+		return code
+	}
+	defer cli.Close()
+	ctx, cancel := q.timeout()
+	defer cancel()
+	cfg, err := qu.Config(ctx)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	changed := false
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "max-attempts":
+			cfg.MaxAttempts = *attempts
+		case "backoff-min":
+			cfg.Backoff.Min = *bmin
+		case "backoff-max":
+			cfg.Backoff.Max = *bmax
+		case "jitter":
+			cfg.Backoff.Jitter = *jitter
+		case "dead-retention":
+			cfg.DeadRetention = *retention
+		default:
+			return
+		}
+		changed = true
+	})
+	if changed {
+		if err := qu.SetConfig(ctx, cfg); err != nil {
+			if errors.Is(err, queue.ErrInvalid) {
+				return usageErr(fs, stderr, "%v", err)
+			}
+			return fail(stderr, "%v", err)
+		}
+	}
+	if q.out.json() {
+		return writeJSON(stdout, stderr, configJSON{Queue: pos[0], MaxAttempts: cfg.MaxAttempts, BackoffMin: cfg.Backoff.Min.String(),
+			BackoffMax: cfg.Backoff.Max.String(), Jitter: cfg.Backoff.Jitter, DeadRetention: cfg.DeadRetention.String()})
+	}
+	fmt.Fprintf(stdout, "max-attempts %d\nbackoff-min %s\nbackoff-max %s\njitter %g\ndead-retention %s\n",
+		cfg.MaxAttempts, cfg.Backoff.Min, cfg.Backoff.Max, cfg.Backoff.Jitter, cfg.DeadRetention)
 	return 0
 }
 

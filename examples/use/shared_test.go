@@ -148,7 +148,7 @@ func assertKeysUnder(t *testing.T, ctx context.Context, cli *clientv3.Client, pr
 // prefix can use every primitive and inspect: the README's role is all
 // coord needs.
 func TestRootPrefixRoleIsEnough(t *testing.T) {
-	srv := etcdtest.NewServer(t, etcdtest.WithoutFsync())
+	srv := etcdtest.NewServer(t, etcdtest.WithoutFsync(), etcdtest.WithBcryptCost(4)) // bcrypt.MinCost: logins are not what this tests
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin := srv.Client()

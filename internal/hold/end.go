@@ -462,3 +462,80 @@ func (h *Hold) ReleasedAt() int64 {
 	defer h.mu.Unlock()
 	return h.releasedAt
 }
+
+// ReleaseAll releases several holds of one session in one Txn, with then
+// (ops the primitive runs only while every hold still holds), as Release
+// does for one:
+//
+//	If(every hold's keys created at its rev) Then(delete them all, then...)
+//
+// It is for settling a batch (a queue's acks) in one request. When a hold
+// is already known lost, or a compare fails (one was lost meanwhile), it
+// returns ErrCond having changed nothing: release them one by one to
+// learn which (a hold this call found already being released, by an
+// earlier ReleaseAll whose answer was lost, stays so, and its Release
+// counts as that attempt's retry). A network error leaves them all being
+// released, so that a Release of each afterwards counts as a retry.
+func ReleaseAll(ctx context.Context, hs []*Hold, then ...clientv3.Op) ([]*pb.ResponseOp, error) {
+	if len(hs) == 0 {
+		return nil, nil
+	}
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	again := make([]bool, len(hs)) // an earlier ReleaseAll of it may have landed
+	bump := false
+	restore := func(upto int) {
+		for j, p := range hs[:upto] {
+			p.mu.Lock()
+			if !again[j] {
+				p.st, p.retried = held, false
+			}
+			p.mu.Unlock()
+		}
+	}
+	for i, h := range hs {
+		h.mu.Lock()
+		if h.st != held && h.st != releasing || h.s != hs[0].s {
+			h.mu.Unlock()
+			restore(i)
+			return nil, ErrCond
+		}
+		again[i] = h.st == releasing
+		h.retried = again[i]
+		h.st = releasing
+		ambiguous := h.ambiguous
+		h.mu.Unlock()
+		cmps = append(cmps, h.IsOwner()...)
+		for _, k := range h.keys {
+			ops = append(ops, clientv3.OpDelete(k))
+		}
+		bump = bump || ambiguous
+	}
+	s := hs[0].s
+	if bump {
+		ops = append(ops, s.Bump()) // once: a Txn may not put one key twice
+	}
+	n := len(ops)
+	resp, err := s.Client().Txn(ctx).If(cmps...).Then(append(ops, then...)...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", hs[0].cfg.Label, etcderr.Explain(s.Client(), err))
+	}
+	if !resp.Succeeded {
+		// Nothing was applied. A hold an earlier attempt may have
+		// released stays "being released", so that its own Release
+		// counts as that attempt's retry.
+		restore(len(hs))
+		return nil, ErrCond
+	}
+	for _, h := range hs {
+		h.mu.Lock()
+		h.releasedAt = resp.Header.Revision
+		bumped := h.ambiguous
+		h.mu.Unlock()
+		if bumped {
+			s.Bumped(resp.Header.Revision)
+		}
+		h.finish(released)
+	}
+	return resp.Responses[n:], nil
+}

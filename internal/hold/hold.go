@@ -207,24 +207,49 @@ func (c Created) Failed() bool { return c.Rev == 0 }
 // lost) says so (Existed). On any other error the outcome is unknown: the
 // caller must Abandon the hold, which then also moves the fence.
 func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
-	h.mu.Lock()
-	if !h.waiting {
-		h.waiting = true
-		h.mu.Unlock()
-		h.gauge(1)
-	} else {
-		h.mu.Unlock()
+	return CreateAll(ctx, []*Hold{h}, spec)
+}
+
+// CreateAll is Create for several holds of one session in one Txn (a
+// queue's batch of claims): every hold's keys are created together, with
+// spec, or none are. Each hold then lives on its own (Grant, Done,
+// Release, Abandon). The fencing tokens are all the Txn's revision. The
+// holds must be new and on one session.
+func CreateAll(ctx context.Context, hs []*Hold, spec Spec) (Created, error) {
+	h := hs[0]
+	for _, x := range hs {
+		x.mu.Lock()
+		w := x.waiting
+		x.waiting = true
+		x.mu.Unlock()
+		if !w {
+			x.gauge(1)
+		}
+	}
+	nkeys := 0
+	for _, x := range hs {
+		nkeys += len(x.keys)
+	}
+	setAmbiguous := func() {
+		for _, x := range hs {
+			x.mu.Lock()
+			x.ambiguous = true
+			x.mu.Unlock()
+		}
+	}
+	created := func(rev int64) {
+		for _, x := range hs {
+			x.created(rev)
+		}
 	}
 	cli := h.s.Client()
 	backoff := 10 * time.Millisecond
 	for {
 		fence := h.s.FenceRev()
-		cmps, then, els := h.createOps(spec)
+		cmps, then, els := createOps(hs, spec)
 		resp, err := cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 		if err != nil {
-			h.mu.Lock()
-			h.ambiguous = true
-			h.mu.Unlock()
+			setAmbiguous()
 			if etcderr.Transient(err) && ctx.Err() == nil && h.s.Err() == nil {
 				sleep(ctx, backoff)
 				backoff = min(2*backoff, 500*time.Millisecond)
@@ -233,17 +258,18 @@ func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
 			return Created{}, h.wrap(h.sessionCause(err))
 		}
 		if resp.Succeeded {
-			h.created(resp.Header.Revision)
-			return Created{Rev: resp.Header.Revision, At: resp.Header.Revision, Then: resp.Responses[len(h.keys):]}, nil
+			created(resp.Header.Revision)
+			return Created{Rev: resp.Header.Revision, At: resp.Header.Revision, Then: resp.Responses[nkeys:]}, nil
 		}
 		if own := resp.Responses[1].GetResponseRange().Kvs; len(own) > 0 {
 			if h.cfg.Named && (string(own[0].Value) != h.rec.Encode() || own[0].Lease != int64(h.s.Lease())) {
 				return Created{At: resp.Header.Revision, Taken: true, Else: resp.Responses[2:]}, nil
 			}
-			// An earlier attempt of this hold created it: only this hold
-			// ever uses the key (a named key: only this hold writes its
-			// value, which carries the hold's unique id).
-			h.created(own[0].CreateRevision)
+			// An earlier attempt of these holds created them: only they
+			// ever use their keys, and they were created together (a
+			// named key: only its hold writes its value, which carries
+			// the hold's unique id).
+			created(own[0].CreateRevision)
 			return Created{Rev: own[0].CreateRevision, At: resp.Header.Revision, Existed: true}, nil
 		}
 		if h.s.Learn(resp.Responses[0].GetResponseRange().Kvs, fence) {
@@ -257,15 +283,17 @@ func (h *Hold) Create(ctx context.Context, spec Spec) (Created, error) {
 	}
 }
 
-// createOps is the create Txn as Create sends it, with the fence as the
-// session knows it now.
-func (h *Hold) createOps(spec Spec) (cmps []clientv3.Cmp, then, els []clientv3.Op) {
-	val := h.rec.Encode()
+// createOps is the create Txn as CreateAll sends it, with the fence as
+// the session knows it now.
+func createOps(hs []*Hold, spec Spec) (cmps []clientv3.Cmp, then, els []clientv3.Op) {
+	h := hs[0]
 	cmps = []clientv3.Cmp{h.s.Fence()}
-	then = make([]clientv3.Op, 0, len(h.keys)+len(spec.Then))
-	for _, k := range h.keys {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-		then = append(then, clientv3.OpPut(k, val, clientv3.WithLease(h.s.Lease())))
+	for _, x := range hs {
+		val := x.rec.Encode()
+		for _, k := range x.keys {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+			then = append(then, clientv3.OpPut(k, val, clientv3.WithLease(x.s.Lease())))
+		}
 	}
 	cmps = append(cmps, spec.If...)
 	then = append(then, spec.Then...)

@@ -56,7 +56,7 @@ func TestAbandonedCreateDeliveredLateDoesNothing(t *testing.T) {
 	key := "hold-test/late/" + s.NextID()
 	h := newHold(s, key)
 	// The request as Create sends it, kept to be delivered late.
-	cmps, then, els := h.createOps(Spec{})
+	cmps, then, els := createOps([]*Hold{h}, Spec{})
 	h.mu.Lock()
 	h.ambiguous = true // its answer was lost
 	h.mu.Unlock()
@@ -267,7 +267,7 @@ func TestNamedHoldTouchesOnlyItsOwnKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newNamed(s2, key)
-	cmps, then, els := e.createOps(Spec{})
+	cmps, then, els := createOps([]*Hold{e}, Spec{})
 	if _, err := srv.Client().Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit(); err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,10 @@ type Mirror struct {
 	attached map[string]*Waitlist
 	shared   map[string]any
 	pending  []*clientv3.Event // events that arrived while a load was under way
+	// progressed counts the progress notifications applied (and loads,
+	// which are current when they finish), for Current.
+	progressed uint64
+	loads      uint64 // completed loads: a load is current when it ends
 }
 
 // Change is what a listener is told after the mirror moved: the events
@@ -252,6 +256,7 @@ func (m *Mirror) load(ctx context.Context) error {
 		l.rebuild()
 	}
 	m.rev, m.loaded = rev, true
+	m.loads++
 	m.notify(Change{Rev: rev, Reloaded: true})
 	pending := m.pending
 	m.pending = nil
@@ -268,8 +273,9 @@ func (m *Mirror) apply(evs []*clientv3.Event, progress int64) {
 	if progress > 0 {
 		// Nothing in the range changed up to progress (a load under way
 		// reads at a revision of its own and ignores this).
-		if m.loaded && progress > m.rev {
-			m.rev = progress
+		if m.loaded {
+			m.rev = max(m.rev, progress)
+			m.progressed++
 			close(m.changed)
 			m.changed = make(chan struct{})
 		}
@@ -452,6 +458,48 @@ func (m *Mirror) Sync(ctx context.Context, rev int64) error {
 			return err
 		}
 		if m.loaded && m.rev >= rev {
+			m.mu.Unlock()
+			return nil
+		}
+		ch, loaded := m.changed, m.loaded
+		m.mu.Unlock()
+		if loaded && !asked {
+			asked = true
+			if err := m.feed.RequestProgress(ctx); err != nil {
+				return err
+			}
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ch:
+		case <-t.C:
+			asked = false // ask again: a progress request can race a reconnect
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+	}
+}
+
+// Current waits until the mirror is as current as etcd was at some moment
+// after the call: it asks for a progress notification (a message on the
+// watch stream, no request of its own) and waits for one. A primitive
+// about to act on what the mirror does not show (no successor in line,
+// say) makes sure it is not just lagging.
+func (m *Mirror) Current(ctx context.Context) error {
+	m.mu.Lock()
+	seq, loads := m.progressed, m.loads
+	m.mu.Unlock()
+	asked := false
+	for {
+		m.mu.Lock()
+		if m.err != nil {
+			err := m.err
+			m.mu.Unlock()
+			return err
+		}
+		if m.loaded && (m.progressed > seq || m.loads > loads) {
 			m.mu.Unlock()
 			return nil
 		}

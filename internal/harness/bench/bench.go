@@ -76,7 +76,7 @@ func Cases() []Case {
 	return []Case{
 		Floor(),
 		Lock(1), Lock(4), Lock(16),
-		Election(4),
+		Election(4), Transfer(4),
 		Semaphore(4, 16),
 		Enqueue(),
 		Claim(4),

@@ -188,3 +188,153 @@ func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
 		return res, nil
 	}
 }
+
+// Transfer is the leadership moved on request to a chosen candidate among
+// n replicas running election.Run: an observer's RequestTransfer names a
+// candidate that is not next in line (the newest), the leader's fn is
+// cancelled and returns, Run hands over, and the target's fn starts.
+// etcd's concurrency.Election has no transfer: its side is a Resign and
+// the next candidate's Campaign returning, the closest it has.
+func Transfer(n int) Case {
+	return Case{
+		Primitive: "election", Name: fmt.Sprintf("transfer → chosen leader's Run fn, %d candidates", n), Etcd: "concurrency.Election",
+		Measured: "coord: from RequestTransfer to the chosen candidate's Run fn starting; etcd: from Resign to the next Campaign returning",
+		coord:    transferRunner(n, false),
+		etcd:     handoffRunner(n, etcdCandidate, false),
+	}
+}
+
+// RunHandover is the leadership passed on by Run when the leader's fn
+// returns (Run hands over to the next in line), among n replicas.
+func RunHandover(n int) Case {
+	return Case{
+		Primitive: "election", Name: fmt.Sprintf("Run fn returns → next Run fn, %d candidates", n), Etcd: "concurrency.Election",
+		Measured: "coord: from the leader's fn returning to the next replica's fn starting; etcd: from Resign to the next Campaign returning",
+		coord:    transferRunner(n, true),
+		etcd:     handoffRunner(n, etcdCandidate, false),
+	}
+}
+
+// transferRunner runs n replicas of election.Run. With resign, each leader's
+// fn returns at once and Run hands over to the next; without, each fn
+// runs until a transfer, requested by an observer, moves the leadership
+// to the newest candidate.
+func transferRunner(n int, resign bool) runner {
+	return func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+		counter := etcdtest.NewCounter()
+		clis, err := env.clientsN(n, counter)
+		if err != nil {
+			return Result{}, err
+		}
+		// The observer that asks for transfers is the benchmark's, not
+		// counted.
+		obCli, err := env.client(nil)
+		if err != nil {
+			return Result{}, err
+		}
+		prefix := env.prefix("election")
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		type start struct {
+			value string
+			at    time.Time
+			prev  int64 // unix nanos when the previous leader's fn returned
+		}
+		ob := election.NewObserver(obCli, "bench", election.WithPrefix(prefix))
+		started := make(chan start, n)
+		var ended atomic.Int64 // unix nanos of the last fn return (resign)
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := range n {
+			value := fmt.Sprintf("r%d", i)
+			wg.Go(func() {
+				err := election.Run(runCtx, clis[i], "bench", value, func(fctx context.Context) error {
+					started <- start{value, time.Now(), ended.Load()}
+					if !resign {
+						<-fctx.Done()
+					} else {
+						// Return once every other replica is back in
+						// line, so a successor is always waiting (else
+						// this would time Run's backoff, not a handover).
+						waitLine(fctx, ob, n)
+					}
+					ended.Store(time.Now().UnixNano())
+					return nil
+				}, election.WithPrefix(prefix), election.WithTTL(15*time.Second))
+				if runCtx.Err() == nil {
+					errs <- err
+				}
+			})
+		}
+		defer wg.Wait()
+		defer cancel()
+		wait := func(value string) (start, error) {
+			for {
+				select {
+				case s := <-started:
+					if value == "" || s.value == value {
+						return s, nil
+					}
+				case err := <-errs:
+					return start{}, err
+				case <-time.After(10 * time.Second):
+					return start{}, fmt.Errorf("no leader within 10s")
+				}
+			}
+		}
+		// Everyone in line before the clock starts.
+		if _, err := wait(""); err != nil {
+			return Result{}, err
+		}
+		waitLine(ctx, ob, n)
+		var lat benchutil.Latencies
+		ops := 0
+		counter.Reset()
+		t0 := time.Now()
+		for time.Since(t0) < d {
+			if resign {
+				st, err := wait("")
+				if err != nil {
+					return Result{}, err
+				}
+				if st.prev != 0 && ops > 0 {
+					lat.Add(st.at.Sub(time.Unix(0, st.prev)))
+				}
+				ops++
+				continue
+			}
+			cs, err := ob.Candidates(ctx)
+			if err != nil {
+				return Result{}, err
+			}
+			target := cs[len(cs)-1] // the newest: never the one FIFO picks next
+			if target.Leader || len(cs) < 2 {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			call := time.Now()
+			if err := ob.RequestTransfer(ctx, target.ID); err != nil {
+				continue // the leadership moved meanwhile
+			}
+			st, err := wait(target.Value)
+			if err != nil {
+				return Result{}, err
+			}
+			lat.Add(st.at.Sub(call))
+			ops++
+		}
+		res := Result{Ops: ops, Elapsed: time.Since(t0), RPCs: counter.Total(), Bytes: counter.Bytes()}
+		res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
+		return res, nil
+	}
+}
+
+// waitLine waits until n candidates are in line.
+func waitLine(ctx context.Context, ob *election.Observer, n int) {
+	for ctx.Err() == nil {
+		if cs, err := ob.Candidates(ctx); err == nil && len(cs) >= n {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

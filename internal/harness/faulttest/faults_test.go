@@ -343,7 +343,7 @@ func TestFaults(t *testing.T) {
 	for i, sc := range all {
 		t.Run(sc.name, func(t *testing.T) {
 			root := fmt.Sprintf("faults-%d-%s/", i, sc.name)
-			st := runScenario(t, cluster, sc, root, holdSpecs(root))
+			st := runScenario(t, cluster, sc, root, holdSpecs(root), duration(), 0)
 			line := fmt.Sprintf("%-36s %s", sc.name, st)
 			summary = append(summary, line)
 			if len(st.Violations) > 0 {
@@ -390,7 +390,9 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 			// fresh seed, and require a catch in one of them.
 			for run := range 4 {
 				root := fmt.Sprintf("broken-%s-%d/", v.name, run)
-				st := runScenario(t, cluster, v.sc, root, []holdSpec{v.spec(root)})
+				// Long enough for two faults of the slowest kind (a pause
+				// past the TTL), and a seed of its own per run.
+				st := runScenario(t, cluster, v.sc, root, []holdSpec{v.spec(root)}, max(duration(), 9*time.Second), int64(run))
 				if len(st.Violations) > 0 {
 					t.Logf("caught %s in run %d: %d violations, e.g. %s", v.name, run+1, len(st.Violations), st.Violations[0])
 					return
@@ -435,9 +437,9 @@ func (unfenced) guard() []clientv3.Cmp { return nil }
 
 // runScenario runs the hold workloads of specs on nClients clients under
 // the scenario's faults and checks every invariant; it returns the stats.
-func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root string, specs []holdSpec) *Stats {
+func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root string, specs []holdSpec, d time.Duration, seedOffset int64) *Stats {
 	admin := cluster.Client()
-	seed := seedFor(sc.name)
+	seed := seedFor(sc.name) + seedOffset
 	e := &Env{T: t, Cluster: cluster, Admin: admin, Root: root,
 		TTL: ttl, Seed: seed, Hist: &History{}, Stats: newStats(), rand: rand.New(rand.NewSource(seed))}
 	for c := 0; c < nClients; c++ {
@@ -461,7 +463,7 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	for c := 0; c < nClients; c++ {
 		w.holding = append(w.holding, &atomic.Int32{})
 	}
-	runCtx, stopRun := context.WithTimeout(context.Background(), duration())
+	runCtx, stopRun := context.WithTimeout(context.Background(), d)
 	defer stopRun()
 	var wg sync.WaitGroup
 	for _, spec := range specs {

@@ -1,0 +1,448 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/session"
+)
+
+// Handler processes one message. Its ctx is cancelled when the claim is
+// lost (the session ended, the claim timed out) and when Consume's drain
+// timeout passes. Returning nil acks the message; an error nacks it with
+// the queue's backoff (or the delay of RetryAfter), or dead-letters it at
+// its last allowed attempt or when it is Permanent. A handler that
+// settled the message itself (Ack, Nack, Dead, or through Extend's
+// message) may return anything: the message is already settled.
+type Handler func(ctx context.Context, m *Message) error
+
+// ConsumeOption configures Consume.
+type ConsumeOption func(*consumeOptions)
+
+type consumeOptions struct {
+	workers int
+	batch   int
+	drain   time.Duration
+	// claimTimeout bounds a handler's claim (0: none).
+	claimTimeout time.Duration
+	err          error
+}
+
+// DefaultDrainTimeout is how long Consume waits, once its ctx ends, for
+// the handlers still running before it gives their messages back.
+const DefaultDrainTimeout = 10 * time.Second
+
+// MaxBatch is the most messages one claim Txn takes (see WithBatch): each
+// takes four ops, and etcd allows 128 per Txn by default.
+const MaxBatch = 32
+
+// WithWorkers runs n handlers at once (default 1). n < 1 is ErrInvalid.
+func WithWorkers(n int) ConsumeOption {
+	return func(o *consumeOptions) {
+		if n < 1 {
+			o.err = fmt.Errorf("%w: %d workers", ErrInvalid, n)
+		}
+		o.workers = n
+	}
+}
+
+// WithBatch makes Consume claim up to n ready messages in one Txn and ack
+// finished ones together, up to n a Txn, so that etcd's work grows with
+// batches rather than messages. A claimed message waits for a free worker
+// at most as long as the handlers before it run, so keep batches near
+// the worker count. Default 1; at most MaxBatch.
+func WithBatch(n int) ConsumeOption {
+	return func(o *consumeOptions) {
+		if n < 1 || n > MaxBatch {
+			o.err = fmt.Errorf("%w: batch of %d (1..%d)", ErrInvalid, n, MaxBatch)
+		}
+		o.batch = n
+	}
+}
+
+// WithDrainTimeout sets how long Consume waits for running handlers once
+// its ctx ends (default DefaultDrainTimeout): after it, their contexts are
+// cancelled and their messages given back at once, claimable by another
+// consumer. A negative d is ErrInvalid.
+func WithDrainTimeout(d time.Duration) ConsumeOption {
+	return func(o *consumeOptions) {
+		if d < 0 {
+			o.err = fmt.Errorf("%w: drain timeout %v is negative", ErrInvalid, d)
+		}
+		o.drain = d
+	}
+}
+
+// retryAfter is an error that says when to try again.
+type retryAfter struct {
+	d   time.Duration
+	err error
+}
+
+func (r retryAfter) Error() string { return r.err.Error() }
+func (r retryAfter) Unwrap() error { return r.err }
+
+// RetryAfter wraps err so that Consume nacks the message with delay d
+// instead of the queue's backoff.
+func RetryAfter(d time.Duration, err error) error {
+	if err == nil {
+		err = errors.New("retry")
+	}
+	return retryAfter{d: max(d, 0), err: err}
+}
+
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// Permanent wraps err so that Consume dead-letters the message at once
+// (ReasonPermanent), with err's text, whatever attempts it has left.
+func Permanent(err error) error {
+	if err == nil {
+		err = errors.New("permanent failure")
+	}
+	return permanent{err}
+}
+
+// Consume runs handler on the queue's messages, on up to WithWorkers of
+// them at once, claiming under s, until ctx ends. Each message is acked
+// when handler returns nil, and otherwise nacked with the queue's
+// backoff (or dead-lettered, see Handler). A panic in handler is
+// recovered and counts as a failed attempt, its text recorded with the
+// message (ReasonPanic if it was the last attempt).
+//
+// When ctx ends, Consume claims nothing more, gives back at once the
+// messages it claimed and did not start (to their place in line, their
+// attempt not counted), and waits for the running handlers; after the
+// drain timeout it cancels their contexts and gives their messages back,
+// claimable by another consumer at once rather than after the session's
+// TTL. It then returns ctx's error. It returns earlier, after the same
+// drain, when s ends (with its error: session.ErrExpired or ErrClosed),
+// and at once with ErrInvalid for bad options, a nil handler or session.
+func (q *Queue) Consume(ctx context.Context, s *session.Session, handler Handler, opts ...ConsumeOption) error {
+	if q.err != nil {
+		return q.err
+	}
+	o := consumeOptions{workers: 1, batch: 1, drain: DefaultDrainTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	switch {
+	case o.err != nil:
+		return fmt.Errorf("queue %q: %w", q.sp.Name(), o.err)
+	case handler == nil:
+		return fmt.Errorf("queue %q: %w: nil handler", q.sp.Name(), ErrInvalid)
+	case s == nil:
+		return fmt.Errorf("queue %q: %w: nil session", q.sp.Name(), ErrInvalid)
+	}
+	l := lease.Of(s)
+	if _, err := q.config(ctx); err != nil {
+		return err
+	}
+	c := &consumer{q: q, s: s, l: l, h: handler, o: o,
+		work:      make(chan *Message, o.workers*o.batch),
+		slots:     make(chan struct{}, o.workers),
+		claimsOff: make(chan struct{}),
+		stopped:   make(chan struct{}),
+		running:   map[*Message]struct{}{},
+	}
+	for range o.workers {
+		c.slots <- struct{}{}
+	}
+	var ackers sync.WaitGroup
+	if o.batch > 1 {
+		c.acks = make(chan *Message, o.workers)
+		ackers.Go(c.acker)
+	}
+	// Claims stop with ctx or the session; handlers outlive both, until
+	// the drain is over.
+	cctx, stopClaims := context.WithCancel(ctx)
+	defer stopClaims()
+	go func() {
+		select {
+		case <-l.Done():
+			stopClaims()
+		case <-cctx.Done():
+		}
+	}()
+	var workers sync.WaitGroup
+	for range o.workers {
+		workers.Go(c.worker)
+	}
+	// Fetchers claim for idle workers, a batch each at a time: enough of
+	// them that claims are not one at a time for the whole pool.
+	var fetchers sync.WaitGroup
+	var fetchErr error
+	var errOnce sync.Once
+	for range (o.workers + o.batch - 1) / o.batch {
+		fetchers.Go(func() {
+			if err := c.fetch(cctx); err != nil {
+				errOnce.Do(func() { fetchErr = err })
+				stopClaims()
+			}
+		})
+	}
+	fetchers.Wait()
+	close(c.claimsOff) // queued messages are now given back, not run
+	close(c.work)
+	drained := make(chan struct{})
+	go func() { workers.Wait(); close(drained) }()
+	timer := time.NewTimer(o.drain)
+	select {
+	case <-drained:
+		timer.Stop()
+	case <-timer.C:
+		// Cancel the handlers still running and give their messages back
+		// now (a handler that ignores its ctx runs on, its settle refused),
+		// and the queued ones no worker was free to give back.
+		close(c.stopped)
+		c.mu.Lock()
+		var cut []*Message
+		for m := range c.running {
+			cut = append(cut, m)
+		}
+		c.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, m := range cut {
+			wg.Go(func() {
+				m.Nack(context.Background(), 0, WithError(errors.New("the consumer shut down before the handler finished")))
+			})
+		}
+		for m := range c.work {
+			wg.Go(func() { c.giveBack(m) })
+		}
+		wg.Wait()
+	}
+	if c.acks != nil {
+		c.ackMu.Lock()
+		c.acksClosed = true
+		close(c.acks)
+		c.ackMu.Unlock()
+		ackers.Wait()
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case l.Err() != nil:
+		return fmt.Errorf("queue %q: %w", q.sp.Name(), l.Err())
+	}
+	return fetchErr
+}
+
+// consumer is one Consume call.
+type consumer struct {
+	q         *Queue
+	s         *session.Session
+	l         *lease.Session
+	h         Handler
+	o         consumeOptions
+	work      chan *Message // claimed, waiting for a worker
+	slots     chan struct{} // one per idle worker: the fetcher claims only what they can start
+	claimsOff chan struct{} // closed when claiming stopped
+	stopped   chan struct{} // closed when the drain timeout passed
+
+	mu      sync.Mutex
+	running map[*Message]struct{} // handled now
+
+	acks       chan *Message // to the acker, when batching
+	ackMu      sync.Mutex
+	acksClosed bool
+}
+
+// fetch claims messages for idle workers until ctx ends or etcd refuses.
+func (c *consumer) fetch(ctx context.Context) error {
+	for {
+		// One idle worker at least, then as many as are idle.
+		select {
+		case <-c.slots:
+		case <-ctx.Done():
+			return nil
+		}
+		n := 1
+	more:
+		for n < c.o.batch {
+			select {
+			case <-c.slots:
+				n++
+			default:
+				break more
+			}
+		}
+		ms, err := c.q.claim(ctx, c.s, n)
+		for range n - len(ms) {
+			c.slots <- struct{}{}
+		}
+		if err != nil {
+			if ctx.Err() != nil || c.l.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, m := range ms {
+			c.work <- m
+		}
+	}
+}
+
+// worker runs the handler on claimed messages; once claiming stopped, it
+// gives back the messages no handler started.
+func (c *consumer) worker() {
+	for m := range c.work {
+		select {
+		case <-c.claimsOff:
+			c.giveBack(m)
+			continue
+		default:
+		}
+		c.mu.Lock()
+		c.running[m] = struct{}{}
+		c.mu.Unlock()
+		c.handle(m)
+		c.mu.Lock()
+		delete(c.running, m)
+		c.mu.Unlock()
+		c.slots <- struct{}{}
+	}
+}
+
+// handle runs the handler on m and settles it by the outcome. The
+// handler's ctx is not Consume's: a shutdown lets running handlers finish
+// (until the drain timeout), while a lost claim cancels at once.
+func (c *consumer) handle(m *Message) {
+	hctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-m.Done():
+			cancel(fmt.Errorf("queue %q: message %s: %w", c.q.sp.Name(), m.ID, ErrClaimLost))
+		case <-c.stopped:
+			cancel(fmt.Errorf("queue %q: the consumer's drain timeout passed", c.q.sp.Name()))
+		case <-hctx.Done():
+		}
+	}()
+	if d := c.o.claimTimeout; d > 0 {
+		m.arm(d, func() {
+			timeout := fmt.Errorf("queue %q: message %s: %w after %v", c.q.sp.Name(), m.ID, ErrClaimTimeout, d)
+			cancel(timeout)
+			c.settle(m, timeout, false)
+		})
+	}
+	err, panicked := c.run(hctx, m)
+	m.disarm()
+	c.settle(m, err, panicked)
+}
+
+// run calls the handler, turning a panic into an error.
+func (c *consumer) run(ctx context.Context, m *Message) (err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			err, panicked = fmt.Errorf("panic: %v\n%s", r, debug.Stack()), true
+			c.l.Logger().Error("coord queue handler panicked", "kind", keys.KindQueue, "name", c.q.sp.Name(), "id", m.ID, "attempt", m.Attempt, "panic", r)
+		}
+	}()
+	return c.h(ctx, m), false
+}
+
+// settle acks, nacks or buries m after its handler returned err.
+func (c *consumer) settle(m *Message, err error, panicked bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	var serr error
+	var perm permanent
+	var retry retryAfter
+	switch {
+	case err == nil:
+		serr = c.ack(ctx, m)
+	case errors.As(err, &perm):
+		serr = m.bury(ctx, m.Attempt, ReasonPermanent, perm.err.Error())
+	default:
+		cfg, cerr := c.q.config(ctx)
+		if cerr != nil {
+			serr = cerr
+			break
+		}
+		if cfg.MaxAttempts > 0 && m.Attempt >= cfg.MaxAttempts {
+			reason := ReasonMaxAttempts
+			switch {
+			case panicked:
+				reason = ReasonPanic
+			case errors.Is(err, ErrClaimTimeout):
+				reason = ReasonTimeout
+			}
+			serr = m.bury(ctx, m.Attempt, reason, err.Error())
+			break
+		}
+		delay := cfg.Backoff.Delay(m.Attempt)
+		if errors.As(err, &retry) {
+			delay = retry.d
+		}
+		serr = m.Nack(ctx, delay, WithError(err))
+	}
+	c.unsettled(m, serr)
+}
+
+// unsettled logs a settle of m that failed with err (nil: it did not).
+func (c *consumer) unsettled(m *Message, err error) {
+	if err != nil && !errors.Is(err, ErrFinished) && !errors.Is(err, ErrClaimLost) {
+		c.l.Logger().Warn("coord queue: could not settle a message; its claim ends with the session", "kind", keys.KindQueue,
+			"name", c.q.sp.Name(), "id", m.ID, "error", err)
+	}
+}
+
+// giveBack returns a claimed message nobody started, to its place in line
+// with its attempt not counted.
+func (c *consumer) giveBack(m *Message) {
+	m.giveBack(context.Background())
+}
+
+// ack acks m: at once, or, when batching, by the acker with other
+// workers' acks in one Txn. A worker does not wait for a batched Ack: its
+// outcome changes nothing the worker does (a failed Ack leaves the message
+// to be delivered again), so the worker takes its next message while the
+// Ack is out, and the acker reports a failure itself.
+func (c *consumer) ack(ctx context.Context, m *Message) error {
+	if c.acks == nil {
+		return m.Ack(ctx)
+	}
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if c.acksClosed {
+		return m.Ack(ctx)
+	}
+	c.acks <- m
+	return nil
+}
+
+// acker sends the acks that workers hand it: whatever is waiting when it
+// is free, up to the batch size, in one Txn. Under load acks queue while
+// a Txn is out, so batches grow with the load and cost no added wait.
+func (c *consumer) acker() {
+	for first := range c.acks {
+		batch := []*Message{first}
+	more:
+		for len(batch) < c.o.batch {
+			select {
+			case m, ok := <-c.acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		errs := c.q.AckAll(ctx, batch)
+		cancel()
+		for i, err := range errs {
+			c.unsettled(batch[i], err)
+		}
+	}
+}
