@@ -3,6 +3,7 @@ package shard_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -186,7 +187,7 @@ func TestWorkReturningEarlyIsCalledAgain(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			tokens = append(tokens, sh.Token())
-			if len(tokens) == 3 {
+			if len(tokens) >= 3 {
 				stop()
 			}
 			return errors.New("work failed")
@@ -195,8 +196,9 @@ func TestWorkReturningEarlyIsCalledAgain(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v", err)
 	}
-	if len(tokens) != 3 || tokens[0] != tokens[1] || tokens[1] != tokens[2] {
-		t.Fatalf("work called with tokens %v, want 3 calls on one ownership", tokens)
+	// At least 3: a call may start between stop and Run noticing it.
+	if len(tokens) < 3 || slices.Min(tokens) != slices.Max(tokens) {
+		t.Fatalf("work called with tokens %v, want 3 or more calls on one ownership", tokens)
 	}
 }
 

@@ -544,8 +544,11 @@ func (mg *manager) own(i int) {
 		case <-wctx.Done():
 		}
 		t.Stop()
-		if wctx.Err() != nil {
-			break
+		mg.mu.Lock()
+		stopping := mg.stopping
+		mg.mu.Unlock()
+		if wctx.Err() != nil || stopping {
+			break // Run is ending: the shard is about to be released
 		}
 	}
 	cancel(nil)
