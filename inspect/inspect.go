@@ -43,8 +43,8 @@ type Primitive struct {
 // Kinds returns the kinds of primitive this package reads, in the order
 // List sorts them.
 func Kinds() []string {
-	return []string{keys.KindBarrier, keys.KindDouble, keys.KindElection, keys.KindLatch,
-		keys.KindLock, keys.KindQueue, keys.KindRateLimit, keys.KindRWLock, keys.KindSchedule, keys.KindSemaphore}
+	return []string{keys.KindBarrier, keys.KindDouble, keys.KindElection, keys.KindGroup, keys.KindLatch,
+		keys.KindLock, keys.KindQueue, keys.KindRateLimit, keys.KindRWLock, keys.KindSchedule, keys.KindSemaphore, keys.KindShard}
 }
 
 // KnownKind reports whether kind is one of Kinds.

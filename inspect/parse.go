@@ -28,6 +28,8 @@ var parsers = map[string]func(*reader, *Primitive, prim) error{
 	keys.KindQueue:     parseQueue,
 	keys.KindSchedule:  parseSchedule,
 	keys.KindRateLimit: parseRateLimit,
+	keys.KindGroup:     parseGroup,
+	keys.KindShard:     parseShard,
 }
 
 // parseLock: the line is w/<id>, first in line holds.
@@ -263,5 +265,56 @@ func parseRateLimit(r *reader, p *Primitive, k prim) error {
 		}
 	}
 	p.Info["reserved"] = strconv.FormatInt(reserved, 10)
+	return nil
+}
+
+// parseGroup: members m/<escaped id>, each record with the member's
+// metadata and weight (N, 1 when absent); a member's id is its key's
+// name. A group's keys are bounded: each member's metadata is at most
+// group.MaxMetaBytes.
+func parseGroup(r *reader, p *Primitive, k prim) error {
+	p.Holders = r.part(k, "m")
+	for i := range p.Holders {
+		m := &p.Holders[i]
+		if id, err := keys.Unescape(strings.TrimPrefix(m.Key, k.sp.Part("m"))); err == nil {
+			m.Value = id
+		}
+		m.Weight = 0 // shown as the member's id, not as permits
+	}
+	p.Info["members"] = strconv.Itoa(len(p.Holders))
+	return nil
+}
+
+// parseShard: "spec" names the group and the shards (a count, or the
+// names); participants p/<id> hold a running member's id; owners
+// o/<escaped shard>, one per owned shard, hold the owning member's id,
+// and their create revisions are the ownerships' fencing tokens. A map
+// has at most shard.MaxShards owner keys, so its keys are bounded.
+func parseShard(r *reader, p *Primitive, k prim) error {
+	var spec struct {
+		Group string   `json:"group"`
+		Count int      `json:"count"`
+		Names []string `json:"names"`
+	}
+	if v, ok := k.single("spec"); ok && json.Unmarshal([]byte(v), &spec) == nil {
+		p.Info["group"] = spec.Group
+		p.Info["shards"] = strconv.Itoa(max(spec.Count, len(spec.Names)))
+	}
+	p.Holders = r.part(k, "o")
+	owned := map[string]int{}
+	for _, m := range p.Holders {
+		owned[m.Value]++
+	}
+	parts := r.part(k, "p")
+	running := make([]string, 0, len(parts))
+	for _, m := range parts {
+		running = append(running, fmt.Sprintf("%s:%d", m.Value, owned[m.Value]))
+	}
+	sort.Strings(running)
+	p.Info["owned"] = strconv.Itoa(len(p.Holders))
+	p.Info["members"] = strings.Join(running, ",")
+	if len(running) == 0 {
+		p.Info["members"] = "none"
+	}
 	return nil
 }

@@ -79,6 +79,10 @@ func roles(p Primitive) (holder, waiter string) {
 		return "claim", "waiter"
 	case keys.KindSchedule:
 		return "run", "replica"
+	case keys.KindGroup:
+		return "member", "waiter"
+	case keys.KindShard:
+		return "owner", "waiter"
 	}
 	return "holder", "waiter"
 }

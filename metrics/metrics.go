@@ -56,6 +56,7 @@ type Metrics struct {
 
 	schedule *scheduleMetrics
 	rl       rateLimit // ratelimit.go
+	shard    shardMetrics
 
 	all []prometheus.Collector
 }
@@ -134,6 +135,7 @@ func New(opts ...Option) *Metrics {
 		m.leaderTransitions, m.isLeader, m.permitsHeld, m.queueEvents, m.claimToAck}
 	m.all = append(m.all, m.initSchedule()...)
 	m.all = append(m.all, m.initRateLimit()...)
+	m.initShard()
 	return m
 }
 

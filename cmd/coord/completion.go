@@ -37,6 +37,8 @@ var completions = map[string][]string{
 	"transfer":      append([]string{"prefix", "wait"}, connFlagNames...),
 	"leader":        append([]string{"prefix", "o"}, connFlagNames...),
 	"observe":       append([]string{"prefix", "o"}, connFlagNames...),
+	"group":         append([]string{"prefix", "o"}, connFlagNames...),
+	"shard":         append([]string{"prefix", "o"}, connFlagNames...),
 	"status":        append([]string{"prefix", "kind", "name", "o"}, connFlagNames...),
 	"queue push":    append([]string{"prefix", "priority", "delay", "idempotency-key", "unique", "unique-for"}, connFlagNames...),
 	"queue claim":   append([]string{"prefix", "o", "ttl", "grace", "wait", "conflict-exit", "nack-delay", "max-attempts"}, connFlagNames...),

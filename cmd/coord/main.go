@@ -10,6 +10,8 @@
 //	coord sem NAME --capacity N -- CMD...
 //	coord queue push|claim|len|dead|redrive|discard NAME ...
 //	coord schedule list|history|pause|resume|trigger [NAME]
+//	coord group NAME                  a group's live members
+//	coord shard NAME                  a shard map: owners, targets, loads
 //	coord status [--kind KIND] [NAME] who holds what
 //	coord dev                         an embedded etcd on 127.0.0.1:2379
 //	coord demo                        the story of three replicas, on an embedded etcd

@@ -26,8 +26,8 @@ coord/, the root your programs give session.WithPrefix):
   coord status --kind lock backup  the lock "backup", in use or not
   coord status backup              everything named "backup", of any kind
 
-Kinds: barrier, dbarrier, election, latch, lock, queue, ratelimit, rwlock,
-schedule, semaphore.
+Kinds: barrier, dbarrier, election, group, latch, lock, queue, ratelimit,
+rwlock, schedule, semaphore, shard.
 
 One row per holder and waiter, in line order, under a header: ROLE (leader
 and candidates for an election, holder and waiters for a lock), the

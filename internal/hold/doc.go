@@ -33,11 +33,17 @@
 //     whose key went with its lease) is the evidence of an unclean loss,
 //     seen by the successor's mirror with no read on the clean path, and
 //     by any later holder however long after (see delay.go).
+//   - Named holds are for keys the primitive names itself, one holder at
+//     a time (a group member's id, a shard's owner key): the key's
+//     absence is the grant, and Create, Release and Abandon touch the key
+//     only while it is the hold's own (Config.Named).
 //
 // # Safety
 //
 // A Hold's keys are unique to it, so no late, retried or repeated request
-// of one acquisition can touch another's, even on one shared session. A
+// of one acquisition can touch another's, even on one shared session; a
+// named hold's key is shared with its predecessors and successors, so
+// each of its requests is fenced on the key being its own. A
 // hold is reported held only between a successful Grant and the first of
 // its release or loss, and a loss closes Done before anything else is
 // done about it. A Hold is safe for concurrent use.

@@ -256,7 +256,7 @@ func (h *Hold) release(ctx context.Context, cmps []clientv3.Cmp, then []clientv3
 	n := len(ops)
 	var resp *clientv3.TxnResponse
 	var err error
-	if n == 1 && len(then) == 0 && len(cmps) == 0 {
+	if n == 1 && len(then) == 0 && len(cmps) == 0 && !h.cfg.Named {
 		// The common case, one key: a plain delete (the uncontended lock
 		// is one Txn and one DeleteRange, as etcd's own).
 		var d *clientv3.DeleteResponse
@@ -266,7 +266,9 @@ func (h *Hold) release(ctx context.Context, cmps []clientv3.Cmp, then []clientv3
 		}
 	} else {
 		txn := h.s.Client().Txn(ctx)
-		if len(then) > 0 || len(cmps) > 0 || len(h.marks) > 0 {
+		if len(then) > 0 || len(cmps) > 0 || len(h.marks) > 0 || h.cfg.Named {
+			// A named key may be a successor's by now: delete it only
+			// while it is this hold's.
 			txn = txn.If(append(h.IsOwner(), cmps...)...)
 		}
 		var els []clientv3.Op
@@ -368,6 +370,11 @@ func (h *Hold) Abandon(ctx context.Context, undo ...clientv3.Op) {
 // take back a leader key naming the abandoned candidate, whoever wrote
 // it.)
 func (h *Hold) AbandonIf(ctx context.Context, cmps []clientv3.Cmp, undo ...clientv3.Op) {
+	if h.cfg.Named {
+		// Its keys go whether or not cmps hold, which for a named key
+		// could be a successor's.
+		panic("hold: AbandonIf on a named hold")
+	}
 	h.abandon(ctx, cmps, undo)
 }
 
@@ -412,6 +419,15 @@ func (h *Hold) abandon(ctx context.Context, cmps []clientv3.Cmp, undo []clientv3
 		marks := dels[len(h.keys):len(dels):len(dels)]
 		// The keys were created together, so the first says for all.
 		cond := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(h.keys[0]), ">", 0)}
+		if h.cfg.Named {
+			// Only while it is this hold's: by its create revision when
+			// known, else by its value, which carries the hold's unique
+			// id (a single-key value compare, not a range).
+			cond = []clientv3.Cmp{clientv3.Compare(clientv3.Value(h.keys[0]), "=", h.rec.Encode())}
+			if rev > 0 {
+				cond = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(h.keys[0]), "=", rev)}
+			}
+		}
 		var els []clientv3.Op
 		if cmps != nil {
 			cond, els = cmps, append(dels[:len(dels):len(dels)], bump...)

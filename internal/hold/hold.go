@@ -59,6 +59,16 @@ type Config struct {
 	// without its owner letting it go waits that long (see delay.go).
 	// Primitives that set it grant through Admit.
 	Delay time.Duration
+	// Named says the hold's key is named by the primitive (a group
+	// member's id, a shard's owner key) rather than unique to the hold:
+	// another holder may own a key of that name before or after this one.
+	// New then gives the record a unique Hold id; Create tells this
+	// hold's own key from another's by its value, and reports a key that
+	// another holder owns as Taken; Release and Abandon delete the key
+	// only while it is this hold's (a plain delete could remove a
+	// successor's). A named hold has one key, and is retired with Abandon,
+	// never AbandonIf.
+	Named bool
 }
 
 type state int
@@ -117,6 +127,9 @@ type Key struct {
 func New(s *lease.Session, cfg *Config, rec keys.Record, ks ...Key) *Hold {
 	if rec.Since.IsZero() {
 		rec.Since = time.Now()
+	}
+	if cfg.Named && rec.Hold == "" {
+		rec.Hold = s.NextID()
 	}
 	h := &Hold{s: s, cfg: cfg, rec: rec, done: make(chan struct{}), asked: time.Now()}
 	for _, k := range ks {
@@ -201,9 +214,12 @@ type Created struct {
 	// (Existed), they are not available.
 	Then    []*pb.ResponseOp
 	Existed bool
-	// Else holds spec.Else's responses when spec.If failed: the key was
-	// not created.
+	// Else holds spec.Else's responses when spec.If failed, or the key
+	// was Taken: the key was not created.
 	Else []*pb.ResponseOp
+	// Taken says, for a named hold (Config.Named), that the key exists
+	// and is another holder's: nothing was created.
+	Taken bool
 }
 
 // Failed reports whether spec.If failed (nothing was created).
@@ -285,8 +301,13 @@ func CreateAll(ctx context.Context, hs []*Hold, spec Spec) (Created, error) {
 			return Created{Rev: resp.Header.Revision, At: resp.Header.Revision, Then: resp.Responses[nput:end]}, nil
 		}
 		if own := resp.Responses[1].GetResponseRange().Kvs; len(own) > 0 {
+			if h.cfg.Named && (string(own[0].Value) != h.rec.Encode() || own[0].Lease != int64(h.s.Lease())) {
+				return Created{At: resp.Header.Revision, Taken: true, Else: resp.Responses[2:]}, nil
+			}
 			// An earlier attempt of these holds created them: only they
-			// ever use their keys, and they were created together.
+			// ever use their keys, and they were created together (a
+			// named key: only its hold writes its value, which carries
+			// the hold's unique id).
 			created(own[0].CreateRevision, resp.Header.Revision)
 			return Created{Rev: own[0].CreateRevision, At: resp.Header.Revision, Existed: true}, nil
 		}
@@ -324,7 +345,11 @@ func createOps(hs []*Hold, spec Spec) (cmps []clientv3.Cmp, then, els []clientv3
 	for _, x := range hs {
 		then = append(then, x.delayReads()...)
 	}
-	els = append([]clientv3.Op{h.s.FenceRead(), clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())}, spec.Else...)
+	own := clientv3.OpGet(h.keys[0], clientv3.WithKeysOnly())
+	if h.cfg.Named {
+		own = clientv3.OpGet(h.keys[0]) // its value says whose it is
+	}
+	els = append([]clientv3.Op{h.s.FenceRead(), own}, spec.Else...)
 	return cmps, then, els
 }
 

@@ -246,3 +246,83 @@ func TestRewriteUnderIsOwner(t *testing.T) {
 		t.Fatal("a guarded rewrite after the release brought the key back")
 	}
 }
+
+func newNamed(s *lease.Session, key string) *Hold {
+	cfg := &Config{Kind: "test", Names: []string{"t"}, Label: `test "t"`, Errors: Errors{Lost: errLost, NotHeld: errNotHeld}, Named: true}
+	return New(s, cfg, keys.Record{}, Key{Key: key, Watch: watch.RangeOf{Hub: watch.For(s.Client()), Key: key, End: keys.RangeEnd(key)}})
+}
+
+// A named key is one holder's at a time: a second hold finds it Taken
+// (not its own from an earlier attempt), and neither that hold's
+// Abandon, nor a late retry of the first holder's Release, nor an
+// ambiguous create's retirement ever deletes a key of another holder.
+func TestNamedHoldTouchesOnlyItsOwnKey(t *testing.T) {
+	t.Parallel()
+	ctx := etcdtest.Context(t, 20*time.Second)
+	s1 := newLease(t, srv.Client(), 10*time.Second)
+	s2 := newLease(t, srv.Client(), 10*time.Second)
+	key := "hold-test/named/" + s1.NextID()
+
+	a := newNamed(s1, key)
+	if c, err := a.Create(ctx, Spec{}); err != nil || c.Failed() || c.Taken {
+		t.Fatalf("first create: %+v, %v", c, err)
+	}
+	if err := a.Grant(); err != nil {
+		t.Fatal(err)
+	}
+	// The same session, another hold: taken, not "created by an earlier
+	// attempt".
+	for _, s := range []*lease.Session{s1, s2} {
+		b := newNamed(s, key)
+		c, err := b.Create(ctx, Spec{})
+		if err != nil || !c.Taken || !c.Failed() {
+			t.Fatalf("create of a held name: %+v, %v; want Taken", c, err)
+		}
+		b.Abandon(ctx)
+	}
+	// An ambiguous create's retirement compares the value: the key is a's.
+	c := newNamed(s2, key)
+	c.mu.Lock()
+	c.ambiguous = true
+	c.mu.Unlock()
+	c.Abandon(ctx)
+	if !exists(t, key) || a.Lost() != nil {
+		t.Fatal("another hold's abandon deleted the holder's named key")
+	}
+
+	// a's key goes from outside, and a successor takes the name before a
+	// (which never watched for its loss) lets go: a's Release must not
+	// delete the successor's key, and reports the loss.
+	if _, err := srv.Client().Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	d := newNamed(s2, key)
+	if c, err := d.Create(ctx, Spec{}); err != nil || c.Failed() {
+		t.Fatalf("create after the key went: %+v, %v", c, err)
+	}
+	if err := d.Grant(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Release(ctx); !errors.Is(err, errLost) {
+		t.Fatalf("release of a key taken over: %v, want the loss", err)
+	}
+	if !exists(t, key) || d.Lost() != nil {
+		t.Fatal("the predecessor's release deleted the successor's key")
+	}
+	// An ambiguous create retried finds its own key and says so.
+	resp, _ := srv.Client().Get(ctx, key)
+	if d.Rev() != resp.Kvs[0].CreateRevision {
+		t.Fatalf("token %d, key created at %d", d.Rev(), resp.Kvs[0].CreateRevision)
+	}
+	if _, err := d.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := newNamed(s2, key)
+	cmps, then, els := createOps([]*Hold{e}, Spec{})
+	if _, err := srv.Client().Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := e.Create(ctx, Spec{}); err != nil || !c.Existed || c.Taken {
+		t.Fatalf("retry of a create that landed: %+v, %v; want Existed", c, err)
+	}
+}

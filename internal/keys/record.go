@@ -33,6 +33,11 @@ type Record struct {
 	// Observer marks an election candidate that follows and is listed but
 	// never leads.
 	Observer bool `json:"observer,omitempty"`
+	// Hold is the unique id of a hold whose key is named by its primitive
+	// (a group member's id, a shard's owner key; see hold.Config.Named),
+	// so that the hold can tell its own key from another holder's of the
+	// same name.
+	Hold string `json:"hold,omitempty"`
 }
 
 // Encode returns the record as stored.

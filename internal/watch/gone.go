@@ -19,26 +19,98 @@ type MirrorOf struct {
 // WatchGone calls gone once, when the mirror (current at or past rev) no
 // longer has key as created at rev, or when the mirror ends for good. The
 // mirror stays referenced until stop.
+//
+// The holds of one mirror share one listener, which looks only at the
+// holds of the keys a change touched (all of them after a reload), so a
+// process that holds many keys of one range (a member's shards, a
+// consumer's claims) pays per event for the keys it touches, not for
+// every key it holds.
 func (o MirrorOf) WatchGone(key string, rev int64, gone func(error)) (stop func()) {
 	m := o.Hub.Mirror(o.Base)
-	fired := false
-	cancel := m.Listen(func(v *View, c Change) {
-		if fired || (c.Err == nil && v.Rev() < rev) {
-			return
+	gs := m.Shared("watch: gone", func() (any, Listener) {
+		gs := &goneSet{by: map[string]map[*goneWatch]struct{}{}}
+		return gs, gs.changed
+	}).(*goneSet)
+	w := &goneWatch{key: key, rev: rev, gone: gone}
+	err := m.Locked(func(v *View, loaded bool) {
+		ws := gs.by[key]
+		if ws == nil {
+			ws = map[*goneWatch]struct{}{}
+			gs.by[key] = ws
 		}
-		if c.Err != nil {
-			fired = true
-			go gone(c.Err)
-			return
-		}
-		if e := v.Get(key); e == nil || e.CreateRev != rev {
-			fired = true
-			go gone(ErrGone)
+		ws[w] = struct{}{}
+		if loaded {
+			gs.check(v, w)
 		}
 	})
+	if err != nil {
+		w.fired = true
+		go gone(err)
+	}
 	return func() {
-		cancel()
+		m.Locked(func(*View, bool) { gs.remove(w) })
 		m.Release()
+	}
+}
+
+// goneSet is a mirror's watched holds, by key; read and changed only
+// under the mirror's lock.
+type goneSet struct {
+	by map[string]map[*goneWatch]struct{}
+}
+
+type goneWatch struct {
+	key   string
+	rev   int64
+	gone  func(error)
+	fired bool
+}
+
+func (gs *goneSet) remove(w *goneWatch) {
+	if ws := gs.by[w.key]; ws != nil {
+		delete(ws, w)
+		if len(ws) == 0 {
+			delete(gs.by, w.key)
+		}
+	}
+}
+
+// changed is the set's mirror listener.
+func (gs *goneSet) changed(v *View, c Change) {
+	switch {
+	case c.Err != nil:
+		for _, ws := range gs.by {
+			for w := range ws {
+				if !w.fired {
+					w.fired = true
+					go w.gone(c.Err)
+				}
+			}
+		}
+	case c.Reloaded:
+		for _, ws := range gs.by {
+			for w := range ws {
+				gs.check(v, w)
+			}
+		}
+	default:
+		for _, ev := range c.Events {
+			for w := range gs.by[string(ev.Kv.Key)] {
+				gs.check(v, w)
+			}
+		}
+	}
+}
+
+// check fires w if the mirror, current past w's create, no longer has
+// its key as created then.
+func (gs *goneSet) check(v *View, w *goneWatch) {
+	if w.fired || v.Rev() < w.rev {
+		return
+	}
+	if e := v.Get(w.key); e == nil || e.CreateRev != w.rev {
+		w.fired = true
+		go w.gone(ErrGone)
 	}
 }
 

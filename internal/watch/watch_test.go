@@ -247,3 +247,81 @@ func TestWaitSurvivesMemberRestarts(t *testing.T) {
 	default:
 	}
 }
+
+// Many holds on one mirror: a key's deletion, its replacement by a key of
+// the same name, and a gap in the watch (a reload) each fire the holds of
+// the keys they touched, once, and no other; a hold registered before the
+// mirror has seen its key waits for it.
+func TestMirrorOfFiresOnlyForItsKeys(t *testing.T) {
+	t.Parallel()
+	ctx := etcdtest.Context(t, 20*time.Second)
+	base := fmt.Sprintf("goneset-%d/", time.Now().UnixNano())
+	px := etcdtest.NewProxy(t, srv.Endpoints()[0])
+	cli := etcdtest.NewTestClient(t, px.Endpoints())
+	hub := watch.For(cli)
+	const n = 50
+	fired := make([]chan error, n)
+	revs := make([]int64, n)
+	for i := range n {
+		resp, err := srv.Client().Put(ctx, fmt.Sprintf("%sh/%02d", base, i), "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs[i] = resp.Header.Revision
+	}
+	for i := range n {
+		fired[i] = make(chan error, 2)
+		stop := watch.MirrorOf{Hub: hub, Base: base}.WatchGone(fmt.Sprintf("%sh/%02d", base, i), revs[i], func(err error) { fired[i] <- err })
+		defer stop()
+	}
+	expect := func(want ...int) {
+		t.Helper()
+		for _, i := range want {
+			select {
+			case err := <-fired[i]:
+				if !errors.Is(err, watch.ErrGone) {
+					t.Fatalf("hold %d: %v", i, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("hold %d did not fire", i)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		for i := range n {
+			select {
+			case err := <-fired[i]:
+				t.Fatalf("hold %d fired (%v); only %v should have", i, err, want)
+			default:
+			}
+		}
+	}
+	srv.Client().Delete(ctx, base+"h/03")
+	expect(3)
+	srv.Client().Delete(ctx, base+"h/04")
+	srv.Client().Put(ctx, base+"h/04", "recreated")
+	srv.Client().Put(ctx, base+"h/05", "rewritten, same create revision")
+	expect(4)
+	px.Blackhole()
+	srv.Client().Delete(ctx, base+"h/07")
+	px.Reset()
+	px.Restore()
+	expect(7)
+	// A hold of a key the mirror has not seen yet: created now, watched
+	// at once, deleted: it fires once the mirror passes its deletion.
+	resp, err := srv.Client().Put(ctx, base+"h/late", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := make(chan error, 1)
+	stop := watch.MirrorOf{Hub: hub, Base: base}.WatchGone(base+"h/late", resp.Header.Revision, func(err error) { late <- err })
+	defer stop()
+	select {
+	case err := <-late:
+		t.Fatalf("a live key's hold fired: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	srv.Client().Delete(ctx, base+"h/late")
+	if err := within(t, late, 5*time.Second); !errors.Is(err, watch.ErrGone) {
+		t.Fatalf("late hold: %v", err)
+	}
+}

@@ -477,11 +477,13 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	var qr *queueRun
 	var br *barrierRun
 	var sr *scheduleRun
+	var shr *shardRun
 	if !strings.HasPrefix(root, "broken-") {
-		qr, br, sr = newQueueRun("work"), &barrierRun{name: "gate"}, newScheduleRun("tick")
+		qr, br, sr, shr = newQueueRun("work"), &barrierRun{name: "gate"}, newScheduleRun("tick"), newShardRun()
 		for _, c := range e.Clients {
-			wg.Add(1)
+			wg.Add(2)
 			go func() { defer wg.Done(); sr.replica(runCtx, e, c) }()
+			go func() { defer wg.Done(); shr.member(runCtx, e, c) }()
 			// Two queue workers per process, on its one shared session.
 			wg.Add(3)
 			go func() { defer wg.Done(); qr.consume(runCtx, e, c) }()
@@ -533,6 +535,7 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 		qr.check(e)
 		br.check(e)
 		sr.check(e)
+		shr.check(e)
 	}
 	if !e.Log.Complete() {
 		t.Logf("note: the event log lost history (compaction after a reconnect); revision-order checks were skipped")
