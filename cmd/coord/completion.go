@@ -31,7 +31,7 @@ var holdFlagNames = append([]string{"ttl", "prefix", "grace"}, connFlagNames...)
 // completions lists each command's flags (without dashes), for the
 // scripts; a test checks it against every command's -h.
 var completions = map[string][]string{
-	"lock":          append([]string{"try", "wait", "conflict-exit"}, holdFlagNames...),
+	"lock":          append([]string{"try", "wait", "conflict-exit", "lock-delay"}, holdFlagNames...),
 	"sem":           append([]string{"capacity", "weight", "try", "wait", "conflict-exit"}, holdFlagNames...),
 	"elect":         append([]string{"priority", "rule", "once", "wait", "conflict-exit"}, holdFlagNames...),
 	"transfer":      append([]string{"prefix", "wait"}, connFlagNames...),
