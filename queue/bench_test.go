@@ -12,6 +12,17 @@ func BenchmarkQueue(b *testing.B) {
 	bench.Benchmark(b, bench.Enqueue(), bench.Claim(1), bench.Claim(4), bench.Claim(8))
 }
 
+// BenchmarkQueueWorkers is the throughput table: one Claim+Ack at a
+// time per consumer against Consume pools of 1, 4 and 8 workers, one
+// message a Txn and batches of 16, and EnqueueBatch against Enqueue, each
+// side by side with etcd's recipe Queue.
+func BenchmarkQueueWorkers(b *testing.B) {
+	bench.Benchmark(b, bench.Enqueue(), bench.EnqueueBatch(32),
+		bench.Claim(1), bench.Claim(8),
+		bench.Consume(1, 1), bench.Consume(4, 1), bench.Consume(8, 1),
+		bench.Consume(4, 16), bench.Consume(8, 16))
+}
+
 // BenchmarkQueueLine is claim + ack with 0, 1,000 and 10,000 claims in
 // flight, and one message with 1, 4 and 16 idle consumers in a process:
 // neither may cost more as the numbers grow.

@@ -118,19 +118,23 @@ func (q *Queue) claim(ctx context.Context, s *session.Session, n int) ([]*Messag
 			}
 			continue
 		}
-		cs := d.reserve(v, func(avail []candidate) []candidate {
+		cs, busy := d.reserve(v, func(avail []candidate) []candidate {
 			return q.pickN(avail, int64(l.Lease()), attempt, n)
 		})
 		if cs == nil {
-			// Everything this view shows is being claimed by other
-			// consumers of the process: wait for one of them to fail, or
-			// for something new.
-			if v, err = d.idle(ctx, l, v); err != nil {
-				if retry(err) {
-					continue
+			// What this view shows was claimed by the process since, or
+			// is being tried by another of its consumers: wait for that
+			// try to end, then read the head again.
+			if busy != nil {
+				select {
+				case <-busy:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-l.Done():
+					return nil, q.claimErr(ctx, l, l.Err())
 				}
-				return nil, q.claimErr(ctx, l, err)
 			}
+			v = nil
 			continue
 		}
 		ms, fresh, raced, rev, err := q.try(ctx, l, cs, v)

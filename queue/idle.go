@@ -45,6 +45,7 @@ type dispatcher struct {
 	trying       map[string]struct{} // index entries a consumer of the process is trying to claim
 	claimed      map[string]int64    // index entries the process claimed, by revision
 	claimedOrder []string            // claimed's keys, oldest first
+	settled      chan struct{}       // closed when a try ends, for consumers waiting on one
 }
 
 type idler struct {

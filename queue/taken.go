@@ -17,8 +17,10 @@ const keepClaimed = 1024
 // reserve chooses, with choose, what to claim from v among the messages no
 // other consumer of the process is trying and that v does not show from
 // before the process claimed them, and marks them as being tried. It
-// returns nil when nothing in v is left to try.
-func (d *dispatcher) reserve(v *view, choose func([]candidate) []candidate) []candidate {
+// returns nil when nothing in v is left to try, with a channel closed
+// when another consumer's try that holds some of them ends (nil when v
+// is only out of date: read the head again).
+func (d *dispatcher) reserve(v *view, choose func([]candidate) []candidate) ([]candidate, <-chan struct{}) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	avail := v.cands
@@ -35,7 +37,15 @@ func (d *dispatcher) reserve(v *view, choose func([]candidate) []candidate) []ca
 		}
 	}
 	if len(avail) == 0 {
-		return nil
+		for _, c := range v.cands {
+			if _, ok := d.trying[c.key]; ok {
+				if d.settled == nil {
+					d.settled = make(chan struct{})
+				}
+				return nil, d.settled
+			}
+		}
+		return nil, nil
 	}
 	cs := choose(avail)
 	if d.trying == nil {
@@ -44,7 +54,7 @@ func (d *dispatcher) reserve(v *view, choose func([]candidate) []candidate) []ca
 	for _, c := range cs {
 		d.trying[c.key] = struct{}{}
 	}
-	return cs
+	return cs, nil
 }
 
 // takenIn reports whether another consumer of the process is trying c, or
@@ -58,11 +68,15 @@ func (d *dispatcher) takenIn(v *view, c candidate) bool {
 }
 
 // settle ends a reservation: claimed at rev when the claim landed (rev
-// 0 when it did not). A consumer that found nothing to try waits in idle;
-// a claim that failed may have left its messages to it, so one is woken
-// to look again.
+// 0 when it did not). The consumers that found nothing but messages being
+// tried look again: the try may have failed and left them, or succeeded
+// and left more behind them.
 func (d *dispatcher) settle(cs []candidate, rev int64) {
 	d.mu.Lock()
+	if d.settled != nil {
+		close(d.settled)
+		d.settled = nil
+	}
 	for _, c := range cs {
 		delete(d.trying, c.key)
 		if rev == 0 {
@@ -81,7 +95,4 @@ func (d *dispatcher) settle(cs []candidate, rev int64) {
 		d.claimedOrder = d.claimedOrder[1:]
 	}
 	d.mu.Unlock()
-	if rev == 0 {
-		d.pass()
-	}
 }

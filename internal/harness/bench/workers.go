@@ -1,0 +1,99 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/harness/benchutil"
+	"github.com/coord-go/coord/queue"
+)
+
+// EnqueueBatch is one producer enqueueing batches of size messages with
+// EnqueueBatch (one Txn each), against the recipe Queue's one Put per
+// message. An op is one message.
+func EnqueueBatch(size int) Case {
+	return Case{
+		Primitive: "queue", Name: fmt.Sprintf("enqueue batches of %d, 1 producer", size), Etcd: "recipe.Queue",
+		Measured: "EnqueueBatch, per message (etcd: Enqueue)",
+		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+			counter := etcdtest.NewCounter()
+			cli, err := env.client(counter)
+			if err != nil {
+				return Result{}, err
+			}
+			q := queue.New(cli, "bench", queue.WithPrefix(env.prefix("queue")))
+			batch := make([]queue.Entry, size)
+			for i := range batch {
+				batch[i] = queue.Entry{Payload: []byte(payload)}
+			}
+			var lat benchutil.Latencies
+			res, err := drive(1, d, 0, counter, &lat, func(int) error {
+				defer lat.Since(time.Now())
+				_, err := q.EnqueueBatch(ctx, batch)
+				return err
+			})
+			res.Ops *= size
+			return res, err
+		},
+		etcd: Enqueue().etcd,
+	}
+}
+
+// Consume is one process's worker pool (queue.Consume with workers
+// handlers, claiming and acking batch messages a Txn) on a backlog,
+// against as many consumers of the recipe Queue's Dequeue. An op is one
+// message handled (and acked: Consume returns once its acks are in). It
+// reports no latency on coord's side: a pool's messages wait for a
+// worker by design, and throughput is what it is for.
+func Consume(workers, batch int) Case {
+	return Case{
+		Primitive: "queue", Name: fmt.Sprintf("Consume, %d workers, batch %d", workers, batch), Etcd: "recipe.Queue (Dequeue)",
+		Measured: "Consume: claim + handle + ack, per message (etcd: Dequeue, which deletes the item before the work)",
+		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+			prefix := env.prefix("queue")
+			filler, err := env.client(nil)
+			if err != nil {
+				return Result{}, err
+			}
+			// More than the pool gets through in d: it never idles.
+			n := 1000 + int(20000*d.Seconds())
+			fq := queue.New(filler, "bench", queue.WithPrefix(prefix))
+			entries := make([]queue.Entry, 32)
+			for i := range entries {
+				entries[i] = queue.Entry{Payload: []byte(payload)}
+			}
+			if err := fill(n/32+1, func() error { _, err := fq.EnqueueBatch(ctx, entries); return err }); err != nil {
+				return Result{}, err
+			}
+			counter := etcdtest.NewCounter()
+			cli, err := env.client(counter)
+			if err != nil {
+				return Result{}, err
+			}
+			s, err := coordSession(ctx, cli, prefix)
+			if err != nil {
+				return Result{}, err
+			}
+			defer s.Close()
+			q := queue.New(cli, "bench", queue.WithPrefix(prefix))
+			var handled atomic.Int64
+			cctx, stop := context.WithTimeout(ctx, d)
+			defer stop()
+			counter.Reset()
+			start := time.Now()
+			err = q.Consume(cctx, s, func(ctx context.Context, m *queue.Message) error {
+				handled.Add(1)
+				return nil
+			}, queue.WithWorkers(workers), queue.WithBatch(batch))
+			el := time.Since(start)
+			if err != nil && cctx.Err() == nil {
+				return Result{}, err
+			}
+			return Result{Ops: int(handled.Load()), Elapsed: el, RPCs: counter.Total(), Bytes: counter.Bytes()}, nil
+		},
+		etcd: Claim(workers).etcd,
+	}
+}
