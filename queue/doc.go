@@ -7,6 +7,35 @@
 // worker runs (so a crash loses it), a message here is removed only by an
 // Ack from the consumer that holds its claim.
 //
+// # Workers
+//
+// Consume runs a pool of handlers (WithWorkers) over the queue: each
+// handler's ctx ends when its claim is lost; nil acks, an error nacks with
+// the queue's backoff (RetryAfter sets its own delay, Permanent
+// dead-letters at once), a panic is a failed attempt with its text kept;
+// WithClaimTimeout gives a stuck handler's message to another worker
+// (Message.Extend for long jobs); a shutdown claims nothing more, gives
+// unstarted messages back at once and waits WithDrainTimeout for running
+// ones. WithBatch claims and acks up to n messages a Txn (ClaimN, AckAll),
+// so etcd's work grows with batches, not messages.
+//
+// The settings every consumer applies (Config: max attempts, backoff,
+// dead-letter retention) are stored with the queue: a Queue created with
+// other settings gets ErrConfigMismatch, SetConfig changes them for all,
+// and `coord queue config` shows them. Dead letters say why they died
+// (Reason, LastError, the times of their claims); Redrive resets their
+// attempts.
+//
+// # Unique and idempotent enqueues
+//
+// WithIdempotencyKey is for retrying one request: a second Enqueue with
+// the key returns the first message's id with no error while that message
+// is in the queue. Unique refuses a second job with ErrDuplicate while an
+// equal one is pending or in flight, UniqueFor for a period whatever
+// became of it; both are decided in the enqueue Txn, so of producers
+// racing with one key exactly one enqueues. EnqueueBatch enqueues up to
+// one etcd request of messages in one Txn, all or none.
+//
 // # Order
 //
 // Lower priorities are claimed first; within a priority, messages go in
@@ -35,7 +64,12 @@
 // etcd keeps deleted keys in its index until the history is compacted,
 // and reads of the head walk the acked entries in front of it. Run etcd
 // with auto-compaction (--auto-compaction-retention), as Kubernetes does,
-// or a busy queue slows down between compactions.
+// or a busy queue slows down between compactions. etcd also counts every
+// key of a range it reads, whatever the limit, so a read of the head
+// costs the server a visit of each ready message: the RPCs and bytes of
+// a claim stay flat as the backlog grows, the server's work per claim
+// does not (etcd's recipe Queue pays the same). Batches (WithBatch)
+// divide it by the batch size.
 //
 // # Safety
 //

@@ -58,8 +58,11 @@ func Consume(workers, batch int) Case {
 			if err != nil {
 				return Result{}, err
 			}
-			// More than the pool gets through in d: it never idles.
-			n := 1000 + int(20000*d.Seconds())
+			// More than the pool gets through in d, so it never idles,
+			// and no more: every read of the head of a queue costs etcd a
+			// visit of each key of the range it reads (it counts them),
+			// for coord and the recipe alike.
+			n := 2000 + int(6000*d.Seconds())
 			fq := queue.New(filler, "bench", queue.WithPrefix(prefix))
 			entries := make([]queue.Entry, 32)
 			for i := range entries {
