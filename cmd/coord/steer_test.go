@@ -34,7 +34,10 @@ func TestElectTransferAndPriority(t *testing.T) {
 	}
 	elect("a", "1")
 	eventually(t, 20*time.Second, "a leads", func() bool { return leaderIs("a") })
-	elect("b", "0")
+	// b has a's priority: under preempt it does not take over on joining,
+	// and after the handover a does not take it back (a lower b would be
+	// preempted by a at once, as the rule says).
+	elect("b", "1")
 	var doc struct {
 		Leader     bool
 		Value      string
