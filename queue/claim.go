@@ -320,18 +320,18 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 			return nil, nil, false, 0, err
 		}
 		out = append(out, &Message{
-			ID:        co.c.ord.id,
-			Payload:   payloads[i],
-			Attempt:   co.rec.attempts,
-			Priority:  co.rec.prio,
-			Enqueued:  unixTime(co.rec.enqueued),
-			q:         q,
-			s:         l,
-			h:         co.h,
-			rec:       co.rec,
-			before:    co.c.rec,
-			from:      co.c.key,
-			claimedAt: time.Now(),
+			ID:       co.c.ord.id,
+			Payload:  payloads[i],
+			Attempt:  co.rec.attempts,
+			Priority: co.rec.prio,
+			Enqueued: unixTime(co.rec.enqueued),
+			q:        q,
+			s:        l,
+			h:        co.h,
+			rec:      co.rec,
+			before:   co.c.rec,
+			from:     co.c.key,
+			Claimed:  time.Now(),
 		})
 	}
 	if len(out) == 0 {

@@ -32,14 +32,17 @@ type Message struct {
 	Priority int
 	// Enqueued is when the producer enqueued it (the producer's clock).
 	Enqueued time.Time
+	// Claimed is when this consumer's claim of it landed (this process's
+	// clock): a handler under Consume that starts later waited that long
+	// for a worker.
+	Claimed time.Time
 
-	q         *Queue
-	s         *lease.Session
-	h         *hold.Hold
-	rec       record // as of this claim
-	before    record // as it was in line, before this claim
-	from      string // the index entry it was claimed from
-	claimedAt time.Time
+	q      *Queue
+	s      *lease.Session
+	h      *hold.Hold
+	rec    record // as of this claim
+	before record // as it was in line, before this claim
+	from   string // the index entry it was claimed from
 
 	mu      sync.Mutex
 	settled bool      // a settle returned an answer: success or the loss
@@ -192,7 +195,7 @@ func (q *Queue) AckAll(ctx context.Context, ms []*Message) (errs []error) {
 func (m *Message) acked() {
 	name, mt := m.q.sp.Name(), m.s.Metrics()
 	mt.QueueEvent(name, metrics.QueueAcked)
-	mt.ClaimToAck(name, time.Since(m.claimedAt))
+	mt.ClaimToAck(name, time.Since(m.Claimed))
 }
 
 // Nack gives the message back: it becomes claimable again after delay (at

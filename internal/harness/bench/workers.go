@@ -45,13 +45,13 @@ func EnqueueBatch(size int) Case {
 // Consume is one process's worker pool (queue.Consume with workers
 // handlers, claiming and acking batch messages a Txn) on a backlog,
 // against as many consumers of the recipe Queue's Dequeue. An op is one
-// message handled (and acked: Consume returns once its acks are in). It
-// reports no latency on coord's side: a pool's messages wait for a
-// worker by design, and throughput is what it is for.
+// message handled (and acked: Consume returns once its acks are in); the
+// latency is a message's wait in the pool, from its claim to its handler's
+// start.
 func Consume(workers, batch int) Case {
 	return Case{
 		Primitive: "queue", Name: fmt.Sprintf("Consume, %d workers, batch %d", workers, batch), Etcd: "recipe.Queue (Dequeue)",
-		Measured: "Consume: claim + handle + ack, per message (etcd: Dequeue, which deletes the item before the work)",
+		Measured: "Consume: a message's wait from its claim to its handler (etcd: Dequeue, which deletes the item before the work)",
 		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
 			prefix := env.prefix("queue")
 			filler, err := env.client(nil)
@@ -83,11 +83,13 @@ func Consume(workers, batch int) Case {
 			defer s.Close()
 			q := queue.New(cli, "bench", queue.WithPrefix(prefix))
 			var handled atomic.Int64
+			var lat benchutil.Latencies
 			cctx, stop := context.WithTimeout(ctx, d)
 			defer stop()
 			counter.Reset()
 			start := time.Now()
 			err = q.Consume(cctx, s, func(ctx context.Context, m *queue.Message) error {
+				lat.Since(m.Claimed)
 				handled.Add(1)
 				return nil
 			}, queue.WithWorkers(workers), queue.WithBatch(batch))
@@ -95,7 +97,8 @@ func Consume(workers, batch int) Case {
 			if err != nil && cctx.Err() == nil {
 				return Result{}, err
 			}
-			return Result{Ops: int(handled.Load()), Elapsed: el, RPCs: counter.Total(), Bytes: counter.Bytes()}, nil
+			return Result{Ops: int(handled.Load()), Elapsed: el, RPCs: counter.Total(), Bytes: counter.Bytes(),
+				P50: lat.Percentile(50), P99: lat.Percentile(99)}, nil
 		},
 		etcd: Claim(workers).etcd,
 	}
