@@ -509,6 +509,13 @@ func TestIdleConsumerSleepsThroughAcks(t *testing.T) {
 		t.Fatalf("idle consumer returned while every message was claimed: %v", err)
 	default:
 	}
+	// Through the Acks, at most the idle consumer's own first read of the
+	// head (its watch may be created before it) and the dispatcher's
+	// sweep for claims that died unwatched (a page read and a batch
+	// check, when its feed starts): nothing per Ack.
+	if reads := counter.Total("Txn", "Range") - before; reads > 3 {
+		t.Errorf("idle consumer made %d reads and Txns through %d Acks, want it asleep through them", reads, n-1)
+	}
 	// The busy consumer dies holding the last message: it is freed. The
 	// watch delivers events in order, so by the time the idle consumer
 	// has it, it has seen every Ack.
@@ -521,11 +528,10 @@ func TestIdleConsumerSleepsThroughAcks(t *testing.T) {
 		if m := <-got; string(m.Payload) != fmt.Sprint(n-1) || m.Attempt != 2 {
 			t.Fatalf("got %q attempt %d, want %d attempt 2", m.Payload, m.Attempt, n-1)
 		}
-		// The dispatcher's sweep for claims that died unwatched (a page
-		// read and a batch check, when its feed starts), the repair of
-		// the dead claim (a read of its in-flight entry and a Txn), the
-		// claim Txn: 5 at most, and none for the 19 Acks.
-		if reads := counter.Total("Txn", "Range") - before; reads > 5 {
+		// Then the repair of the dead claim (a read of its in-flight
+		// entry and a Txn) and the claim Txn, and a retry of either on a
+		// loaded machine: 8 in all at most, never one per Ack.
+		if reads := counter.Total("Txn", "Range") - before; reads > 8 {
 			t.Errorf("idle consumer made %d reads and Txns through %d Acks and one release, want it asleep through the Acks", reads, n-1)
 		}
 	case <-time.After(5 * time.Second):

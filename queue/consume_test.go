@@ -128,7 +128,11 @@ func TestConsumePoolFailuresAndPanics(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not done within 60s: %+v", st)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case err := <-done:
+			t.Fatalf("Consume returned %v with %+v left", err, st)
+		case <-time.After(20 * time.Millisecond): // polling the queue's counts, with a deadline
+		}
 	}
 	stop()
 	for range 2 {

@@ -362,9 +362,17 @@ func (d *dispatcher) sweep(ctx context.Context) {
 	defer func() {
 		// And, when the queue keeps dead letters for a while only, it
 		// discards the older ones (a failure waits for the next sweep).
-		pctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
-		q.PurgeDead(pctx)
-		cancel()
+		// It goes by the settings the process knows, so a queue without
+		// a retention costs the sweep nothing more.
+		st := q.settings()
+		st.mu.Lock()
+		retain := st.loaded && st.cfg.DeadRetention > 0
+		st.mu.Unlock()
+		if retain {
+			pctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+			q.PurgeDead(pctx)
+			cancel()
+		}
 	}()
 	f := q.sp.Part(partInflight)
 	from := f
