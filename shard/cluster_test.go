@@ -96,8 +96,11 @@ func TestTenMembersOverAClusterJoinAndKill(t *testing.T) {
 	// expiry at a load of 5); under -race at a load of 9 on 2 cores the
 	// 51 acquisitions after the expiry took 1.7 s. A test bounds the
 	// reaction generously, and the log line above gives the measure.
-	if owned > ttl+3*time.Second {
-		t.Errorf("shards owned again %v after the kill, over TTL + 3s = %v", owned, ttl+3*time.Second)
+	// The reaction is bounded from the moment etcd expired the cut-off
+	// members' leases (itself up to a second past the TTL when the
+	// server is busy), generously.
+	if after := owned - exp.Sub(killed); after > 6*time.Second {
+		t.Errorf("shards owned again %v after the cut-off members' leases expired, over 6s", after)
 	}
 	f.waitState(true, 15*time.Second)
 	t.Logf("balanced over the 9 left %v after the kill", time.Since(killed).Round(time.Millisecond))
