@@ -17,7 +17,7 @@ import (
 
 // Client is one simulated process: its own etcd client behind its own
 // proxies, so faults can be aimed at it alone, and one session shared by
-// all its workers (holds of every kind, two queue workers), as the README
+// all its workers (holds of every kind, a queue Consume pool), as the README
 // advises: what one worker does on the session (a failed claim's cleanup,
 // say) must never touch what another holds.
 type Client struct {

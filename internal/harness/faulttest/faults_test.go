@@ -343,7 +343,7 @@ func TestFaults(t *testing.T) {
 	for i, sc := range all {
 		t.Run(sc.name, func(t *testing.T) {
 			root := fmt.Sprintf("faults-%d-%s/", i, sc.name)
-			st := runScenario(t, cluster, sc, root, holdSpecs(root), duration(), 0)
+			st := runScenario(t, cluster, sc, root, holdSpecs(root), newQueueRun("work"), duration(), 0)
 			line := fmt.Sprintf("%-36s %s", sc.name, st)
 			summary = append(summary, line)
 			if len(st.Violations) > 0 {
@@ -359,8 +359,9 @@ func TestFaults(t *testing.T) {
 }
 
 // TestBrokenVariantsAreCaught proves the suite can fail: a lock that
-// skips waiting for its turn, and a holder that writes without its
-// fencing guard, must both be caught.
+// skips waiting for its turn, a holder that writes without its fencing
+// guard, and queue consumers that ack without a claim check, must all be
+// caught.
 func TestBrokenVariantsAreCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs broken variants through the fault suite for about 25 s; run without -short")
@@ -369,7 +370,7 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 	for _, v := range []struct {
 		name string
 		sc   scenario
-		spec func(root string) holdSpec
+		spec func(root string) holdSpec // nil: the broken queue consumers, alone
 	}{
 		{"lock-that-does-not-wait", scenarios[0], func(root string) holdSpec {
 			sp, _ := keys.New(root, keys.KindLock, "job")
@@ -382,6 +383,7 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 			spec.make = func(s *session.Session) holder { return unfenced{inner(s)} }
 			return spec
 		}},
+		{"queue-ack-without-claim-check", scenarios[6], nil}, // random-lease-revocations
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			// A fault must land on a holder at the right moment for the
@@ -392,7 +394,15 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 				root := fmt.Sprintf("broken-%s-%d/", v.name, run)
 				// Long enough for two faults of the slowest kind (a pause
 				// past the TTL), and a seed of its own per run.
-				st := runScenario(t, cluster, v.sc, root, []holdSpec{v.spec(root)}, max(duration(), 9*time.Second), int64(run))
+				var specs []holdSpec
+				var qr *queueRun
+				if v.spec == nil {
+					qr = newQueueRun("work")
+					qr.broken = true
+				} else {
+					specs = []holdSpec{v.spec(root)}
+				}
+				st := runScenario(t, cluster, v.sc, root, specs, qr, max(duration(), 9*time.Second), int64(run))
 				if len(st.Violations) > 0 {
 					t.Logf("caught %s in run %d: %d violations, e.g. %s", v.name, run+1, len(st.Violations), st.Violations[0])
 					return
@@ -435,9 +445,10 @@ type unfenced struct{ holder }
 
 func (unfenced) guard() []clientv3.Cmp { return nil }
 
-// runScenario runs the hold workloads of specs on nClients clients under
-// the scenario's faults and checks every invariant; it returns the stats.
-func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root string, specs []holdSpec, d time.Duration, seedOffset int64) *Stats {
+// runScenario runs the hold workloads of specs and the queue workload qr
+// (nil: none) on nClients clients under the scenario's faults and checks
+// every invariant; it returns the stats.
+func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root string, specs []holdSpec, qr *queueRun, d time.Duration, seedOffset int64) *Stats {
 	admin := cluster.Client()
 	seed := seedFor(sc.name) + seedOffset
 	e := &Env{T: t, Cluster: cluster, Admin: admin, Root: root,
@@ -474,23 +485,26 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	}
 	// The queue and barrier workloads run beside the holds, on the same
 	// clients, under the same faults.
-	var qr *queueRun
+	if qr != nil {
+		for _, c := range e.Clients {
+			// One Consume pool per process, on its one shared session.
+			wg.Add(1)
+			go func() { defer wg.Done(); qr.consume(runCtx, e, c) }()
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); qr.produce(runCtx, e, e.Clients[0]) }()
+	}
 	var br *barrierRun
 	var sr *scheduleRun
 	var shr *shardRun
 	if !strings.HasPrefix(root, "broken-") {
-		qr, br, sr, shr = newQueueRun("work"), &barrierRun{name: "gate"}, newScheduleRun("tick"), newShardRun()
+		br, sr, shr = &barrierRun{name: "gate"}, newScheduleRun("tick"), newShardRun()
 		for _, c := range e.Clients {
 			wg.Add(2)
 			go func() { defer wg.Done(); sr.replica(runCtx, e, c) }()
 			go func() { defer wg.Done(); shr.member(runCtx, e, c) }()
-			// Two queue workers per process, on its one shared session.
-			wg.Add(3)
-			go func() { defer wg.Done(); qr.consume(runCtx, e, c) }()
-			go func() { defer wg.Done(); qr.consume(runCtx, e, c) }()
-			if c.ID == 0 {
-				go func() { defer wg.Done(); qr.produce(runCtx, e, c) }()
-			} else {
+			if c.ID != 0 {
+				wg.Add(1)
 				go func() { defer wg.Done(); br.wait(runCtx, e, c) }()
 			}
 		}
@@ -533,6 +547,8 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	figurePauses(e)
 	if qr != nil {
 		qr.check(e)
+	}
+	if br != nil {
 		br.check(e)
 		sr.check(e)
 		shr.check(e)

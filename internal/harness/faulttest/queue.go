@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,50 +13,124 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// The queue workload's consumers: one Consume pool per process, on the
+// process's shared session, claiming and acking in batches, so that
+// ClaimN and the batched AckAll run under every fault.
+const (
+	queueWorkers = 3
+	queueBatch   = 4
+	// queueClaimTimeout bounds a handler's claim; a few handlers run past
+	// it on purpose, so that timed-out claims are redelivered under faults.
+	queueClaimTimeout = 600 * time.Millisecond
+	// queueDrain is longer than the longest handler (a pause past the TTL),
+	// so a drain never cuts a handler off.
+	queueDrain = 5 * time.Second
+)
+
+// handling is one run of a handler: the claim it ran under (its token and
+// its session's lease), when it ran, and how it ended.
+type handling struct {
+	client   int
+	id       string
+	payload  string
+	token    int64 // the claim key's create revision
+	lease    int64
+	attempt  int
+	start    time.Time
+	end      time.Time // when the handler returned (the broken variant: when it acked)
+	ok       bool      // it returned nil, asking for an Ack
+	timedOut bool      // its ctx was cancelled by the claim timeout
+}
+
+// believedUntil is when the handler stopped relying on its claim: when it
+// returned, or when its claim timeout passed (the claim was given back
+// then, and its ctx said so).
+func (h handling) believedUntil() time.Time {
+	if h.timedOut {
+		if t := h.start.Add(queueClaimTimeout); t.Before(h.end) {
+			return t
+		}
+	}
+	return h.end
+}
+
 // queueRun is the queue workload's shared record: what was enqueued, and
-// every successful Ack per message.
+// every handler run. Whether a message was acked is judged from etcd's
+// history (the Txn that deleted its in-flight entry and its payload), not
+// from handlers: in batch mode the Ack is sent later, by Consume's acker.
 type queueRun struct {
-	name    string
+	name string
+	// broken makes handlers "ack" with an unfenced Txn after they are done,
+	// as an acker that skipped the claim check would: the suite must catch it.
+	broken bool
+
 	mu      sync.Mutex
-	sure    map[string]bool   // payloads whose Enqueue succeeded
-	maybe   map[string]bool   // payloads whose last Enqueue attempt was ambiguous
-	retried map[string]bool   // payloads with any ambiguous Enqueue attempt
-	acks    map[string]int    // successful Acks per message id
-	pay     map[string]string // message id -> payload
-	ackd    map[string]bool   // payloads whose Ack timed out, then was refused with ErrClaimLost
-	lost    int               // acks refused with ErrClaimLost
+	sure    map[string]bool // payloads whose Enqueue succeeded
+	maybe   map[string]bool // payloads whose last Enqueue attempt was ambiguous
+	retried map[string]bool // payloads with any ambiguous Enqueue attempt
+	runs    []handling      // every handler run, and the drain's claims
+	batches int             // EnqueueBatch calls that succeeded
 }
 
 func newQueueRun(name string) *queueRun {
-	return &queueRun{name: name, retried: map[string]bool{}, sure: map[string]bool{}, maybe: map[string]bool{}, acks: map[string]int{}, ackd: map[string]bool{}, pay: map[string]string{}}
+	return &queueRun{name: name, retried: map[string]bool{}, sure: map[string]bool{}, maybe: map[string]bool{}}
 }
 
 func (r *queueRun) q(e *Env, cli *clientv3.Client) *queue.Queue {
-	return queue.New(cli, r.name, queue.WithPrefix(e.Root), queue.WithMaxAttempts(1000))
+	return queue.New(cli, r.name, queue.WithPrefix(e.Root), queue.WithMaxAttempts(1000),
+		queue.WithBackoff(queue.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 0.2}))
 }
 
-// produce enqueues numbered payloads. A retried Enqueue carries the same
-// idempotency key, so an ambiguous failure never makes two messages, and
-// a payload counts as enqueued once any attempt succeeded.
+// produce enqueues numbered payloads, one at a time or in batches of 2 to
+// 8 (EnqueueBatch, all or nothing). A retried Enqueue carries the same
+// idempotency keys, so an ambiguous failure never makes two messages, and
+// a payload counts as enqueued once any attempt succeeded. A retried
+// batch refused as a duplicate tells that an earlier attempt landed, with
+// every message of the batch.
 func (r *queueRun) produce(ctx context.Context, e *Env, c *Client) {
 	q := r.q(e, c.Cli)
-	for i := 0; ctx.Err() == nil; i++ {
-		payload := fmt.Sprintf("c%d-%d", c.ID, i)
+	for i := 0; ctx.Err() == nil; {
+		n := 1
+		if e.Rand(2) == 0 {
+			n = 2 + e.Rand(7)
+		}
+		payloads := make([]string, n)
+		entries := make([]queue.Entry, n)
+		for k := range payloads {
+			payloads[k] = fmt.Sprintf("c%d-%d", c.ID, i+k)
+			entries[k] = queue.Entry{Payload: []byte(payloads[k]), Options: []queue.EnqueueOption{queue.WithIdempotencyKey(payloads[k])}}
+		}
+		i += n
 		for ctx.Err() == nil {
 			ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			id, err := q.Enqueue(ectx, []byte(payload), queue.WithIdempotencyKey(payload))
+			var ids []string
+			var err error
+			if n == 1 {
+				var id string
+				id, err = q.Enqueue(ectx, entries[0].Payload, entries[0].Options...)
+				ids = []string{id}
+			} else {
+				ids, err = q.EnqueueBatch(ectx, entries)
+			}
 			cancel()
 			r.mu.Lock()
-			if err == nil {
-				r.sure[payload] = true
-				delete(r.maybe, payload)
-			} else {
-				r.maybe[payload] = true // it may have landed
-				r.retried[payload] = true
+			landed := err == nil || (errors.Is(err, queue.ErrDuplicate) && r.retried[payloads[0]])
+			for _, p := range payloads {
+				if landed {
+					r.sure[p] = true
+					delete(r.maybe, p)
+				} else {
+					r.maybe[p] = true // it may have landed
+					r.retried[p] = true
+				}
+			}
+			if err == nil && n > 1 {
+				r.batches++
 			}
 			r.mu.Unlock()
-			if err == nil {
-				e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "enqueue", Call: time.Now(), Return: time.Now(), Outcome: "ok", Detail: id + " " + payload})
+			if landed {
+				e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "enqueue", Call: time.Now(), Return: time.Now(), Outcome: "ok",
+					Detail: fmt.Sprintf("%v %v", ids, payloads)})
 				break
 			}
 		}
@@ -65,11 +138,9 @@ func (r *queueRun) produce(ctx context.Context, e *Env, c *Client) {
 	}
 }
 
-// consume is one queue worker of a process: it claims and acks on the
-// process's shared session, beside the process's other worker and its
-// holds. Now and then the process "crashes" mid-job: the message is
-// dropped without an ack and the process's session goes, with everything
-// its workers held, so the message must come back.
+// consume is one process's consumer: a Consume pool on the process's
+// shared session, beside the process's holds, started again on the next
+// session whenever its session ends.
 func (r *queueRun) consume(ctx context.Context, e *Env, c *Client) {
 	q := r.q(e, c.Cli)
 	for ctx.Err() == nil {
@@ -78,64 +149,80 @@ func (r *queueRun) consume(ctx context.Context, e *Env, c *Client) {
 			pause(ctx, 50*time.Millisecond)
 			continue
 		}
-		if r.consumeWith(ctx, e, c, q, s) {
-			c.Crash(s)
+		err = q.Consume(ctx, s, r.handler(e, c, s),
+			queue.WithWorkers(queueWorkers), queue.WithBatch(queueBatch),
+			queue.WithClaimTimeout(queueClaimTimeout), queue.WithDrainTimeout(queueDrain))
+		if err != nil && ctx.Err() == nil && s.Err() == nil {
+			e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "consume", Call: time.Now(), Return: time.Now(), Outcome: "fail", Detail: err.Error()})
+			pause(ctx, 50*time.Millisecond)
 		}
 	}
 }
 
-// consumeWith works until the session ends; it returns true when the
-// process should crash.
-func (r *queueRun) consumeWith(ctx context.Context, e *Env, c *Client, q *queue.Queue, s *session.Session) bool {
-	for ctx.Err() == nil && s.Err() == nil {
-		m, err := q.Claim(ctx, s)
-		if err != nil {
-			continue
-		}
+// handler returns the handler of one Consume call on session s. Most
+// messages are worked on briefly and acked; now and then a handler fails
+// (Nack with the queue's backoff), panics (recovered, Nack), runs past
+// its claim timeout (given back, redelivered), or "crashes" its process:
+// the process's session goes, with everything its workers held, so those
+// messages must come back.
+func (r *queueRun) handler(e *Env, c *Client, s *session.Session) queue.Handler {
+	return func(ctx context.Context, m *queue.Message) (err error) {
+		h := handling{client: c.ID, id: m.ID, payload: string(m.Payload), token: m.Token(), lease: int64(s.Lease()), attempt: m.Attempt, start: time.Now()}
+		defer func() {
+			if h.end.IsZero() {
+				h.end = time.Now()
+			}
+			h.ok = err == nil && h.ok
+			h.timedOut = errors.Is(context.Cause(ctx), queue.ErrClaimTimeout)
+			r.mu.Lock()
+			r.runs = append(r.runs, h)
+			r.mu.Unlock()
+		}()
 		c.Stall(e)
-		if e.Rand(40) == 0 {
-			e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "crash", Call: time.Now(), Return: time.Now(), Detail: m.ID})
-			return true // the caller ends the session without acking
+		switch n := e.Rand(200); {
+		case n < 5:
+			e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "crash", Call: time.Now(), Return: time.Now(), Token: h.token, Detail: m.ID})
+			c.Crash(s)
+			<-ctx.Done() // the claim went with the session
+			return ctx.Err()
+		case n < 8:
+			select { // stuck past the claim timeout, until told
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			case <-time.After(2 * queueClaimTimeout):
+				return errors.New("slow handler finished after its claim timeout")
+			}
+		case n < 14:
+			return errors.New("handler failed")
+		case n < 16:
+			panic("handler panicked")
 		}
-		ambiguous := false
-		for try := 0; try < 5; try++ {
+		work := time.Duration(e.Rand(5)) * time.Millisecond
+		if r.broken {
+			work = time.Duration(50+e.Rand(100)) * time.Millisecond
+		}
+		time.Sleep(work) // the job
+		h.ok = true
+		if r.broken {
+			h.end = time.Now()
+			sp, _ := keys.New(e.Root, keys.KindQueue, r.name)
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			err = m.Ack(actx)
-			cancel()
-			if err == nil || errors.Is(err, queue.ErrClaimLost) {
-				break
-			}
-			ambiguous = true // this attempt may have been applied
+			defer cancel()
+			owner := m.IsOwner() // names the claim key; its compare is what this "Ack" leaves out
+			c.Cli.Txn(actx).Then(clientv3.OpDelete(sp.Key("f", m.ID)), clientv3.OpDelete(sp.Key("v", m.ID)),
+				clientv3.OpDelete(string(owner.KeyBytes()))).Commit()
 		}
-		r.mu.Lock()
-		switch {
-		case err == nil:
-			r.acks[m.ID]++
-			r.pay[m.ID] = string(m.Payload)
-		case errors.Is(err, queue.ErrClaimLost):
-			r.lost++
-			if ambiguous {
-				// An earlier attempt may have acked it before the claim
-				// expired; the queue cannot tell, and says the claim is
-				// lost, which is the safe answer.
-				r.ackd[string(m.Payload)] = true
-			}
-		}
-		r.mu.Unlock()
+		return nil
 	}
-	return false
 }
 
-// check drains what is left with a fresh consumer, then requires that
-// every enqueued message was acked exactly once: never lost, never acked
-// twice.
-func (r *queueRun) check(e *Env) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// drain claims and acks what is left with a fresh consumer, recording its
+// claims as handler runs.
+func (r *queueRun) drain(ctx context.Context, e *Env) bool {
 	s, err := session.New(ctx, e.Admin, session.WithTTL(10*time.Second), session.WithPrefix(e.Root))
 	if err != nil {
 		e.Stats.Violation("queue: drain session: %v", err)
-		return
+		return false
 	}
 	defer s.Close()
 	q := r.q(e, e.Admin)
@@ -143,94 +230,76 @@ func (r *queueRun) check(e *Env) {
 		st, err := q.Stats(ctx)
 		if err != nil {
 			e.Stats.Violation("queue: stats: %v", err)
-			return
+			return false
 		}
 		if st.Ready+st.Claimed+st.Delayed == 0 {
-			break
+			if st.Dead > 0 {
+				e.Stats.Violation("queue: %d messages dead-lettered with MaxAttempts 1000", st.Dead)
+			}
+			return true
 		}
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-		m, err := q.Claim(cctx, s)
+		ms, err := q.ClaimN(cctx, s, queueBatch)
 		ccancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				e.Stats.Violation("queue: could not drain: %+v", st)
-				return
+				return false
 			}
 			continue // claims of dead consumers expire with their leases
 		}
-		if err := m.Ack(ctx); err == nil {
-			r.mu.Lock()
-			r.acks[m.ID]++
-			r.pay[m.ID] = string(m.Payload)
-			r.mu.Unlock()
+		now := time.Now()
+		r.mu.Lock()
+		for _, m := range ms {
+			r.runs = append(r.runs, handling{client: -1, id: m.ID, payload: string(m.Payload), token: m.Token(), lease: int64(s.Lease()),
+				attempt: m.Attempt, start: now, end: now, ok: true})
 		}
+		r.mu.Unlock()
+		q.AckAll(ctx, ms)
+	}
+}
+
+// check drains the queue, then judges the run from etcd's history and the
+// handlers' record (see checkHistory); without a complete history it
+// requires at least that every enqueued payload was handled successfully
+// once and that the queue ended empty.
+func (r *queueRun) check(e *Env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if !r.drain(ctx, e) {
+		return
+	}
+	if end, err := e.Admin.Get(ctx, "rev-probe"); err == nil {
+		e.Log.Sync(ctx, end.Header.Revision)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if st, err := q.Stats(ctx); err == nil && st.Dead > 0 {
-		e.Stats.Violation("queue: %d messages dead-lettered with MaxAttempts 1000", st.Dead)
-	}
-	// Every message (id) is acked at most once; every payload whose
-	// Enqueue succeeded is acked (or was acked by an attempt whose answer
-	// was lost). A payload may live in two messages only if a retried
-	// Enqueue came after the first message was acked, when the queue no
-	// longer knows its idempotency key (documented).
-	perPayload := map[string]int{}
-	for id, n := range r.acks {
-		p := r.pay[id]
-		if n > 1 {
-			e.Stats.Violation("queue: message %s (%s) acked %d times", id, p, n)
-		}
-		if !r.sure[p] && !r.maybe[p] {
-			e.Stats.Violation("queue: acked a message %q nobody enqueued", p)
-		}
-		perPayload[p]++
-	}
-	for p := range r.sure {
-		switch n := perPayload[p]; {
-		case n == 0 && r.ackd[p]:
-			// Acked by an attempt whose answer was lost: gone, not lost.
-		case n == 0:
-			e.Stats.Violation("queue: message %s was enqueued and never acked: lost", p)
-		case n > 1 && !r.retried[p]:
-			e.Stats.Violation("queue: payload %s, enqueued once, was delivered as %d messages", p, n)
+	redelivered := 0
+	for _, h := range r.runs {
+		if h.attempt > 1 {
+			redelivered++
 		}
 	}
-	r.checkClaims(e)
 	e.Stats.mu.Lock()
 	e.Stats.Faults["queue-messages"] = len(r.sure)
-	e.Stats.Faults["queue-claims-lost"] = r.lost
+	e.Stats.Faults["queue-handled"] = len(r.runs)
+	e.Stats.Faults["queue-redelivered"] = redelivered
+	e.Stats.Faults["queue-enqueue-batches"] = r.batches
 	e.Stats.mu.Unlock()
-}
-
-// checkClaims replays etcd's history of the queue's claim keys and
-// requires that no message is ever held by two live claims at once: at
-// every revision, at most one claim key per message exists (a claim key
-// lives on its consumer's lease, so etcd deletes it when the lease ends).
-// Workers that share a session are where this broke before.
-func (r *queueRun) checkClaims(e *Env) {
 	if !e.Log.Complete() {
-		e.Stats.Figure("queue claims check skipped: history incomplete", 0)
+		e.Stats.Figure("queue history checks skipped: history incomplete", 0)
+		handled := map[string]bool{}
+		for _, h := range r.runs {
+			if h.ok {
+				handled[h.payload] = true
+			}
+		}
+		for p := range r.sure {
+			if !handled[p] {
+				e.Stats.Violation("queue: message %s was enqueued and never handled: lost", p)
+			}
+		}
 		return
 	}
-	sp, _ := keys.New(e.Root, keys.KindQueue, r.name)
-	pre := sp.Part("c")
-	live := map[string]map[string]bool{} // message id -> claim keys
-	for _, ev := range e.Log.Events() {
-		if !strings.HasPrefix(ev.Key, pre) {
-			continue
-		}
-		id, _, _ := strings.Cut(strings.TrimPrefix(ev.Key, pre), "/")
-		if ev.Delete {
-			delete(live[id], ev.Key)
-			continue
-		}
-		if live[id] == nil {
-			live[id] = map[string]bool{}
-		}
-		live[id][ev.Key] = true
-		if n := len(live[id]); n > 1 {
-			e.Stats.Violation("queue: message %s held by %d live claims at rev %d", id, n, ev.Rev)
-		}
-	}
+	r.checkHistory(e)
 }
