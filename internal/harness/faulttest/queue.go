@@ -39,6 +39,7 @@ type handling struct {
 	start    time.Time
 	end      time.Time // when the handler returned (the broken variant: when it acked)
 	ok       bool      // it returned nil, asking for an Ack
+	kind     string    // what the handler did: ok, fail, panic, slow, crash (drain: the drain's claims)
 	timedOut bool      // its ctx was cancelled by the claim timeout
 }
 
@@ -179,13 +180,16 @@ func (r *queueRun) handler(e *Env, c *Client, s *session.Session) queue.Handler 
 			r.mu.Unlock()
 		}()
 		c.Stall(e)
+		h.kind = "ok"
 		switch n := e.Rand(200); {
 		case n < 5:
+			h.kind = "crash"
 			e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "crash", Call: time.Now(), Return: time.Now(), Token: h.token, Detail: m.ID})
 			c.Crash(s)
 			<-ctx.Done() // the claim went with the session
 			return ctx.Err()
 		case n < 8:
+			h.kind = "slow"
 			select { // stuck past the claim timeout, until told
 			case <-ctx.Done():
 				return context.Cause(ctx)
@@ -193,8 +197,10 @@ func (r *queueRun) handler(e *Env, c *Client, s *session.Session) queue.Handler 
 				return errors.New("slow handler finished after its claim timeout")
 			}
 		case n < 14:
+			h.kind = "fail"
 			return errors.New("handler failed")
 		case n < 16:
+			h.kind = "panic"
 			panic("handler panicked")
 		}
 		work := time.Duration(e.Rand(5)) * time.Millisecond
@@ -259,7 +265,7 @@ func (r *queueRun) drain(ctx context.Context, e *Env) bool {
 		r.mu.Lock()
 		for _, m := range ms {
 			r.runs = append(r.runs, handling{client: -1, id: m.ID, payload: string(m.Payload), token: m.Token(), lease: int64(s.Lease()),
-				attempt: m.Attempt, start: now, end: now, ok: true})
+				attempt: m.Attempt, start: now, end: now, ok: true, kind: "drain"})
 		}
 		r.mu.Unlock()
 		q.AckAll(ctx, ms)
@@ -281,13 +287,22 @@ func (r *queueRun) check(e *Env) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	redelivered := 0
+	redelivered, timedOut := 0, 0
+	kinds := map[string]int{}
 	for _, h := range r.runs {
 		if h.attempt > 1 {
 			redelivered++
 		}
+		if h.timedOut {
+			timedOut++
+		}
+		kinds[h.kind]++
 	}
 	e.Stats.mu.Lock()
+	for k, n := range kinds {
+		e.Stats.Faults["queue-handler-"+k] = n
+	}
+	e.Stats.Faults["queue-claim-timeouts"] = timedOut
 	e.Stats.Faults["queue-messages"] = len(r.sure)
 	e.Stats.Faults["queue-handled"] = len(r.runs)
 	e.Stats.Faults["queue-redelivered"] = redelivered
