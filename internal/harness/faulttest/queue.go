@@ -193,7 +193,9 @@ func (r *queueRun) handler(e *Env, c *Client, s *session.Session) queue.Handler 
 			select { // stuck past the claim timeout, until told
 			case <-ctx.Done():
 				return context.Cause(ctx)
-			case <-time.After(2 * queueClaimTimeout):
+			case <-time.After(3 * queueClaimTimeout):
+				// WithClaimTimeout promised to cancel it after one.
+				e.Stats.Violation("queue: client %d's handler of message %s ran %v, 3 claim timeouts, and its ctx was not cancelled", c.ID, m.ID, 3*queueClaimTimeout)
 				return errors.New("slow handler finished after its claim timeout")
 			}
 		case n < 14:
