@@ -303,8 +303,14 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 	var out []*Message
 	for i, co := range claims {
 		if !found[i] {
-			co.h.Abandon(ctx, clientv3.OpDelete(co.fk), clientv3.OpPut(co.c.key, string(co.c.rec.encode())))
-			l.Logger().Warn("coord queue message has no payload; left in line", "kind", keys.KindQueue, "name", q.sp.Name(), "id", co.c.ord.id)
+			// Its payload was deleted behind the queue's back: left in
+			// line it would be claimed again and again, ahead of every
+			// message behind it. It goes to the dead letters instead.
+			dead := co.c.rec
+			dead.reason, dead.died = ReasonNoPayload, time.Now().UnixNano()
+			co.h.Abandon(ctx, append([]clientv3.Op{clientv3.OpDelete(co.fk), clientv3.OpPut(q.sp.Key(partDead, co.c.ord.id), string(dead.encode()))},
+				dead.freeUnique(q)...)...)
+			l.Logger().Warn("coord queue message has no payload; dead-lettered", "kind", keys.KindQueue, "name", q.sp.Name(), "id", co.c.ord.id)
 			continue
 		}
 		// The answer may have been held up past the moment the session

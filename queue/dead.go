@@ -42,6 +42,9 @@ const (
 	ReasonPermanent = "permanent error"
 	// ReasonDead: Message.Dead was called without a reason.
 	ReasonDead = "dead-lettered by its consumer"
+	// ReasonNoPayload: its payload was deleted by something other than
+	// the queue (its index entry is all that was left).
+	ReasonNoPayload = "payload missing"
 )
 
 // validID reports whether id has the shape Enqueue gives ids, so that an

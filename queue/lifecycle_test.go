@@ -170,3 +170,27 @@ func TestClaimRefusesASessionOfAnotherRoot(t *testing.T) {
 		t.Fatalf("%d keys left under app/queue/", resp.Count)
 	}
 }
+
+// A message whose payload was deleted behind the queue's back is
+// dead-lettered by the first claim that finds it, instead of staying at
+// the head and being claimed forever ahead of the messages behind it.
+func TestMessageWithoutPayloadIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, 20*time.Second)
+	name := qname(t, "nopayload")
+	q := queue.New(srv.Client(), name)
+	broken := enqueue(t, q, "gone")
+	enqueue(t, q, "next")
+	if _, err := srv.Client().Delete(ctx, "coord/queue/"+name+"/v/"+broken); err != nil {
+		t.Fatal(err)
+	}
+	s := newSession(t)
+	m := claim(t, q, s, 10*time.Second)
+	if string(m.Payload) != "next" {
+		t.Fatalf("claimed %q, want the message behind the broken one", m.Payload)
+	}
+	dl, err := q.DeadLetter(ctx, broken)
+	if err != nil || dl.Reason != queue.ReasonNoPayload {
+		t.Fatalf("broken message: %+v, %v; want a dead letter with ReasonNoPayload", dl, err)
+	}
+}
