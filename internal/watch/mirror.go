@@ -53,6 +53,9 @@ type Mirror struct {
 	// which are current when they finish), for Current.
 	progressed uint64
 	loads      uint64 // completed loads: a load is current when it ends
+	// loadMu makes loads one at a time: the run loop's after a resync,
+	// and a waiter's when etcd does not answer progress requests.
+	loadMu sync.Mutex
 }
 
 // Change is what a listener is told after the mirror moved: the events
@@ -217,6 +220,8 @@ func (m *Mirror) fail(err error) {
 // load reads the whole range at one revision, in pages, and replaces the
 // state with it.
 func (m *Mirror) load(ctx context.Context) error {
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
 	// From now on, events wait in pending: the old state missed some, and
 	// the new one is not read yet.
 	m.mu.Lock()
@@ -449,7 +454,7 @@ func (m *Mirror) Locked(fn func(v *View, loaded bool)) error {
 // decision that must not miss a recent change syncs it first to a
 // revision it read.
 func (m *Mirror) Sync(ctx context.Context, rev int64) error {
-	asked := false
+	asked, unanswered := false, 0
 	for {
 		m.mu.Lock()
 		if m.err != nil {
@@ -464,6 +469,13 @@ func (m *Mirror) Sync(ctx context.Context, rev int64) error {
 		ch, loaded := m.changed, m.loaded
 		m.mu.Unlock()
 		if loaded && !asked {
+			if unanswered >= progressAsks {
+				if err := m.reload(ctx); err != nil {
+					return err
+				}
+				unanswered = 0
+				continue
+			}
 			asked = true
 			if err := m.feed.RequestProgress(ctx); err != nil {
 				return err
@@ -474,6 +486,7 @@ func (m *Mirror) Sync(ctx context.Context, rev int64) error {
 		case <-ch:
 		case <-t.C:
 			asked = false // ask again: a progress request can race a reconnect
+			unanswered++
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
@@ -482,16 +495,35 @@ func (m *Mirror) Sync(ctx context.Context, rev int64) error {
 	}
 }
 
+// progressAsks is how many progress requests a waiter makes, 200 ms
+// apart, before it reloads the mirror instead. etcd answers a progress
+// request only when every watch of the stream is synced, and some servers
+// (seen on 3.6.16 after a compaction) leave one unanswered for good; a
+// reload reads the range, which the waiter would otherwise wait on
+// forever.
+const progressAsks = 3
+
+// reload reads the whole range again, for a waiter whose progress
+// requests went unanswered: the mirror is then current at the revision
+// of that read.
+func (m *Mirror) reload(ctx context.Context) error {
+	if err := m.load(ctx); err != nil {
+		return etcderr.Explain(m.hub.cli, err)
+	}
+	return nil
+}
+
 // Current waits until the mirror is as current as etcd was at some moment
 // after the call: it asks for a progress notification (a message on the
 // watch stream, no request of its own) and waits for one. A primitive
 // about to act on what the mirror does not show (no successor in line,
-// say) makes sure it is not just lagging.
+// say) makes sure it is not just lagging. When etcd leaves the request
+// unanswered, it reloads the mirror instead (see progressAsks).
 func (m *Mirror) Current(ctx context.Context) error {
 	m.mu.Lock()
 	seq, loads := m.progressed, m.loads
 	m.mu.Unlock()
-	asked := false
+	asked, unanswered := false, 0
 	for {
 		m.mu.Lock()
 		if m.err != nil {
@@ -506,6 +538,13 @@ func (m *Mirror) Current(ctx context.Context) error {
 		ch, loaded := m.changed, m.loaded
 		m.mu.Unlock()
 		if loaded && !asked {
+			if unanswered >= progressAsks {
+				if err := m.reload(ctx); err != nil {
+					return err
+				}
+				unanswered = 0
+				continue
+			}
 			asked = true
 			if err := m.feed.RequestProgress(ctx); err != nil {
 				return err
@@ -516,6 +555,7 @@ func (m *Mirror) Current(ctx context.Context) error {
 		case <-ch:
 		case <-t.C:
 			asked = false // ask again: a progress request can race a reconnect
+			unanswered++
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
