@@ -59,6 +59,8 @@ type Line struct {
 	head int     // index of the first live entry
 	bit  []int64 // Fenwick tree of weights over ents
 	cnt  []int64 // Fenwick tree of live counts over ents
+
+	rebuilds int // how often the line was sorted and rebuilt (for tests)
 }
 
 func newLine() *Line { return &Line{} }
@@ -153,6 +155,7 @@ func (l *Line) remove(e *Entry) {
 
 // rebuild drops gone entries, sorts, and rebuilds the tree.
 func (l *Line) rebuild() {
+	l.rebuilds++
 	live := l.ents[:0]
 	for _, e := range l.ents {
 		if !e.gone {

@@ -346,6 +346,13 @@ func (m *Mirror) put(kv *mvccpb.KeyValue) {
 		l = newLine()
 		m.lines[e.Part] = l
 	}
+	if !m.loaded {
+		// A load puts keys in key order, not in line order: it sorts
+		// and builds each line once, after its last put (one add each
+		// would rebuild the line per key: quadratic in the line).
+		l.ents = append(l.ents, e)
+		return
+	}
 	l.add(e)
 }
 

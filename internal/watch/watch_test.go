@@ -325,3 +325,33 @@ func TestMirrorOfFiresOnlyForItsKeys(t *testing.T) {
 		t.Fatalf("late hold: %v", err)
 	}
 }
+
+// A load reads a range in key order, which is not line order: it sorts
+// each line once, not once per key (a line of 10,000 waiters took 10,000
+// sorts to load, and every compaction or reconnect reloads).
+func TestLoadSortsALineOnce(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cli := srv.Client()
+	base := fmt.Sprintf("watch-test/load-%d/", time.Now().UnixNano())
+	const n = 500
+	// Created in the reverse of key order.
+	for i := n - 1; i >= 0; i-- {
+		if _, err := cli.Put(ctx, fmt.Sprintf("%sw/%04d", base, i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := watch.For(cli).Mirror(base)
+	defer m.Release()
+	var rebuilds, length int
+	if err := m.Read(ctx, 0, func(v *watch.View) {
+		l := v.Line("w")
+		rebuilds, length = watch.Rebuilds(l), l.Len()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if length != n || rebuilds != 1 {
+		t.Fatalf("loaded a line of %d keys with %d rebuilds, want %d keys and 1", length, rebuilds, n)
+	}
+}
