@@ -461,63 +461,7 @@ func (m *Mirror) Locked(fn func(v *View, loaded bool)) error {
 // decision that must not miss a recent change syncs it first to a
 // revision it read.
 func (m *Mirror) Sync(ctx context.Context, rev int64) error {
-	asked, unanswered := false, 0
-	for {
-		m.mu.Lock()
-		if m.err != nil {
-			err := m.err
-			m.mu.Unlock()
-			return err
-		}
-		if m.loaded && m.rev >= rev {
-			m.mu.Unlock()
-			return nil
-		}
-		ch, loaded := m.changed, m.loaded
-		m.mu.Unlock()
-		if loaded && !asked {
-			if unanswered >= progressAsks {
-				if err := m.reload(ctx); err != nil {
-					return err
-				}
-				unanswered = 0
-				continue
-			}
-			asked = true
-			if err := m.feed.RequestProgress(ctx); err != nil {
-				return err
-			}
-		}
-		t := time.NewTimer(200 * time.Millisecond)
-		select {
-		case <-ch:
-		case <-t.C:
-			asked = false // ask again: a progress request can race a reconnect
-			unanswered++
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		}
-		t.Stop()
-	}
-}
-
-// progressAsks is how many progress requests a waiter makes, 200 ms
-// apart, before it reloads the mirror instead. etcd answers a progress
-// request only when every watch of the stream is synced, and some servers
-// (seen on 3.6.16 after a compaction) leave one unanswered for good; a
-// reload reads the range, which the waiter would otherwise wait on
-// forever.
-const progressAsks = 3
-
-// reload reads the whole range again, for a waiter whose progress
-// requests went unanswered: the mirror is then current at the revision
-// of that read.
-func (m *Mirror) reload(ctx context.Context) error {
-	if err := m.load(ctx); err != nil {
-		return etcderr.Explain(m.hub.cli, err)
-	}
-	return nil
+	return m.await(ctx, func() bool { return m.rev >= rev })
 }
 
 // Current waits until the mirror is as current as etcd was at some moment
@@ -530,6 +474,21 @@ func (m *Mirror) Current(ctx context.Context) error {
 	m.mu.Lock()
 	seq, loads := m.progressed, m.loads
 	m.mu.Unlock()
+	return m.await(ctx, func() bool { return m.progressed > seq || m.loads > loads })
+}
+
+// progressAsks is how many progress requests a waiter makes, 200 ms
+// apart, before it reloads the mirror instead. etcd answers a progress
+// request only when every watch of the stream is synced, and some servers
+// (seen on 3.6.16 after a compaction) leave one unanswered for good; a
+// reload reads the range, which the waiter would otherwise wait on
+// forever.
+const progressAsks = 3
+
+// await waits until the loaded mirror satisfies done (called with m.mu
+// held), asking etcd for progress notifications meanwhile and reloading
+// the mirror when they go unanswered.
+func (m *Mirror) await(ctx context.Context, done func() bool) error {
 	asked, unanswered := false, 0
 	for {
 		m.mu.Lock()
@@ -538,7 +497,7 @@ func (m *Mirror) Current(ctx context.Context) error {
 			m.mu.Unlock()
 			return err
 		}
-		if m.loaded && (m.progressed > seq || m.loads > loads) {
+		if m.loaded && done() {
 			m.mu.Unlock()
 			return nil
 		}
@@ -546,8 +505,8 @@ func (m *Mirror) Current(ctx context.Context) error {
 		m.mu.Unlock()
 		if loaded && !asked {
 			if unanswered >= progressAsks {
-				if err := m.reload(ctx); err != nil {
-					return err
+				if err := m.load(ctx); err != nil {
+					return etcderr.Explain(m.hub.cli, err)
 				}
 				unanswered = 0
 				continue

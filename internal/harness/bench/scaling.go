@@ -348,16 +348,11 @@ func ClaimInFlight(n int) Case {
 				return Result{}, err
 			}
 			counter := etcdtest.NewCounter()
-			cli, err := env.client(counter)
-			if err != nil {
-				return Result{}, err
-			}
-			s, err := coordSession(ctx, cli, prefix)
+			q, s, err := countedConsumer(ctx, env, prefix, counter)
 			if err != nil {
 				return Result{}, err
 			}
 			defer s.Close()
-			q := queue.New(cli, "bench", queue.WithPrefix(prefix))
 			var lat benchutil.Latencies
 			return drive(1, d, backlog, counter, &lat, func(int) error {
 				defer lat.Since(time.Now())

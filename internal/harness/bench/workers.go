@@ -9,6 +9,7 @@ import (
 	"github.com/coord-go/coord/etcdtest"
 	"github.com/coord-go/coord/internal/harness/benchutil"
 	"github.com/coord-go/coord/queue"
+	"github.com/coord-go/coord/session"
 )
 
 // EnqueueBatch is one producer enqueueing batches of size messages with
@@ -72,16 +73,11 @@ func Consume(workers, batch int) Case {
 				return Result{}, err
 			}
 			counter := etcdtest.NewCounter()
-			cli, err := env.client(counter)
-			if err != nil {
-				return Result{}, err
-			}
-			s, err := coordSession(ctx, cli, prefix)
+			q, s, err := countedConsumer(ctx, env, prefix, counter)
 			if err != nil {
 				return Result{}, err
 			}
 			defer s.Close()
-			q := queue.New(cli, "bench", queue.WithPrefix(prefix))
 			var handled atomic.Int64
 			var lat benchutil.Latencies
 			cctx, stop := context.WithTimeout(ctx, d)
@@ -102,4 +98,18 @@ func Consume(workers, batch int) Case {
 		},
 		etcd: Claim(workers).etcd,
 	}
+}
+
+// countedConsumer is a queue consumer of its own: a client counting into
+// counter, a session on it, and the bench queue under prefix.
+func countedConsumer(ctx context.Context, env *Env, prefix string, counter *etcdtest.Counter) (*queue.Queue, *session.Session, error) {
+	cli, err := env.client(counter)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := coordSession(ctx, cli, prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	return queue.New(cli, "bench", queue.WithPrefix(prefix)), s, nil
 }
