@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"sync"
 	"testing"
 	"time"
@@ -604,5 +605,46 @@ func TestClaimThroughCompactionAndFailover(t *testing.T) {
 	}
 	if n, err := q.Len(ctx); err != nil || n != 0 {
 		t.Fatalf("Len %d, %v", n, err)
+	}
+}
+
+// The claims of a consumer that died come back in the order of their
+// messages: a consumer woken by the first to come back must not get a
+// later message while an earlier one is still in flight. Put back one by
+// one in any order, the line's ready entries would be recreated out of
+// order; this checks the revisions they were recreated at.
+func TestDeadClaimsComeBackInOrder(t *testing.T) {
+	t.Parallel()
+	const total = 160
+	name := qname(t, "reorder")
+	q := queue.New(srv.Client(), name)
+	for i := range total {
+		enqueue(t, q, fmt.Sprintf("%03d", i))
+	}
+	a := newSession(t)
+	for got := 0; got < total; {
+		ms, err := q.ClaimN(ctxT(t, 5*time.Second), a, queue.MaxBatch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += len(ms)
+	}
+	a.Close()
+	eventually(t, 10*time.Second, "every claim of the closed session back in line", func() bool {
+		return stats(t, q) == queue.Stats{Ready: total}
+	})
+	prefix := "coord/queue/" + name + "/r/"
+	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), prefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != total {
+		t.Fatalf("%d ready entries, want %d", len(resp.Kvs), total)
+	}
+	for i := 1; i < len(resp.Kvs); i++ {
+		if resp.Kvs[i].CreateRevision < resp.Kvs[i-1].CreateRevision {
+			t.Fatalf("ready entry %d came back at revision %d, before entry %d (revision %d): out of line order",
+				i, resp.Kvs[i].CreateRevision, i-1, resp.Kvs[i-1].CreateRevision)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +47,9 @@ type dispatcher struct {
 	claimed      map[string]int64    // index entries the process claimed, by revision
 	claimedOrder []string            // claimed's keys, oldest first
 	settled      chan struct{}       // closed when a try ends, for consumers waiting on one
+
+	broken    []string // ids of messages whose claim went without them, to put back
+	repairing bool     // a goroutine is putting back broken
 }
 
 type idler struct {
@@ -158,6 +162,13 @@ func (d *dispatcher) events(ctx context.Context, evs []*clientv3.Event) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	broken := len(d.broken)
+	defer func() {
+		if len(d.broken) > broken && !d.repairing {
+			d.repairing = true
+			go d.repairLoop(ctx)
+		}
+	}()
 	floor := d.since
 	for _, ev := range evs {
 		k := string(ev.Kv.Key)
@@ -191,7 +202,7 @@ func (d *dispatcher) events(ctx context.Context, evs []*clientv3.Event) {
 			if settled[id] != rev {
 				// The claim went without its message (the consumer's
 				// lease ended, or a claim was given back): put it back.
-				go d.repair(ctx, id)
+				d.broken = append(d.broken, id)
 			}
 		}
 	}
@@ -326,31 +337,129 @@ func (d *dispatcher) leave(w *idler) {
 	d.pass()
 }
 
-// repair puts a message back whose claim key is gone while it is still in
-// flight: its consumer died (or gave the claim back without finishing).
-// Every process that sees it may try; the Txn lets exactly one succeed.
-func (d *dispatcher) repair(ctx context.Context, id string) {
+// repairLoop puts back the messages whose claims went without them, in
+// the order their claims were seen to go, until there are none left. One
+// goroutine does it for the dispatcher, so that messages come back in line
+// order: a consumer woken by the first to come back must not be handed a
+// later one while an earlier one is still in flight.
+func (d *dispatcher) repairLoop(ctx context.Context) {
+	for {
+		d.mu.Lock()
+		ids := d.broken
+		d.broken = nil
+		if len(ids) == 0 {
+			d.repairing = false
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+		d.repair(ctx, ids)
+	}
+}
+
+// repairBatch bounds the messages put back in one Txn: each costs two
+// compares and two operations, under etcd's default of 128 of each.
+const repairBatch = 32
+
+// broken is a message in flight whose claim may be gone.
+type broken struct {
+	key string // its f/ entry
+	mod int64
+	fl  inflight
+	ord order
+}
+
+// repair puts back the messages with these ids whose claim key is gone
+// while they are still in flight: their consumer died (or gave the claim
+// back without finishing). Every process that sees it may try; the Txns
+// let exactly one succeed for each message. It reads the in-flight
+// entries in batches and puts them back in line order.
+func (d *dispatcher) repair(ctx context.Context, ids []string) {
 	q := d.q
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
 	defer cancel()
-	fk := q.sp.Key(partInflight, id)
-	resp, err := q.cli.Get(ctx, fk)
-	if err != nil || len(resp.Kvs) == 0 {
-		return
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var bs []broken
+	for chunk := range slices.Chunk(ids, repairBatch) {
+		gets := make([]clientv3.Op, len(chunk))
+		for i, id := range chunk {
+			gets[i] = clientv3.OpGet(q.sp.Key(partInflight, id))
+		}
+		resp, err := q.cli.Txn(ctx).Then(gets...).Commit()
+		if err != nil {
+			return // the next consumer to sweep tries again
+		}
+		for _, r := range resp.Responses {
+			for _, kv := range r.GetResponseRange().Kvs {
+				if b, ok := q.brokenOf(kv.Key, kv.Value, kv.ModRevision); ok {
+					bs = append(bs, b)
+				}
+			}
+		}
 	}
-	d.repairKV(ctx, fk, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	d.putBack(ctx, bs)
 }
 
-func (d *dispatcher) repairKV(ctx context.Context, fk string, val []byte, mod int64) {
+// brokenOf parses an in-flight entry; ok is false for one this package
+// did not write.
+func (q *Queue) brokenOf(key, val []byte, mod int64) (broken, bool) {
 	fl, err := decodeInflight(val)
 	if err != nil {
-		return
+		return broken{}, false
 	}
-	// A failure is left alone: the next consumer to sweep tries again.
-	d.q.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(fl.claim), "=", 0), clientv3.Compare(clientv3.ModRevision(fk), "=", mod)).
-		Then(clientv3.OpDelete(fk), clientv3.OpPut(fl.from, string(fl.rec.encode()))).
-		Commit()
+	b := broken{key: string(key), mod: mod, fl: fl}
+	switch r, t := q.sp.Part(partReady), q.sp.Part(partTimed); {
+	case strings.HasPrefix(fl.from, r):
+		b.ord, err = parseReady(strings.TrimPrefix(fl.from, r))
+	case strings.HasPrefix(fl.from, t):
+		b.ord, err = parseTimed(strings.TrimPrefix(fl.from, t))
+	default:
+		return broken{}, false
+	}
+	return b, err == nil
+}
+
+// putBack returns these in-flight messages to their place in line, if
+// their claims are still gone, in line order: a batch at a time in one
+// Txn, or, when some of a batch changed meanwhile (another process put it
+// back, or it was settled), one at a time. A failure is left alone: the
+// next consumer to sweep tries again.
+func (d *dispatcher) putBack(ctx context.Context, bs []broken) {
+	slices.SortFunc(bs, func(a, b broken) int {
+		switch {
+		case a.ord.less(b.ord):
+			return -1
+		case b.ord.less(a.ord):
+			return 1
+		}
+		return 0
+	})
+	guard := func(b broken) []clientv3.Cmp {
+		return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(b.fl.claim), "=", 0), clientv3.Compare(clientv3.ModRevision(b.key), "=", b.mod)}
+	}
+	ops := func(b broken) []clientv3.Op {
+		return []clientv3.Op{clientv3.OpDelete(b.key), clientv3.OpPut(b.fl.from, string(b.fl.rec.encode()))}
+	}
+	for chunk := range slices.Chunk(bs, repairBatch) {
+		var cmps []clientv3.Cmp
+		var then []clientv3.Op
+		for _, b := range chunk {
+			cmps, then = append(cmps, guard(b)...), append(then, ops(b)...)
+		}
+		resp, err := d.q.cli.Txn(ctx).If(cmps...).Then(then...).Commit()
+		if err != nil {
+			return
+		}
+		if resp.Succeeded || len(chunk) == 1 {
+			continue
+		}
+		for _, b := range chunk {
+			if _, err := d.q.cli.Txn(ctx).If(guard(b)...).Then(ops(b)...).Commit(); err != nil {
+				return
+			}
+		}
+	}
 }
 
 // sweep looks once, after the feed (re)started, for messages in flight
@@ -383,32 +492,26 @@ func (d *dispatcher) sweep(ctx context.Context) {
 			cancel()
 			return
 		}
-		type entry struct {
-			key string
-			val []byte
-			mod int64
-			fl  inflight
-		}
-		var es []entry
+		var bs, gone []broken
 		var gets []clientv3.Op
 		for _, kv := range resp.Kvs {
-			fl, err := decodeInflight(kv.Value)
-			if err != nil {
-				continue
+			if b, ok := q.brokenOf(kv.Key, kv.Value, kv.ModRevision); ok {
+				bs = append(bs, b)
+				gets = append(gets, clientv3.OpGet(b.fl.claim, clientv3.WithKeysOnly()))
 			}
-			es = append(es, entry{string(kv.Key), kv.Value, kv.ModRevision, fl})
-			gets = append(gets, clientv3.OpGet(fl.claim, clientv3.WithKeysOnly()))
 		}
 		if len(gets) > 0 {
+			// One Txn: a page is at most 100, under etcd's 128 operations.
 			cresp, err := q.cli.Txn(rctx).Then(gets...).Commit()
 			if err == nil {
-				for i, e := range es {
-					if len(cresp.Responses[i].GetResponseRange().Kvs) == 0 {
-						d.repairKV(rctx, e.key, e.val, e.mod)
+				for i, r := range cresp.Responses {
+					if len(r.GetResponseRange().Kvs) == 0 {
+						gone = append(gone, bs[i])
 					}
 				}
 			}
 		}
+		d.putBack(rctx, gone)
 		cancel()
 		if !resp.More {
 			return
