@@ -20,7 +20,9 @@ import (
 //	func TestMain(m *testing.M) { etcdtest.Main(m, &srv, etcdtest.WithoutFsync()) }
 //
 // Tests then use fresh names (Name) so they can run in parallel on the
-// one server.
+// one server. After the last test and the server's Close, Main fails the
+// run if any goroutine the tests started is still running (see Leaks):
+// a closed client, session or primitive must leave nothing behind.
 func Main(m *testing.M, srv **Server, opts ...Option) {
 	s, err := Start(opts...)
 	if err != nil {
@@ -30,6 +32,12 @@ func Main(m *testing.M, srv **Server, opts ...Option) {
 	*srv = s
 	code := m.Run()
 	s.Close()
+	if code == 0 {
+		if err := Leaks(); err != nil {
+			fmt.Fprintln(os.Stderr, "etcdtest: goroutines left running after the tests:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

@@ -1,0 +1,39 @@
+package etcdtest
+
+import (
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// leakWait bounds how long Leaks waits for goroutines that are already
+// ending: a closed client's gRPC transport and an embedded server's
+// raft and HTTP loops take a moment to return after Close, longer on a
+// loaded machine under -race. Anything still running after it leaked.
+const leakWait = 10 * time.Second
+
+// Leaks reports the goroutines still running that the tests started and
+// should have stopped, or nil when none is: call it after the tests and
+// after closing every server and client (Main does). It waits up to ten
+// seconds for goroutines that are on their way out, so it only fails on
+// ones that stay.
+//
+// Goroutines that the standard library and the runtime keep for the life
+// of the process are not leaks; nor is anything running before the
+// tests started when IgnoreCurrent is passed in opts.
+func Leaks(opts ...goleak.Option) error {
+	deadline := time.Now().Add(leakWait)
+	for {
+		err := goleak.Find(append(ignored(), opts...)...)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ignored lists the goroutines that outlive every server and client for
+// a reason outside coord: each entry says why.
+func ignored() []goleak.Option {
+	return []goleak.Option{}
+}
