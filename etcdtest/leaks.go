@@ -1,6 +1,8 @@
 package etcdtest
 
 import (
+	"fmt"
+	"os"
 	"time"
 
 	"go.uber.org/goleak"
@@ -36,4 +38,26 @@ func Leaks(opts ...goleak.Option) error {
 // a reason outside coord: each entry says why.
 func ignored() []goleak.Option {
 	return []goleak.Option{}
+}
+
+// CheckLeaks returns a test run's exit code after the leak check: code
+// itself, or 1 when the tests passed but Leaks finds goroutines left
+// (printed on stderr). A TestMain that does not use Main calls it last,
+// after closing what it started:
+//
+//	code := m.Run()
+//	srv.Close()
+//	os.Exit(etcdtest.CheckLeaks(code))
+//
+// A run that failed already is not checked: its goroutines are the
+// failure's, not news.
+func CheckLeaks(code int) int {
+	if code != 0 {
+		return code
+	}
+	if err := Leaks(); err != nil {
+		fmt.Fprintln(os.Stderr, "etcdtest: goroutines left running after the tests:", err)
+		return 1
+	}
+	return 0
 }

@@ -32,13 +32,7 @@ func Main(m *testing.M, srv **Server, opts ...Option) {
 	*srv = s
 	code := m.Run()
 	s.Close()
-	if code == 0 {
-		if err := Leaks(); err != nil {
-			fmt.Fprintln(os.Stderr, "etcdtest: goroutines left running after the tests:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(CheckLeaks(code))
 }
 
 var names atomic.Int64

@@ -26,7 +26,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
+	os.Exit(etcdtest.CheckLeaks(testMain(m)))
 }
 
 func testMain(m *testing.M) int {
