@@ -24,6 +24,10 @@
 // or delays its traffic. A Counter counts the RPCs a client makes, so
 // tests and benchmarks can report RPCs per operation.
 //
+// Main, and CheckLeaks in a TestMain of one's own, fail a run whose tests
+// passed but left goroutines running once every server and client was
+// closed (see Leaks).
+//
 // # Safety
 //
 // Everything here is for tests and local development: servers bind only

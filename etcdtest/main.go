@@ -20,7 +20,9 @@ import (
 //	func TestMain(m *testing.M) { etcdtest.Main(m, &srv, etcdtest.WithoutFsync()) }
 //
 // Tests then use fresh names (Name) so they can run in parallel on the
-// one server.
+// one server. After the last test and the server's Close, Main fails the
+// run if any goroutine the tests started is still running (see Leaks):
+// a closed client, session or primitive must leave nothing behind.
 func Main(m *testing.M, srv **Server, opts ...Option) {
 	s, err := Start(opts...)
 	if err != nil {
@@ -30,7 +32,7 @@ func Main(m *testing.M, srv **Server, opts ...Option) {
 	*srv = s
 	code := m.Run()
 	s.Close()
-	os.Exit(code)
+	os.Exit(CheckLeaks(code))
 }
 
 var names atomic.Int64

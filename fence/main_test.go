@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	pg.Close()
 	s.Close()
-	os.Exit(code)
+	os.Exit(etcdtest.CheckLeaks(code))
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {

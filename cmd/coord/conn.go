@@ -86,6 +86,12 @@ func (c *connFlags) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// beforeDial, when set, runs where client would start dialing, and an
+// error from it is returned instead. It is nil except in the fuzz test of
+// argument parsing, which stops every command there: arguments that get
+// this far passed every usage check, and nothing is dialed or run.
+var beforeDial func(*connFlags) error
+
 // client connects to etcd. It first makes sure at least one endpoint
 // answers within --dial-timeout, so that an unreachable endpoint or a TLS
 // mistake is reported with its reason (connection refused, x509: ...)
@@ -100,6 +106,11 @@ func (c *connFlags) client() (*clientv3.Client, error) {
 	tc, err := c.tlsConfig()
 	if err != nil {
 		return nil, err
+	}
+	if beforeDial != nil {
+		if err := beforeDial(c); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.dialTimeout)
 	defer cancel()

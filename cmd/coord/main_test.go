@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,10 +27,17 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
+	os.Exit(etcdtest.CheckLeaks(testMain(m)))
 }
 
 func testMain(m *testing.M) int {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		// Fuzzing runs FuzzArgs alone (-run=^$), in-process and with no
+		// etcd, in every fuzz worker: building the binary and starting
+		// a server for each would take most of a short fuzz run.
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "coord-cmd-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -131,6 +131,14 @@ func queuePush(args []string, stdout, stderr io.Writer) int {
 	idem := fs.String("idempotency-key", "", "do nothing (and print the first id) if a message with this key is still queued")
 	uniq := fs.String("unique", "", "refuse the message (exit 75) while one with this key is pending or in flight")
 	uniqFor := fs.Duration("unique-for", 0, "with --unique: refuse it for this long after one with the key was enqueued, whatever became of it")
+	// Checked before open, with the other usage rules: a bad --unique-for
+	// must not cost a connection, nor wait for a payload on stdin.
+	q.checks = []func() int{func() int {
+		if *uniqFor < 0 || *uniqFor > 0 && *uniq == "" {
+			return usageErr(fs, stderr, "--unique-for takes a positive duration, with --unique")
+		}
+		return -1
+	}}
 	pos, _, cli, qu, code := q.open(fs, args, stderr, "NAME")
 	if code >= 0 {
 		return code
@@ -154,8 +162,6 @@ func queuePush(args []string, stdout, stderr io.Writer) int {
 		opts = append(opts, queue.WithIdempotencyKey(*idem))
 	}
 	switch {
-	case *uniqFor < 0 || *uniqFor > 0 && *uniq == "":
-		return usageErr(fs, stderr, "--unique-for takes a positive duration, with --unique")
 	case *uniqFor > 0:
 		opts = append(opts, queue.UniqueFor(*uniq, *uniqFor))
 	case *uniq != "":

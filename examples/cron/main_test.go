@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	srv.Close()
-	os.Exit(code)
+	os.Exit(etcdtest.CheckLeaks(code))
 }
 
 // syncBuffer is a strings.Builder safe for concurrent writes.

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	srv.Close()
-	os.Exit(code)
+	os.Exit(etcdtest.CheckLeaks(code))
 }
 
 type syncBuffer struct {

@@ -101,27 +101,43 @@ func Escape(name string) string {
 }
 
 // Unescape reverses Escape. It is used by introspection to show names.
+// It accepts only what Escape writes (two upper-case hex digits after each
+// '%', and every byte Escape would escape escaped), so that no two
+// segments read as the same name: a hand-written key such as "a%2fb" or
+// "a/b" is an error, not a second spelling of "a/b".
 func Unescape(s string) (string, error) {
-	if !strings.Contains(s, "%") {
-		return s, nil
-	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] != '%' {
 			b.WriteByte(s[i])
 			continue
 		}
-		if i+2 >= len(s) {
+		hi, lo := -1, -1
+		if i+2 < len(s) {
+			hi, lo = upperHex(s[i+1]), upperHex(s[i+2])
+		}
+		if hi < 0 || lo < 0 {
 			return "", fmt.Errorf("%w: bad escape in %q", ErrInvalidName, s)
 		}
-		var c byte
-		if _, err := fmt.Sscanf(s[i+1:i+3], "%02X", &c); err != nil {
-			return "", fmt.Errorf("%w: bad escape in %q", ErrInvalidName, s)
-		}
-		b.WriteByte(c)
+		b.WriteByte(byte(hi<<4 | lo))
 		i += 2
 	}
-	return b.String(), nil
+	name := b.String()
+	if Escape(name) != s {
+		return "", fmt.Errorf("%w: %q is not an escaped name", ErrInvalidName, s)
+	}
+	return name, nil
+}
+
+// upperHex is the value of an upper-case hex digit, or -1.
+func upperHex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
 }
 
 // Space is the key subtree of one named primitive.

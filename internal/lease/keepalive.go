@@ -126,9 +126,9 @@ func (r *renewer) run(ctx context.Context, first, interval time.Duration) error 
 			}
 		}
 		r.mu.Lock()
-		stuck := len(r.sent) > 0 && time.Since(r.sent[0]) >= interval
+		stuck := len(r.sent) > 0 && r.s.since(r.sent[0]) >= interval
 		if !stuck {
-			r.sent = append(r.sent, time.Now())
+			r.sent = append(r.sent, r.s.now())
 		}
 		r.mu.Unlock()
 		if stuck {
@@ -162,7 +162,7 @@ func (r *renewer) receive() {
 			r.broken <- errors.New("lease not found")
 			return
 		}
-		r.s.metrics.KeepAlive(time.Since(sent))
+		r.s.metrics.KeepAlive(r.s.since(sent))
 		r.s.extend(sent.Add(time.Duration(resp.TTL)*time.Second - r.s.margin))
 	}
 }
@@ -172,7 +172,7 @@ func (r *renewer) receive() {
 func (r *renewer) useful(ttl time.Duration) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.sent) > 0 && time.Since(r.sent[0]) < ttl
+	return len(r.sent) > 0 && r.s.since(r.sent[0]) < ttl
 }
 
 func (s *Session) renewalFailed(err error) {
@@ -200,14 +200,14 @@ func (s *Session) extend(deadline time.Time) {
 	}
 	s.deadline = deadline
 	s.lastErr = nil
-	s.timer.Reset(time.Until(deadline))
+	s.timer.Reset(s.until(deadline))
 }
 
 // checkDeadline runs when the timer fires: unless a keepalive moved the
 // deadline meanwhile, the lease can no longer be trusted.
 func (s *Session) checkDeadline() {
 	s.mu.Lock()
-	left := time.Until(s.deadline)
+	left := s.until(s.deadline)
 	if s.err == nil && left > 0 {
 		s.timer.Reset(left)
 	}

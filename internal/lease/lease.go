@@ -36,6 +36,10 @@ type Config struct {
 	Root    string
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics
+
+	// now replaces time.Now for the deadline, in tests that move the
+	// wall clock (see clock.go); nil is time.Now.
+	now func() time.Time
 }
 
 // Session is the implementation of session.Session: one lease, renewed
@@ -51,6 +55,7 @@ type Session struct {
 	owner   string // the marker's value: host:pid
 	logger  *slog.Logger
 	metrics *metrics.Metrics
+	now     func() time.Time // time.Now, or a test's clock
 	seq     atomic.Uint64
 	fence   atomic.Int64 // the marker's mod revision every create compares
 
@@ -83,7 +88,10 @@ func New(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error
 	// etcd leases count whole seconds; round up so the caller never gets
 	// less than asked for.
 	secs := int64((cfg.TTL + time.Second - 1) / time.Second)
-	sent := time.Now()
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	sent := cfg.now()
 	grant, err := cli.Grant(ctx, secs)
 	if err != nil {
 		return nil, fmt.Errorf("session: grant lease: %w", etcderr.Explain(cli, err))
@@ -104,6 +112,7 @@ func New(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error
 		owner:   host + ":" + strconv.Itoa(os.Getpid()),
 		logger:  cfg.Logger,
 		metrics: cfg.Metrics,
+		now:     cfg.now,
 		done:    make(chan struct{}),
 	}
 	s.margin = min(max(s.ttl/10, 100*time.Millisecond), time.Second)
@@ -123,7 +132,7 @@ func New(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error
 	loopCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.mu.Lock()
-	s.timer = time.AfterFunc(time.Until(s.deadline), s.checkDeadline)
+	s.timer = time.AfterFunc(s.until(s.deadline), s.checkDeadline)
 	s.mu.Unlock()
 	s.loopWG.Add(3)
 	go s.keepAlive(loopCtx)
