@@ -187,6 +187,8 @@ type Stats struct {
 	Faults     map[string]int
 	Violations []string
 	Figures    map[string][]time.Duration
+	// Porcupine is the outside checker's verdict on the histories.
+	Porcupine Verdicts
 }
 
 func newStats() *Stats {
@@ -231,5 +233,5 @@ func (s *Stats) String() string {
 		figs = append(figs, fmt.Sprintf("%s: n=%d %v..%v", k, len(v), lo.Round(time.Millisecond), hi.Round(time.Millisecond)))
 	}
 	sort.Strings(figs)
-	return fmt.Sprintf("ops=%d faults=[%s] violations=%d %s", s.Ops, strings.Join(faults, " "), len(s.Violations), strings.Join(figs, "; "))
+	return fmt.Sprintf("ops=%d faults=[%s] violations=%d porcupine[%s] %s", s.Ops, strings.Join(faults, " "), len(s.Violations), s.Porcupine, strings.Join(figs, "; "))
 }

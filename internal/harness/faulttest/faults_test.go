@@ -361,7 +361,7 @@ func TestFaults(t *testing.T) {
 // TestBrokenVariantsAreCaught proves the suite can fail: a lock that
 // skips waiting for its turn, a holder that writes without its fencing
 // guard, and queue consumers that ack without a claim check, must all be
-// caught.
+// caught, by our own checks and by Porcupine's models (porcupine.go).
 func TestBrokenVariantsAreCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs broken variants through the fault suite for about 25 s; run without -short")
@@ -390,6 +390,7 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 			// break to show (a pause while it holds, say): a short run
 			// misses it now and then, so give it a few runs, each with a
 			// fresh seed, and require a catch in one of them.
+			ours, outside := false, false
 			for run := range 4 {
 				root := fmt.Sprintf("broken-%s-%d/", v.name, run)
 				// Long enough for two faults of the slowest kind (a pause
@@ -403,12 +404,21 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 					specs = []holdSpec{v.spec(root)}
 				}
 				st := runScenario(t, cluster, v.sc, root, specs, qr, max(duration(), 9*time.Second), int64(run))
-				if len(st.Violations) > 0 {
-					t.Logf("caught %s in run %d: %d violations, e.g. %s", v.name, run+1, len(st.Violations), st.Violations[0])
+				for _, viol := range st.Violations {
+					if !strings.HasPrefix(viol, "porcupine:") && !ours {
+						ours = true
+						t.Logf("our checker caught %s in run %d: %d violations, e.g. %s", v.name, run+1, len(st.Violations), viol)
+					}
+				}
+				if st.Porcupine.Illegal() && !outside {
+					outside = true
+					t.Logf("porcupine caught %s in run %d: %s", v.name, run+1, st.Porcupine)
+				}
+				if ours && outside {
 					return
 				}
 			}
-			t.Fatalf("the suite did not catch a broken %s in 4 runs", v.name)
+			t.Fatalf("a broken %s in 4 runs: caught by our checker %v, by porcupine %v; both must catch it", v.name, ours, outside)
 		})
 	}
 }
@@ -506,7 +516,15 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	var br *barrierRun
 	var sr *scheduleRun
 	var shr *shardRun
+	var multi []holdSpec
 	if !strings.HasPrefix(root, "broken-") {
+		// One worker per process holds several primitives at once on the
+		// process's shared session (multi.go).
+		multi = multiSpecs(root)
+		for _, c := range e.Clients {
+			wg.Add(1)
+			go func() { defer wg.Done(); runMulti(runCtx, e, c, multi, w.holding[c.ID]) }()
+		}
 		br, sr, shr = &barrierRun{name: "gate"}, newScheduleRun("tick"), newShardRun()
 		for _, c := range e.Clients {
 			wg.Add(2)
@@ -549,7 +567,7 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	if end, err := admin.Get(ctx, "rev-probe"); err == nil {
 		e.Log.Sync(ctx, end.Header.Revision)
 	}
-	for _, spec := range specs {
+	for _, spec := range append(append([]holdSpec(nil), specs...), multi...) {
 		checkHolds(e, spec, nil)
 	}
 	checkPartitions(e)
@@ -565,8 +583,16 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	if !e.Log.Complete() {
 		t.Logf("note: the event log lost history (compaction after a reconnect); revision-order checks were skipped")
 	}
+	e.Stats.Porcupine = checkPorcupine(e, qr)
 	e.Stats.Ops = len(e.Hist.Ops())
 	t.Logf("seed=%d %s", seed, e.Stats)
+	// One machine-readable line per run, for soak.sh.
+	mode := "in-process"
+	if os.Getenv("COORD_ETCD_BINARY") != "" {
+		mode = "processes"
+	}
+	t.Logf("SOAK scenario=%s mode=%s seed=%d ops=%d violations=%d register=%s queue=%s",
+		strings.TrimSuffix(root, "/"), mode, seed, e.Stats.Ops, len(e.Stats.Violations), verdictWord(e.Stats.Porcupine.Register), verdictWord(e.Stats.Porcupine.Queue))
 	if len(e.Stats.Violations) > 0 && !strings.HasPrefix(root, "broken-") {
 		t.Logf("seed %d; history:\n%s", seed, e.Hist.Dump())
 	}
