@@ -24,6 +24,7 @@ type Client struct {
 	ID  int
 	P   etcdtest.Proxies
 	Cli *clientv3.Client
+	TTL time.Duration // its sessions' TTL; 0: the scenario's
 
 	mu      sync.Mutex
 	pending time.Duration // a pause to take at the next Stall
@@ -43,7 +44,11 @@ func (c *Client) Session(ctx context.Context, e *Env) (*session.Session, error) 
 	}
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	s, err := session.New(sctx, c.Cli, session.WithTTL(e.TTL), session.WithPrefix(e.Root))
+	ttl := e.TTL
+	if c.TTL > 0 {
+		ttl = c.TTL
+	}
+	s, err := session.New(sctx, c.Cli, session.WithTTL(ttl), session.WithPrefix(e.Root))
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +194,8 @@ type Stats struct {
 	Figures    map[string][]time.Duration
 	// Porcupine is the outside checker's verdict on the histories.
 	Porcupine Verdicts
+	// Crash is the whole-cluster crash's report, in that scenario.
+	Crash *CrashReport
 }
 
 func newStats() *Stats {

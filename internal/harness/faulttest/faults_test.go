@@ -31,6 +31,13 @@ const (
 type scenario struct {
 	name    string
 	nemesis func(ctx context.Context, e *Env, w *world)
+	// ttls, when set, are the processes' session TTLs (default ttl).
+	ttls []time.Duration
+	// explicitAcks: process 0 consumes with Claim and Ack (claimLoop)
+	// instead of Consume, so the Acks that returned success are known.
+	explicitAcks bool
+	// check, when set, runs after every other check.
+	check func(e *Env, qr *queueRun)
 }
 
 // world is what the nemesis can see of the workloads.
@@ -73,8 +80,8 @@ func seedFor(name string) int64 {
 }
 
 var scenarios = []scenario{
-	{"baseline", func(ctx context.Context, e *Env, w *world) {}},
-	{"pause-past-ttl", func(ctx context.Context, e *Env, w *world) {
+	{name: "baseline", nemesis: func(ctx context.Context, e *Env, w *world) {}},
+	{name: "pause-past-ttl", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			c := e.Clients[e.Rand(nClients)]
 			e.Stats.Fault("pause")
@@ -86,7 +93,7 @@ var scenarios = []scenario{
 			pause(ctx, 300*time.Millisecond)
 		}
 	}},
-	{"partition-half-and-one-and-half-ttl", func(ctx context.Context, e *Env, w *world) {
+	{name: "partition-half-and-one-and-half-ttl", nemesis: func(ctx context.Context, e *Env, w *world) {
 		long := false
 		for ctx.Err() == nil {
 			c := w.holdingClient(e)
@@ -109,7 +116,7 @@ var scenarios = []scenario{
 			pause(ctx, 500*time.Millisecond)
 		}
 	}},
-	{"slow-and-dropped-replies", func(ctx context.Context, e *Env, w *world) {
+	{name: "slow-and-dropped-replies", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			c := e.Clients[e.Rand(nClients)]
 			if e.Rand(2) == 0 {
@@ -126,7 +133,7 @@ var scenarios = []scenario{
 			}
 		}
 	}},
-	{"kill-leader-and-follower", func(ctx context.Context, e *Env, w *world) {
+	{name: "kill-leader-and-follower", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for i := 0; ctx.Err() == nil; i++ {
 			lead, err := e.Cluster.WaitLeader(ctx)
 			if err != nil {
@@ -147,7 +154,7 @@ var scenarios = []scenario{
 			pause(ctx, 500*time.Millisecond)
 		}
 	}},
-	{"move-and-isolate-leader", func(ctx context.Context, e *Env, w *world) {
+	{name: "move-and-isolate-leader", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for i := 0; ctx.Err() == nil; i++ {
 			lead, err := e.Cluster.WaitLeader(ctx)
 			if err != nil {
@@ -167,7 +174,7 @@ var scenarios = []scenario{
 			pause(ctx, 500*time.Millisecond)
 		}
 	}},
-	{"compaction-storm", func(ctx context.Context, e *Env, w *world) {
+	{name: "compaction-storm", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
 			if resp, err := e.Admin.Get(cctx, "compact-probe"); err == nil {
@@ -179,7 +186,7 @@ var scenarios = []scenario{
 			pause(ctx, 100*time.Millisecond)
 		}
 	}},
-	{"random-lease-revocations", func(ctx context.Context, e *Env, w *world) {
+	{name: "random-lease-revocations", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			pause(ctx, time.Duration(200+e.Rand(400))*time.Millisecond)
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -318,7 +325,7 @@ func clusterOptions() []etcdtest.Option {
 // processScenarios need real etcd processes: a member stopped with
 // SIGSTOP keeps its connections open and answers nothing.
 var processScenarios = []scenario{
-	{"sigstop-members", func(ctx context.Context, e *Env, w *world) {
+	{name: "sigstop-members", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			m := e.Rand(e.Cluster.Size())
 			if lead := e.Cluster.Leader(); lead >= 0 && e.Rand(2) == 0 {
@@ -483,7 +490,11 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.Clients = append(e.Clients, &Client{ID: c, P: ps, Cli: cli})
+		cl := &Client{ID: c, P: ps, Cli: cli}
+		if c < len(sc.ttls) {
+			cl.TTL = sc.ttls[c]
+		}
+		e.Clients = append(e.Clients, cl)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -513,6 +524,10 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 		for _, c := range e.Clients {
 			// One Consume pool per process, on its one shared session.
 			wg.Add(1)
+			if sc.explicitAcks && c.ID == 0 {
+				go func() { defer wg.Done(); qr.claimLoop(runCtx, e, c) }()
+				continue
+			}
 			go func() { defer wg.Done(); qr.consume(runCtx, e, c) }()
 		}
 		wg.Add(1)
@@ -584,6 +599,9 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 		br.check(e)
 		sr.check(e)
 		shr.check(e)
+	}
+	if sc.check != nil {
+		sc.check(e, qr)
 	}
 	if !e.Log.Complete() {
 		t.Logf("note: the event log lost history (compaction after a reconnect); revision-order checks were skipped")
