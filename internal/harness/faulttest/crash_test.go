@@ -11,7 +11,7 @@ import (
 
 // TestWholeClusterCrash kills every member of a 3-member cluster at once
 // in the middle of every workload and restarts the cluster from its data
-// directories (crash.go says what must hold). With COORD_ETCD_BINARY the
+// directories (crashcheck_test.go says what must hold). With COORD_ETCD_BINARY the
 // members are real etcd processes killed with SIGKILL (CI runs it so
 // against each supported server version); without, embedded members are
 // hard-stopped together. It runs in its short form (one crash) under

@@ -194,8 +194,6 @@ type Stats struct {
 	Figures    map[string][]time.Duration
 	// Porcupine is the outside checker's verdict on the histories.
 	Porcupine Verdicts
-	// Crash is the whole-cluster crash's report, in that scenario.
-	Crash *CrashReport
 }
 
 func newStats() *Stats {

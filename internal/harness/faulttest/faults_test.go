@@ -539,7 +539,7 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	var multi []holdSpec
 	if !strings.HasPrefix(root, "broken-") {
 		// One worker per process holds several primitives at once on the
-		// process's shared session (multi.go).
+		// process's shared session (multi_test.go).
 		multi = multiSpecs(root)
 		for _, c := range e.Clients {
 			wg.Add(1)
