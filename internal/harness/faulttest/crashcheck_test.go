@@ -207,6 +207,7 @@ func checkCrash(e *Env, qr *queueRun) CrashReport {
 			rep.Delivered++
 		} else {
 			rep.Lost++
+			e.Stats.Violation("crash: the Enqueue of %s returned success, and no handler ever got it", p)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
