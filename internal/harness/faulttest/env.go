@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/lease"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -57,6 +58,17 @@ func (c *Client) Session(ctx context.Context, e *Env) (*session.Session, error) 
 	}
 	c.sess = s
 	return s, nil
+}
+
+// Renewed returns the process's live session's lease and the send time
+// of its last acknowledged renewal (zero values without one).
+func (c *Client) Renewed() (clientv3.LeaseID, time.Time) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.sess == nil || c.sess.Err() != nil {
+		return 0, time.Time{}
+	}
+	return c.sess.Lease(), lease.Of(c.sess).Renewed()
 }
 
 // Crash ends the process's session as a dying process would lose it:

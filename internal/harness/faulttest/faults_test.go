@@ -104,6 +104,9 @@ var scenarios = []scenario{
 			long = !long
 			e.Stats.Fault(kind)
 			call := time.Now()
+			// When the session's last acknowledged renewal was sent, as
+			// the cut began: a starved machine may have delayed it.
+			lease, renewed := c.Renewed()
 			c.P.Blackhole()
 			pause(ctx, d)
 			c.P.Restore()
@@ -112,7 +115,8 @@ var scenarios = []scenario{
 				// promises, and is judged by neither rule.
 				kind = "blackhole-cut"
 			}
-			e.Hist.Add(Op{Client: c.ID, Kind: "nemesis", Op: kind, Call: call, Return: time.Now()})
+			e.Hist.Add(Op{Client: c.ID, Kind: "nemesis", Op: kind, Call: call, Return: time.Now(), Token: int64(lease),
+				Detail: renewed.Format(time.RFC3339Nano)})
 			pause(ctx, 500*time.Millisecond)
 		}
 	}},
