@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/coord-go/coord/internal/etcderr"
 	"strings"
 	"time"
 
@@ -48,7 +49,7 @@ func (b *Barrier) Hold(ctx context.Context) error {
 		return b.err
 	}
 	if _, err := b.cli.Put(ctx, b.sp.Key("h", "persistent"), keys.Record{Since: time.Now()}.Encode()); err != nil {
-		return fmt.Errorf("barrier %q: hold: %w", b.sp.Name(), err)
+		return fmt.Errorf("barrier %q: hold: %w", b.sp.Name(), etcderr.Explain(b.cli, err))
 	}
 	return nil
 }
@@ -75,7 +76,7 @@ func (b *Barrier) HoldWith(ctx context.Context, s *session.Session) error {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			err = fmt.Errorf("%w: %w", session.ErrExpired, err)
 		}
-		return fmt.Errorf("barrier %q: hold: %w", b.sp.Name(), err)
+		return fmt.Errorf("barrier %q: hold: %w", b.sp.Name(), etcderr.Explain(b.cli, err))
 	}
 	s.Logger().Debug("coord barrier held", "kind", keys.KindBarrier, "name", b.sp.Name(), "lease", fmt.Sprintf("%016x", int64(s.Lease())))
 	return nil
@@ -94,7 +95,7 @@ func (b *Barrier) Release(ctx context.Context) error {
 		clientv3.OpPut(b.released, ""),
 	).Commit()
 	if err != nil {
-		return fmt.Errorf("barrier %q: release: %w", b.sp.Name(), err)
+		return fmt.Errorf("barrier %q: release: %w", b.sp.Name(), etcderr.Explain(b.cli, err))
 	}
 	return nil
 }

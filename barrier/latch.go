@@ -3,6 +3,7 @@ package barrier
 import (
 	"context"
 	"fmt"
+	"github.com/coord-go/coord/internal/etcderr"
 	"strconv"
 
 	"github.com/coord-go/coord/internal/keys"
@@ -87,7 +88,7 @@ func (l *Latch) CountDown(ctx context.Context, opts ...CountDownOption) error {
 		}
 		resp, err := l.cli.Txn(ctx).If(cmp).Then(then...).Else(clientv3.OpGet(countKey)).Commit()
 		if err != nil {
-			return fmt.Errorf("latch %q: count down: %w", l.sp.Name(), err)
+			return fmt.Errorf("latch %q: count down: %w", l.sp.Name(), etcderr.Explain(l.cli, err))
 		}
 		if resp.Succeeded {
 			return nil

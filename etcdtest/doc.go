@@ -18,8 +18,10 @@
 // at one second.
 //
 // It also injects faults, for tests of code that must stay correct when
-// things break: stop, kill and restart a cluster member, move raft
-// leadership, cut a member off from its peers, pause a process member
+// things break: stop, kill and restart a cluster member, crash every
+// member at once and restart the cluster from its data directories
+// (KillAll, RestartAll), fill a server up to its backend quota
+// (WithQuotaBackendBytes), move raft leadership, cut a member off from its peers, pause a process member
 // with SIGSTOP, and put a Proxy between a client and etcd that blackholes
 // or delays its traffic. A Counter counts the RPCs a client makes, so
 // tests and benchmarks can report RPCs per operation.

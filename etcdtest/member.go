@@ -41,6 +41,9 @@ func (m *member) embedConfig(newCluster bool) *embed.Config {
 	if m.cfg.maxRequestBytes > 0 {
 		ec.MaxRequestBytes = m.cfg.maxRequestBytes
 	}
+	if m.cfg.quota > 0 {
+		ec.QuotaBackendBytes = m.cfg.quota
+	}
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(m.cfg.zapLogger())
 	ec.LogLevel = "error"
 	local := url.URL{Scheme: "http", Host: "127.0.0.1:0"}

@@ -21,6 +21,7 @@ type config struct {
 	clientAddr      string
 	binary          string
 	bcryptCost      int
+	quota           int64
 }
 
 // BinaryEnv names the environment variable that makes every Server and
@@ -73,6 +74,16 @@ func WithClientAddr(addr string) Option { return func(c *config) { c.clientAddr 
 // authentication takes a second or more: tests of auth-enabled servers
 // that are not about that cost use bcrypt.MinCost (4).
 func WithBcryptCost(n int) Option { return func(c *config) { c.bcryptCost = n } }
+
+// WithQuotaBackendBytes sets the server's backend size quota
+// (--quota-backend-bytes; etcd's default is 2 GiB). A write that would grow
+// the database past it raises the NOSPACE alarm, and from then on every
+// write that needs space fails with "etcdserver: mvcc: database space
+// exceeded" until the space is reclaimed (compaction, defragmentation) and
+// the alarm disarmed: for tests of what clients do when etcd is full. The
+// backend never shrinks below a few hundred KiB, so a quota under 1 MiB
+// is soon reached. n must be positive.
+func WithQuotaBackendBytes(n int64) Option { return func(c *config) { c.quota = n } }
 
 func (c config) zapLogger() *zap.Logger {
 	if c.logOutput == nil {

@@ -20,7 +20,8 @@ import (
 // SIGSTOP and SIGCONT. The options map to etcd's flags (WithoutFsync to
 // --unsafe-no-fsync, WithElectionTimeout to --heartbeat-interval and
 // --election-timeout, WithMaxRequestBytes to --max-request-bytes,
-// WithLogOutput to the process's stdout and stderr). Ports for the
+// WithQuotaBackendBytes to --quota-backend-bytes, WithLogOutput to the
+// process's stdout and stderr). Ports for the
 // processes are picked by binding port 0 and releasing it, so a start can
 // race another program for a port; Start and StartCluster retry.
 //
@@ -91,6 +92,9 @@ func (m *member) startProcess(newCluster bool) error {
 	}
 	if m.cfg.maxRequestBytes > 0 {
 		args = append(args, "--max-request-bytes", strconv.FormatUint(uint64(m.cfg.maxRequestBytes), 10))
+	}
+	if m.cfg.quota > 0 {
+		args = append(args, "--quota-backend-bytes", strconv.FormatInt(m.cfg.quota, 10))
 	}
 	cmd := exec.Command(m.cfg.binary, args...)
 	var out io.Writer = io.Discard

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/coord-go/coord/internal/etcderr"
 	"time"
 
 	"github.com/coord-go/coord/internal/keys"
@@ -371,5 +372,5 @@ func (q *Queue) wrapPutErr(err error) error {
 	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCTooManyOps) {
 		return fmt.Errorf("queue %q: %w: %w", q.sp.Name(), ErrTooLarge, err)
 	}
-	return fmt.Errorf("queue %q: enqueue: %w", q.sp.Name(), err)
+	return fmt.Errorf("queue %q: enqueue: %w", q.sp.Name(), etcderr.WrapNoSpace(err))
 }

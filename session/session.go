@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/coord-go/coord/internal/etcderr"
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/internal/lease"
 	"github.com/coord-go/coord/metrics"
@@ -25,6 +26,16 @@ var ErrClosed = lease.ErrClosed
 // client, a TTL the server would not honour, an empty or reserved root
 // prefix.
 var ErrInvalid = lease.ErrInvalid
+
+// ErrNoSpace is wrapped by the errors of the session and of every
+// primitive built on it when etcd refused a write for want of space: the
+// server's NOSPACE alarm is raised (its database reached
+// --quota-backend-bytes). No retry cures it, so none is made: the call
+// fails at once. Only writes that need space fail; deletes and reads go
+// on, and so do the session's keepalives, so what is held stays held and
+// no Done closes for it. Once an operator compacts, defragments and
+// disarms the alarm, the same sessions and primitives work again.
+var ErrNoSpace = etcderr.ErrNoSpace
 
 // DefaultTTL is the lease TTL when WithTTL is not given.
 const DefaultTTL = 15 * time.Second

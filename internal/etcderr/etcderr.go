@@ -3,6 +3,7 @@ package etcderr
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -14,6 +15,11 @@ import (
 // ErrClientClosed is returned by waits and holds whose etcd client was
 // closed: nothing can be learned from etcd through it any more.
 var ErrClientClosed = errors.New("etcd client closed")
+
+// ErrNoSpace is wrapped, by Explain, into every error that is etcd's
+// "database space exceeded": the server's NOSPACE alarm is raised. It is
+// exported as session.ErrNoSpace.
+var ErrNoSpace = errors.New("etcd is out of space (NOSPACE alarm): writes that need space fail until an operator compacts, defragments and disarms the alarm")
 
 // Transient reports whether err is a failure that a retry may cure: no
 // leader, a leader change, a server-side timeout, an unreachable member.
@@ -74,7 +80,8 @@ func Refused(err error) bool {
 // NOSPACE alarm is raised and every write fails until an operator
 // compacts, defragments and disarms it.
 func NoSpace(err error) bool {
-	return errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace)
+	return errors.Is(err, ErrNoSpace) || errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace) ||
+		err != nil && strings.Contains(err.Error(), rpctypes.ErrorDesc(rpctypes.ErrGRPCNoSpace))
 }
 
 // Closed reports whether cli has been closed.
@@ -82,12 +89,22 @@ func Closed(cli *clientv3.Client) bool { return cli.Ctx().Err() != nil }
 
 // Explain turns a context error caused by the client's own closing into
 // ErrClientClosed, so a closed client is never mistaken for a caller's
-// cancellation, and returns any other error as it is.
+// cancellation, wraps ErrNoSpace into etcd's "database space exceeded",
+// and returns any other error as it is.
 func Explain(cli *clientv3.Client, err error) error {
 	if err != nil && Closed(cli) && (errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled) {
 		return errors.Join(ErrClientClosed, err)
 	}
-	return err
+	return WrapNoSpace(err)
+}
+
+// WrapNoSpace returns err wrapping ErrNoSpace if it is etcd's "database
+// space exceeded" (and does not wrap it yet), and err as it is otherwise.
+func WrapNoSpace(err error) error {
+	if err == nil || errors.Is(err, ErrNoSpace) || !NoSpace(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrNoSpace, err)
 }
 
 // LeaseNotFound reports whether err says a lease named in the request is

@@ -29,3 +29,23 @@ func TestRefused(t *testing.T) {
 		t.Error("no leader must be transient, NOSPACE must not")
 	}
 }
+
+func TestWrapNoSpace(t *testing.T) {
+	for _, err := range []error{rpctypes.ErrNoSpace, rpctypes.ErrGRPCNoSpace, errors.New("rpc error: code = ResourceExhausted desc = etcdserver: mvcc: database space exceeded")} {
+		w := etcderr.WrapNoSpace(err)
+		if !errors.Is(w, etcderr.ErrNoSpace) || !errors.Is(w, err) || !etcderr.NoSpace(w) {
+			t.Errorf("WrapNoSpace(%v) = %v: want it to wrap ErrNoSpace and the error", err, w)
+		}
+		if etcderr.WrapNoSpace(w) != w {
+			t.Errorf("WrapNoSpace wrapped %v twice", w)
+		}
+		if etcderr.Transient(w) {
+			t.Errorf("Transient(%v) = true", w)
+		}
+	}
+	for _, err := range []error{nil, rpctypes.ErrNoLeader, errors.New("other")} {
+		if got := etcderr.WrapNoSpace(err); got != err {
+			t.Errorf("WrapNoSpace(%v) = %v, want it unchanged", err, got)
+		}
+	}
+}

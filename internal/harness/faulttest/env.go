@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
+	"github.com/coord-go/coord/internal/lease"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -24,6 +25,7 @@ type Client struct {
 	ID  int
 	P   etcdtest.Proxies
 	Cli *clientv3.Client
+	TTL time.Duration // its sessions' TTL; 0: the scenario's
 
 	mu      sync.Mutex
 	pending time.Duration // a pause to take at the next Stall
@@ -43,7 +45,11 @@ func (c *Client) Session(ctx context.Context, e *Env) (*session.Session, error) 
 	}
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	s, err := session.New(sctx, c.Cli, session.WithTTL(e.TTL), session.WithPrefix(e.Root))
+	ttl := e.TTL
+	if c.TTL > 0 {
+		ttl = c.TTL
+	}
+	s, err := session.New(sctx, c.Cli, session.WithTTL(ttl), session.WithPrefix(e.Root))
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +58,17 @@ func (c *Client) Session(ctx context.Context, e *Env) (*session.Session, error) 
 	}
 	c.sess = s
 	return s, nil
+}
+
+// Renewed returns the process's live session's lease and the send time
+// of its last acknowledged renewal (zero values without one).
+func (c *Client) Renewed() (clientv3.LeaseID, time.Time) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if c.sess == nil || c.sess.Err() != nil {
+		return 0, time.Time{}
+	}
+	return c.sess.Lease(), lease.Of(c.sess).Renewed()
 }
 
 // Crash ends the process's session as a dying process would lose it:
@@ -187,6 +204,8 @@ type Stats struct {
 	Faults     map[string]int
 	Violations []string
 	Figures    map[string][]time.Duration
+	// Porcupine is the outside checker's verdict on the histories.
+	Porcupine Verdicts
 }
 
 func newStats() *Stats {
@@ -231,5 +250,5 @@ func (s *Stats) String() string {
 		figs = append(figs, fmt.Sprintf("%s: n=%d %v..%v", k, len(v), lo.Round(time.Millisecond), hi.Round(time.Millisecond)))
 	}
 	sort.Strings(figs)
-	return fmt.Sprintf("ops=%d faults=[%s] violations=%d %s", s.Ops, strings.Join(faults, " "), len(s.Violations), strings.Join(figs, "; "))
+	return fmt.Sprintf("ops=%d faults=[%s] violations=%d porcupine[%s] %s", s.Ops, strings.Join(faults, " "), len(s.Violations), s.Porcupine, strings.Join(figs, "; "))
 }

@@ -31,6 +31,13 @@ const (
 type scenario struct {
 	name    string
 	nemesis func(ctx context.Context, e *Env, w *world)
+	// ttls, when set, are the processes' session TTLs (default ttl).
+	ttls []time.Duration
+	// explicitAcks: process 0 consumes with Claim and Ack (claimLoop)
+	// instead of Consume, so the Acks that returned success are known.
+	explicitAcks bool
+	// check, when set, runs after every other check.
+	check func(e *Env, qr *queueRun)
 }
 
 // world is what the nemesis can see of the workloads.
@@ -73,8 +80,8 @@ func seedFor(name string) int64 {
 }
 
 var scenarios = []scenario{
-	{"baseline", func(ctx context.Context, e *Env, w *world) {}},
-	{"pause-past-ttl", func(ctx context.Context, e *Env, w *world) {
+	{name: "baseline", nemesis: func(ctx context.Context, e *Env, w *world) {}},
+	{name: "pause-past-ttl", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			c := e.Clients[e.Rand(nClients)]
 			e.Stats.Fault("pause")
@@ -86,7 +93,7 @@ var scenarios = []scenario{
 			pause(ctx, 300*time.Millisecond)
 		}
 	}},
-	{"partition-half-and-one-and-half-ttl", func(ctx context.Context, e *Env, w *world) {
+	{name: "partition-half-and-one-and-half-ttl", nemesis: func(ctx context.Context, e *Env, w *world) {
 		long := false
 		for ctx.Err() == nil {
 			c := w.holdingClient(e)
@@ -97,14 +104,23 @@ var scenarios = []scenario{
 			long = !long
 			e.Stats.Fault(kind)
 			call := time.Now()
+			// When the session's last acknowledged renewal was sent, as
+			// the cut began: a starved machine may have delayed it.
+			lease, renewed := c.Renewed()
 			c.P.Blackhole()
 			pause(ctx, d)
 			c.P.Restore()
-			e.Hist.Add(Op{Client: c.ID, Kind: "nemesis", Op: kind, Call: call, Return: time.Now()})
+			if time.Since(call) < d {
+				// The run ended first: this cut was shorter than its kind
+				// promises, and is judged by neither rule.
+				kind = "blackhole-cut"
+			}
+			e.Hist.Add(Op{Client: c.ID, Kind: "nemesis", Op: kind, Call: call, Return: time.Now(), Token: int64(lease),
+				Detail: renewed.Format(time.RFC3339Nano)})
 			pause(ctx, 500*time.Millisecond)
 		}
 	}},
-	{"slow-and-dropped-replies", func(ctx context.Context, e *Env, w *world) {
+	{name: "slow-and-dropped-replies", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			c := e.Clients[e.Rand(nClients)]
 			if e.Rand(2) == 0 {
@@ -121,7 +137,7 @@ var scenarios = []scenario{
 			}
 		}
 	}},
-	{"kill-leader-and-follower", func(ctx context.Context, e *Env, w *world) {
+	{name: "kill-leader-and-follower", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for i := 0; ctx.Err() == nil; i++ {
 			lead, err := e.Cluster.WaitLeader(ctx)
 			if err != nil {
@@ -142,7 +158,7 @@ var scenarios = []scenario{
 			pause(ctx, 500*time.Millisecond)
 		}
 	}},
-	{"move-and-isolate-leader", func(ctx context.Context, e *Env, w *world) {
+	{name: "move-and-isolate-leader", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for i := 0; ctx.Err() == nil; i++ {
 			lead, err := e.Cluster.WaitLeader(ctx)
 			if err != nil {
@@ -162,7 +178,7 @@ var scenarios = []scenario{
 			pause(ctx, 500*time.Millisecond)
 		}
 	}},
-	{"compaction-storm", func(ctx context.Context, e *Env, w *world) {
+	{name: "compaction-storm", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
 			if resp, err := e.Admin.Get(cctx, "compact-probe"); err == nil {
@@ -174,7 +190,7 @@ var scenarios = []scenario{
 			pause(ctx, 100*time.Millisecond)
 		}
 	}},
-	{"random-lease-revocations", func(ctx context.Context, e *Env, w *world) {
+	{name: "random-lease-revocations", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			pause(ctx, time.Duration(200+e.Rand(400))*time.Millisecond)
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -313,7 +329,7 @@ func clusterOptions() []etcdtest.Option {
 // processScenarios need real etcd processes: a member stopped with
 // SIGSTOP keeps its connections open and answers nothing.
 var processScenarios = []scenario{
-	{"sigstop-members", func(ctx context.Context, e *Env, w *world) {
+	{name: "sigstop-members", nemesis: func(ctx context.Context, e *Env, w *world) {
 		for ctx.Err() == nil {
 			m := e.Rand(e.Cluster.Size())
 			if lead := e.Cluster.Leader(); lead >= 0 && e.Rand(2) == 0 {
@@ -361,7 +377,7 @@ func TestFaults(t *testing.T) {
 // TestBrokenVariantsAreCaught proves the suite can fail: a lock that
 // skips waiting for its turn, a holder that writes without its fencing
 // guard, and queue consumers that ack without a claim check, must all be
-// caught.
+// caught, by our own checks and by Porcupine's models (porcupine.go).
 func TestBrokenVariantsAreCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs broken variants through the fault suite for about 25 s; run without -short")
@@ -390,6 +406,7 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 			// break to show (a pause while it holds, say): a short run
 			// misses it now and then, so give it a few runs, each with a
 			// fresh seed, and require a catch in one of them.
+			ours, outside := false, false
 			for run := range 4 {
 				root := fmt.Sprintf("broken-%s-%d/", v.name, run)
 				// Long enough for two faults of the slowest kind (a pause
@@ -403,12 +420,21 @@ func TestBrokenVariantsAreCaught(t *testing.T) {
 					specs = []holdSpec{v.spec(root)}
 				}
 				st := runScenario(t, cluster, v.sc, root, specs, qr, max(duration(), 9*time.Second), int64(run))
-				if len(st.Violations) > 0 {
-					t.Logf("caught %s in run %d: %d violations, e.g. %s", v.name, run+1, len(st.Violations), st.Violations[0])
+				for _, viol := range st.Violations {
+					if !strings.HasPrefix(viol, "porcupine:") && !ours {
+						ours = true
+						t.Logf("our checker caught %s in run %d: %d violations, e.g. %s", v.name, run+1, len(st.Violations), viol)
+					}
+				}
+				if st.Porcupine.Illegal() && !outside {
+					outside = true
+					t.Logf("porcupine caught %s in run %d: %s", v.name, run+1, st.Porcupine)
+				}
+				if ours && outside {
 					return
 				}
 			}
-			t.Fatalf("the suite did not catch a broken %s in 4 runs", v.name)
+			t.Fatalf("a broken %s in 4 runs: caught by our checker %v, by porcupine %v; both must catch it", v.name, ours, outside)
 		})
 	}
 }
@@ -468,7 +494,11 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.Clients = append(e.Clients, &Client{ID: c, P: ps, Cli: cli})
+		cl := &Client{ID: c, P: ps, Cli: cli}
+		if c < len(sc.ttls) {
+			cl.TTL = sc.ttls[c]
+		}
+		e.Clients = append(e.Clients, cl)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -498,6 +528,10 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 		for _, c := range e.Clients {
 			// One Consume pool per process, on its one shared session.
 			wg.Add(1)
+			if sc.explicitAcks && c.ID == 0 {
+				go func() { defer wg.Done(); qr.claimLoop(runCtx, e, c) }()
+				continue
+			}
 			go func() { defer wg.Done(); qr.consume(runCtx, e, c) }()
 		}
 		wg.Add(1)
@@ -506,7 +540,15 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	var br *barrierRun
 	var sr *scheduleRun
 	var shr *shardRun
+	var multi []holdSpec
 	if !strings.HasPrefix(root, "broken-") {
+		// One worker per process holds several primitives at once on the
+		// process's shared session (multi_test.go).
+		multi = multiSpecs(root)
+		for _, c := range e.Clients {
+			wg.Add(1)
+			go func() { defer wg.Done(); runMulti(runCtx, e, c, multi, w.holding[c.ID]) }()
+		}
 		br, sr, shr = &barrierRun{name: "gate"}, newScheduleRun("tick"), newShardRun()
 		for _, c := range e.Clients {
 			wg.Add(2)
@@ -549,7 +591,7 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 	if end, err := admin.Get(ctx, "rev-probe"); err == nil {
 		e.Log.Sync(ctx, end.Header.Revision)
 	}
-	for _, spec := range specs {
+	for _, spec := range append(append([]holdSpec(nil), specs...), multi...) {
 		checkHolds(e, spec, nil)
 	}
 	checkPartitions(e)
@@ -562,11 +604,22 @@ func runScenario(t *testing.T, cluster *etcdtest.Cluster, sc scenario, root stri
 		sr.check(e)
 		shr.check(e)
 	}
+	if sc.check != nil {
+		sc.check(e, qr)
+	}
 	if !e.Log.Complete() {
 		t.Logf("note: the event log lost history (compaction after a reconnect); revision-order checks were skipped")
 	}
+	e.Stats.Porcupine = checkPorcupine(e, qr)
 	e.Stats.Ops = len(e.Hist.Ops())
 	t.Logf("seed=%d %s", seed, e.Stats)
+	// One machine-readable line per run, for soak.sh.
+	mode := "in-process"
+	if os.Getenv("COORD_ETCD_BINARY") != "" {
+		mode = "processes"
+	}
+	t.Logf("SOAK scenario=%s mode=%s seed=%d ops=%d violations=%d register=%s queue=%s",
+		strings.TrimSuffix(root, "/"), mode, seed, e.Stats.Ops, len(e.Stats.Violations), verdictWord(e.Stats.Porcupine.Register), verdictWord(e.Stats.Porcupine.Queue))
 	if len(e.Stats.Violations) > 0 && !strings.HasPrefix(root, "broken-") {
 		t.Logf("seed %d; history:\n%s", seed, e.Hist.Dump())
 	}

@@ -70,11 +70,14 @@ type queueRun struct {
 	maybe   map[string]bool // payloads whose last Enqueue attempt was ambiguous
 	retried map[string]bool // payloads with any ambiguous Enqueue attempt
 	runs    []handling      // every handler run, and the drain's claims
-	batches int             // EnqueueBatch calls that succeeded
+	// enqueues: every payload's Enqueue, for the outside checker.
+	enqueues map[string]enqueueRecord
+	batches  int // EnqueueBatch calls that succeeded
 }
 
 func newQueueRun(name string) *queueRun {
-	return &queueRun{name: name, retried: map[string]bool{}, sure: map[string]bool{}, maybe: map[string]bool{}}
+	return &queueRun{name: name, retried: map[string]bool{}, sure: map[string]bool{}, maybe: map[string]bool{},
+		enqueues: map[string]enqueueRecord{}}
 }
 
 func (r *queueRun) q(e *Env, cli *clientv3.Client) *queue.Queue {
@@ -102,6 +105,7 @@ func (r *queueRun) produce(ctx context.Context, e *Env, c *Client) {
 			entries[k] = queue.Entry{Payload: []byte(payloads[k]), Options: []queue.EnqueueOption{queue.WithIdempotencyKey(payloads[k])}}
 		}
 		i += n
+		first := time.Now()
 		for ctx.Err() == nil {
 			ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			var ids []string
@@ -114,6 +118,7 @@ func (r *queueRun) produce(ctx context.Context, e *Env, c *Client) {
 				ids, err = q.EnqueueBatch(ectx, entries)
 			}
 			cancel()
+			ret := time.Now()
 			r.mu.Lock()
 			landed := err == nil || (errors.Is(err, queue.ErrDuplicate) && r.retried[payloads[0]])
 			for _, p := range payloads {
@@ -124,13 +129,14 @@ func (r *queueRun) produce(ctx context.Context, e *Env, c *Client) {
 					r.maybe[p] = true // it may have landed
 					r.retried[p] = true
 				}
+				r.enqueues[p] = enqueueRecord{call: first, ret: ret, sure: r.sure[p]}
 			}
 			if err == nil && n > 1 {
 				r.batches++
 			}
 			r.mu.Unlock()
 			if landed {
-				e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "enqueue", Call: time.Now(), Return: time.Now(), Outcome: "ok",
+				e.Hist.Add(Op{Client: c.ID, Kind: "queue", Name: r.name, Op: "enqueue", Call: first, Return: ret, Outcome: "ok",
 					Detail: fmt.Sprintf("%v %v", ids, payloads)})
 				break
 			}
