@@ -78,7 +78,7 @@ func (c *Counter) Total(methods ...string) int64 {
 func (c *Counter) Bytes() int64 { return c.Total("Range bytes", "Txn bytes") }
 
 func derived(name string) bool {
-	return strings.HasSuffix(name, ".Open") || strings.HasSuffix(name, " bytes") || name == "Txn.Nested"
+	return strings.HasSuffix(name, ".Open") || strings.HasSuffix(name, " bytes") || name == "Txn.Nested" || name == "Counted"
 }
 
 // Reset sets every count to zero.
@@ -122,8 +122,10 @@ func (c *Counter) DialOptions() []grpc.DialOption {
 			switch r := reply.(type) {
 			case *pb.RangeResponse:
 				c.addN("Range bytes", int64(proto.Size(r)))
+				c.addN("Counted", r.Count)
 			case *pb.TxnResponse:
 				c.addN("Txn bytes", int64(proto.Size(r)))
+				c.addN("Counted", counted(r.Responses))
 			}
 			return err
 		}),
@@ -143,6 +145,24 @@ func (c *Counter) addN(name string, n int64) {
 	c.mu.Lock()
 	c.n[name] += n
 	c.mu.Unlock()
+}
+
+// Counted returns how many live keys the server counted for the reads
+// counted (their replies' Count, summed over a Txn's reads): etcd visits
+// every key of a range it reads, to count it, however small the limit, so
+// this is the server's work for those reads as a line grows, which the
+// RPCs and bytes do not show.
+func (c *Counter) Counted() int64 { return c.Get("Counted") }
+
+// counted sums the Count of a Txn's range replies.
+func counted(rs []*pb.ResponseOp) int64 {
+	var n int64
+	for _, r := range rs {
+		if rr := r.GetResponseRange(); rr != nil {
+			n += rr.Count
+		}
+	}
+	return n
 }
 
 // nested reports whether a Txn carries a Txn among its ops.

@@ -155,10 +155,22 @@ func (c *core) acquireOnce(ctx context.Context, m mode, id string, entries []ent
 // the process's mirror of each occupied line.
 func (c *core) take(ctx context.Context, m mode, id string, entries []entry, try bool) (*acq, error) {
 	ks := make([]hold.Key, len(entries))
+	// When the process already follows every name (a waiter or holder of
+	// it lately), its mirror tells whether the caller is first, and the
+	// Txn reads nothing: etcd visits every key of a range it reads, so
+	// the read costs the server the whole line, however small its limit.
+	// A TryLock reads, so that it never waits.
+	warm := !try
+	for _, e := range entries {
+		warm = warm && c.hub.Warm(e.sp.Base())
+	}
 	var reads []clientv3.Op
 	for i, e := range entries {
 		ks[i] = hold.Key{Key: e.sp.Key(e.part, id), Watch: watch.MirrorOf{Hub: c.hub, Base: e.sp.Base()}}
 		for _, l := range e.lines {
+			if warm {
+				continue
+			}
 			p := e.sp.Part(l)
 			reads = append(reads, clientv3.OpGet(p, clientv3.WithRange(keys.RangeEnd(p)), clientv3.WithLimit(e.limit(l)), clientv3.WithKeysOnly()))
 		}
@@ -169,7 +181,7 @@ func (c *core) take(ctx context.Context, m mode, id string, entries []entry, try
 		h.Abandon(ctx)
 		return nil, err
 	}
-	alone := !created.Existed
+	alone := !created.Existed && !warm
 	if alone {
 		i := 0
 		for _, e := range entries {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coord-go/coord/etcdtest"
 	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/lock"
 )
 
@@ -77,5 +78,63 @@ func TestHandoffCostDoesNotGrowWithTheLine(t *testing.T) {
 	}
 	if r0 != 2 {
 		t.Fatalf("a contended Lock+Unlock cost %d RPCs, want its enqueue Txn and its delete", r0)
+	}
+}
+
+// joinCounted is how many keys the server counted for a Lock that joins
+// a line of ahead waiters, in a process that follows the line already.
+func joinCounted(t *testing.T, ahead int) int64 {
+	t.Helper()
+	ctx := ctxT(t, 60*time.Second)
+	name := fresh(t)
+	queued := func() int64 { return countKeys(t, newSession(t), keys.KindLock, name, "w") }
+	others := newSession(t)
+	var wg sync.WaitGroup
+	pctx, unpark := context.WithCancel(ctx)
+	defer func() { unpark(); wg.Wait() }()
+	for range ahead + 1 { // a holder and the line
+		m := lock.NewMutex(others, name)
+		wg.Go(func() { m.Lock(pctx) })
+	}
+	eventually(t, 30*time.Second, "the line queued", func() bool { return queued() == int64(ahead+1) })
+	c := etcdtest.NewCounter()
+	cli, err := srv.NewClient(etcdtest.WithCounter(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sessionOn(t, cli)
+	// The measured process follows the line: one of its waiters is in it.
+	first := lock.NewMutex(s, name)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { first.Lock(wctx) })
+	eventually(t, 30*time.Second, "the process's first waiter queued", func() bool { return queued() == int64(ahead+2) })
+	sp, err := keys.New(s.Prefix(), keys.KindLock, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := sp.Base()
+	eventually(t, 30*time.Second, "the process's mirror of the line loaded", func() bool { return watch.For(cli).Warm(base) })
+	c.Reset()
+	lctx, cancel := context.WithCancel(ctx)
+	got := async(func() error { return lock.NewMutex(s, name).Lock(lctx) })
+	eventually(t, 5*time.Second, "the measured waiter queued", func() bool { return queued() == int64(ahead+3) })
+	cancel()
+	if err := within(t, got, 5*time.Second, "measured waiter"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("measured Lock: %v, want context.Canceled", err)
+	}
+	return c.Counted()
+}
+
+// etcd visits every key of a range it reads to count it, whatever the
+// limit: a Lock that read its line to learn whether it is first would
+// cost the server the whole line. In a process that follows the line its
+// mirror says so, and the join reads nothing of it.
+func TestJoiningALongLineCountsNoKeys(t *testing.T) {
+	t.Parallel()
+	n0, n1 := joinCounted(t, 0), joinCounted(t, 300)
+	t.Logf("keys counted by the server for a Lock joining a line of 0: %d, of 300: %d", n0, n1)
+	if n1 > n0+2 {
+		t.Fatalf("a Lock joining a line of 300 made the server count %d keys, of 0: %d", n1, n0)
 	}
 }

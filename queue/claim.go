@@ -109,6 +109,11 @@ func (q *Queue) claim(ctx context.Context, s *session.Session, n int) ([]*Messag
 				return nil, q.claimErr(ctx, l, err)
 			}
 		}
+		if len(v.cands) == 0 && v.bounded {
+			// Nothing before the horizon: the next read looks past it.
+			v = nil
+			continue
+		}
 		if len(v.cands) == 0 {
 			if v, err = d.idle(ctx, l, v); err != nil {
 				if retry(err) {
@@ -202,6 +207,7 @@ func (q *Queue) claim(ctx context.Context, s *session.Session, n int) ([]*Messag
 // view (a few, and small: the range compare loads what it covers).
 func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *view) ([]*Message, *view, bool, int64, error) {
 	now := time.Now().UnixNano()
+	hp := q.headPlan(now)
 	type claimOf struct {
 		c   candidate
 		rec record
@@ -252,7 +258,7 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 	created, err := hold.CreateAll(ctx, holds, hold.Spec{
 		If:   guards,
 		Then: ops,
-		Else: append(q.headOps(now), clientv3.OpGet(cs[0].key, clientv3.WithKeysOnly())),
+		Else: append(q.headOps(hp), clientv3.OpGet(cs[0].key, clientv3.WithKeysOnly())),
 	})
 	abandon := func() {
 		for _, co := range claims {
@@ -266,8 +272,8 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 		return nil, nil, false, 0, err
 	}
 	if created.Failed() {
-		fresh := q.parseView(created.At, now, created.Else)
-		msg := created.Else[3].GetResponseRange().Kvs
+		fresh := q.parseView(created.At, hp, created.Else)
+		msg := created.Else[headLen].GetResponseRange().Kvs
 		raced := len(msg) == 0 || msg[0].ModRevision != cs[0].mod
 		if len(fresh.cands) == 0 {
 			fresh = nil // empty: read again, linearizably, before waiting

@@ -65,11 +65,13 @@
 // and reads of the head walk the acked entries in front of it. Run etcd
 // with auto-compaction (--auto-compaction-retention), as Kubernetes does,
 // or a busy queue slows down between compactions. etcd also counts every
-// key of a range it reads, whatever the limit, so a read of the head
-// costs the server a visit of each ready message: the RPCs and bytes of
-// a claim stay flat as the backlog grows, the server's work per claim
-// does not (etcd's recipe Queue pays the same). Batches (WithBatch)
-// divide it by the batch size.
+// key of a range it reads, whatever the limit (etcd's recipe Queue pays
+// for its whole backlog on every Dequeue), so a process's reads of the
+// head end at a horizon a few hundred ready messages in, placed again by
+// one wider read when the messages before it were claimed: the server's
+// work per claim stays flat as the backlog grows, as its RPCs and bytes
+// do. The look for the next delayed message goes a minute ahead; an idle
+// consumer looks again each minute.
 //
 // # Safety
 //

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coord-go/coord/internal/keys"
@@ -29,24 +30,87 @@ type view struct {
 	rev     int64
 	now     int64 // unix ns: messages due by then are in the view
 	cands   []candidate
-	nextDue int64 // unix ns of the earliest message not yet due, 0 if none
+	nextDue int64 // unix ns of the earliest message not yet due, or of a look again; 0 if none
+	bounded bool  // the ready range read ended at the horizon: empty, it says nothing of what lies past it
 }
 
-// headOps reads the head: ready entries and due delayed entries (small
-// index records, never payloads), and the first one not yet due.
-func (q *Queue) headOps(now int64) []clientv3.Op {
+// headLen is how many operations headOps gives: parseView takes them in
+// that order, and callers find their own operations after them.
+const headLen = 4
+
+// horizonKeys is how many ready messages a head read's range covers when
+// the queue is longer: etcd visits every key of a range it reads (it
+// counts them for the answer, limit or not), so a read of the whole ready
+// range would cost the server the whole backlog, for every claim.
+const horizonKeys = 256
+
+// dueHorizon bounds the look for the next delayed message: one further
+// off is looked for again when this passes (by a consumer still idle then).
+const dueHorizon = time.Minute
+
+// horizon is where the process's head reads of one queue end: past the
+// first horizonKeys ready messages, found by a probe when the queue grew
+// longer or the messages before it were claimed. Every ready key before
+// the horizon sorts before every key past it, so the first messages in
+// [start, horizon) are the first of the queue whenever there are any; a
+// read that finds none there probes again. Only how much the server
+// visits depends on it, never which message is the head.
+type horizon struct {
+	mu    sync.Mutex
+	end   string // "" while the whole ready range is short enough to read
+	probe bool   // the next read learns a new end
+
+	reads, wide int64 // head reads parsed, and those whose ready range held more than horizonKeys (for tests)
+}
+
+// headPlan is one head read: where its ready range ends and whether it
+// probes for the next horizon.
+type headPlan struct {
+	now   int64
+	end   string
+	probe bool
+}
+
+func (q *Queue) headHorizon() *horizon {
+	return q.hub.Shared("queue horizon "+q.sp.Base(), func() any { return &horizon{} }).(*horizon)
+}
+
+// headPlan decides the next head read at now (unix ns).
+func (q *Queue) headPlan(now int64) headPlan {
+	h := q.headHorizon()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return headPlan{now: now, end: h.end, probe: h.probe}
+}
+
+// ops are the plan's operations (headLen of them): ready entries and due
+// delayed entries (small index records, never payloads), the first one
+// not yet due within dueHorizon, and, when probing, the keys that place
+// the next horizon.
+func (q *Queue) headOps(p headPlan) []clientv3.Op {
 	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
-	dueEnd := t + encodeTime(now+1)
+	readyEnd := keys.RangeEnd(r)
+	if p.end != "" && !p.probe {
+		readyEnd = p.end
+	}
+	dueEnd := t + encodeTime(p.now+1)
+	probe := clientv3.OpGet(r, clientv3.WithKeysOnly()) // no such key: a placeholder, one index lookup
+	if p.probe {
+		probe = clientv3.OpGet(r, clientv3.WithRange(keys.RangeEnd(r)), clientv3.WithLimit(horizonKeys), clientv3.WithKeysOnly())
+	}
 	return []clientv3.Op{
-		clientv3.OpGet(r, clientv3.WithRange(keys.RangeEnd(r)), clientv3.WithLimit(window)),
+		clientv3.OpGet(r, clientv3.WithRange(readyEnd), clientv3.WithLimit(window)),
 		clientv3.OpGet(t, clientv3.WithRange(dueEnd), clientv3.WithLimit(window)),
-		clientv3.OpGet(dueEnd, clientv3.WithRange(keys.RangeEnd(t)), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
+		clientv3.OpGet(dueEnd, clientv3.WithRange(t+encodeTime(p.now+int64(dueHorizon))), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
+		probe,
 	}
 }
 
-// parseView builds a view from the responses of headOps.
-func (q *Queue) parseView(rev, now int64, rs []*pb.ResponseOp) *view {
-	v := &view{rev: rev, now: now}
+// parseView builds a view from the responses of headOps(p), and moves the
+// horizon by what they show.
+func (q *Queue) parseView(rev int64, p headPlan, rs []*pb.ResponseOp) *view {
+	v := &view{rev: rev, now: p.now, bounded: p.end != "" && !p.probe}
+	ready := rs[0].GetResponseRange()
 	for i, part := range []string{partReady, partTimed} {
 		prefix := q.sp.Part(part)
 		for _, kv := range rs[i].GetResponseRange().Kvs {
@@ -60,7 +124,32 @@ func (q *Queue) parseView(rev, now int64, rs []*pb.ResponseOp) *view {
 		if o, err := parseTimed(strings.TrimPrefix(string(kvs[0].Key), q.sp.Part(partTimed))); err == nil {
 			v.nextDue = o.ready
 		}
+	} else {
+		// Maybe later ones: look again then. (An idle consumer's one read
+		// a minute, besides what the process's watch tells it.)
+		v.nextDue = p.now + int64(dueHorizon)
 	}
+	h := q.headHorizon()
+	h.mu.Lock()
+	h.reads++
+	if ready.Count > horizonKeys {
+		h.wide++
+	}
+	switch {
+	case p.probe:
+		h.probe = false
+		if pr := rs[3].GetResponseRange(); pr.More && len(pr.Kvs) > 0 {
+			h.end = string(pr.Kvs[len(pr.Kvs)-1].Key) + "\x00"
+		} else {
+			h.end = ""
+		}
+	case v.bounded && h.end == p.end && len(ready.Kvs) < window/4:
+		// Claimed up to near the horizon: place it further.
+		h.probe = true
+	case p.end == "" && h.end == "" && ready.Count > horizonKeys:
+		h.probe = true
+	}
+	h.mu.Unlock()
 	slices.SortFunc(v.cands, func(a, b candidate) int {
 		switch {
 		case a.ord.less(b.ord):
@@ -93,12 +182,12 @@ func (q *Queue) candidate(part, suffix string, val []byte, mod int64) (candidate
 
 // read returns a fresh view of the head: one read.
 func (q *Queue) read(ctx context.Context) (*view, error) {
-	now := time.Now().UnixNano()
-	resp, err := q.cli.Txn(ctx).Then(q.headOps(now)...).Commit()
+	p := q.headPlan(time.Now().UnixNano())
+	resp, err := q.cli.Txn(ctx).Then(q.headOps(p)...).Commit()
 	if err != nil {
 		return nil, err
 	}
-	return q.parseView(resp.Header.Revision, now, resp.Responses), nil
+	return q.parseView(resp.Header.Revision, p, resp.Responses), nil
 }
 
 // pick chooses which candidate to try. With no contention seen it is the

@@ -98,14 +98,14 @@ func (m *Message) settle(ctx context.Context, ops ...clientv3.Op) ([]*pb.Respons
 // already settled.
 func (m *Message) Ack(ctx context.Context) error {
 	ops := m.ackOps()[1:] // settle deletes the in-flight entry itself
-	now := time.Now().UnixNano()
+	hp := m.q.headPlan(time.Now().UnixNano())
 	n := len(ops)
-	rs, err := m.settle(ctx, append(ops, m.q.headOps(now)...)...)
+	rs, err := m.settle(ctx, append(ops, m.q.headOps(hp)...)...)
 	if err != nil {
 		return err
 	}
-	if len(rs) > n+1 {
-		m.q.keep(m.q.parseView(m.h.ReleasedAt(), now, rs[n+1:]))
+	if len(rs) == n+1+headLen {
+		m.q.keep(m.q.parseView(m.h.ReleasedAt(), hp, rs[n+1:]))
 	}
 	m.acked()
 	return nil
@@ -164,11 +164,11 @@ func (q *Queue) AckAll(ctx context.Context, ms []*Message) (errs []error) {
 	}
 	if len(todo) == len(ms) {
 		// The same Txn reads the head for the next Claim, as Ack does.
-		now := time.Now().UnixNano()
+		hp := q.headPlan(time.Now().UnixNano())
 		n := len(ops)
-		if rs, err := hold.ReleaseAll(ctx, hs, append(ops, q.headOps(now)...)...); err == nil {
-			if len(rs) == n+3 {
-				q.keep(q.parseView(ms[0].h.ReleasedAt(), now, rs[n:]))
+		if rs, err := hold.ReleaseAll(ctx, hs, append(ops, q.headOps(hp)...)...); err == nil {
+			if len(rs) == n+headLen {
+				q.keep(q.parseView(ms[0].h.ReleasedAt(), hp, rs[n:]))
 			}
 			for _, m := range ms {
 				m.mu.Lock()

@@ -125,3 +125,39 @@ func TestIdleConsumersDoNotMultiplyTxns(t *testing.T) {
 		t.Fatalf("8 idle consumers made %d Txns for 20 messages, 1 made %d", eight, one)
 	}
 }
+
+// etcd visits every key of a range it reads, to count them, whatever the
+// limit: a head read of the whole ready range would cost the server the
+// whole backlog on every claim. Head reads end at a horizon instead, and
+// only the reads that place it again (once per HorizonKeys claims or so)
+// cover more.
+func TestHeadReadsDoNotCoverTheBacklog(t *testing.T) {
+	t.Parallel()
+	const backlog, claims = 3000, 600
+	q := queue.New(srv.Client(), qname(t, "horizon"))
+	entries := make([]queue.Entry, queue.MaxBatch)
+	for i := range entries {
+		entries[i] = queue.Entry{Payload: []byte("x")}
+	}
+	for range backlog / len(entries) {
+		if _, err := q.EnqueueBatch(ctxT(t, 5*time.Second), entries); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newSession(t)
+	for range claims {
+		m := claim(t, q, s, 5*time.Second)
+		if err := m.Ack(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads, wide := queue.HeadReads(q)
+	// The first read finds the queue long, the second places the horizon;
+	// then one more pair per HorizonKeys-odd claims.
+	if most := 2 * (2 + claims/(queue.HorizonKeys/2)); wide > int64(most) {
+		t.Fatalf("%d of %d head reads covered more than %d ready messages, want at most %d", wide, reads, queue.HorizonKeys, most)
+	}
+	if reads < claims {
+		t.Fatalf("%d head reads for %d claims and acks: the test did not see them", reads, claims)
+	}
+}

@@ -59,10 +59,11 @@ func Consume(workers, batch int) Case {
 			if err != nil {
 				return Result{}, err
 			}
-			// More than the pool gets through in d, so it never idles,
-			// and no more: every read of the head of a queue costs etcd a
-			// visit of each key of the range it reads (it counts them),
-			// for coord and the recipe alike.
+			// More than the pool gets through in d, so it never idles.
+			// (etcd visits every key of a range it reads, to count them:
+			// the recipe's reads of the whole queue pay for all of it,
+			// coord's head reads end at a horizon a few hundred messages
+			// in.)
 			n := 2000 + int(6000*d.Seconds())
 			fq := queue.New(filler, "bench", queue.WithPrefix(prefix))
 			entries := make([]queue.Entry, 32)
