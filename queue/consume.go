@@ -324,17 +324,9 @@ func (c *consumer) handle(m *Message) {
 	hctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	hctx, sp := c.startHandle(hctx, m)
-	var outcome struct {
-		sync.Mutex
-		s   string
-		err error
-	}
-	settled := func(o string, err error) {
-		outcome.Lock()
-		defer outcome.Unlock()
-		if outcome.s == "" {
-			outcome.s, outcome.err = o, err
-		}
+	var out *handled // only when traced: untraced, a handle allocates nothing more
+	if sp != nil {
+		out = &handled{}
 	}
 	go func() {
 		select {
@@ -349,15 +341,44 @@ func (c *consumer) handle(m *Message) {
 		m.arm(d, func() {
 			timeout := fmt.Errorf("queue %q: message %s: %w after %v", c.q.sp.Name(), m.ID, ErrClaimTimeout, d)
 			cancel(timeout)
-			settled(c.settle(m, timeout, false))
+			out.settled(c.settle(m, timeout, false))
 		})
 	}
 	err, panicked := c.run(hctx, m)
 	m.disarm()
-	settled(c.settle(m, err, panicked))
-	outcome.Lock()
-	defer outcome.Unlock()
-	sp.End(outcome.s, outcome.err, time.Time{})
+	out.settled(c.settle(m, err, panicked))
+	out.end(sp)
+}
+
+// handled is how a traced message's handling ended: the first settle's
+// outcome (the claim timeout's settle may come before the handler's).
+type handled struct {
+	mu      sync.Mutex
+	outcome string
+	err     error
+}
+
+func (h *handled) settled(outcome string, err error) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.outcome == "" {
+		h.outcome, h.err = outcome, err
+	}
+}
+
+func (h *handled) end(sp *span.Span) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.outcome == "" {
+		h.outcome = span.Settled // every settle found it settled: the handler did
+	}
+	sp.End(h.outcome, h.err, time.Time{})
 }
 
 // run calls the handler, turning a panic into an error.

@@ -19,7 +19,7 @@ import (
 // on an empty queue ends "cancelled"; under Consume every message is a
 // handle span, a child of Consume's caller's span, carried by the
 // handler's ctx, ending acked, nacked or dead_lettered by what the
-// handler returned.
+// handler returned (or "settled" when it settled the message itself).
 func TestTraceClaimAndHandle(t *testing.T) {
 	t.Parallel()
 	rec := spantest.New(t)
@@ -59,7 +59,7 @@ func TestTraceClaimAndHandle(t *testing.T) {
 		t.Fatalf("timed-out claim: %q %v", spantest.Attr(c, span.Outcome).AsString(), c.Status())
 	}
 
-	want := map[string]string{"ok": span.Acked, "again": span.Nacked, "never": span.DeadLettered}
+	want := map[string]string{"ok": span.Acked, "again": span.Nacked, "never": span.DeadLettered, "self": span.Settled}
 	ids := map[string]string{}
 	for p := range want {
 		ids[enqueue(t, q, p)] = p
@@ -79,11 +79,13 @@ func TestTraceClaimAndHandle(t *testing.T) {
 				return queue.RetryAfter(time.Hour, errors.New("not yet"))
 			case "never":
 				return queue.Permanent(errors.New("bad message"))
+			case "self":
+				return m.Ack(ctx)
 			}
 			return nil
 		})
 	}()
-	handles := rec.Wait(t, 10*time.Second, "coord.queue.handle", 3)
+	handles := rec.Wait(t, 10*time.Second, "coord.queue.handle", 4)
 	stop()
 	if err := <-consumed; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("Consume: %v", err)

@@ -57,6 +57,7 @@ const (
 	Acked        = "acked"         // a handled message was acked
 	Nacked       = "nacked"        // ... nacked, to be delivered again
 	DeadLettered = "dead_lettered" // ... moved to the dead-letter list
+	Settled      = "settled"       // ... settled by the handler itself (Ack, Nack, Dead)
 )
 
 // Span is one of coord's spans, or nil when tracing is off.
