@@ -129,6 +129,9 @@ func New(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error
 		return nil, fmt.Errorf("session: register: %w", etcderr.Explain(cli, err))
 	}
 	s.fence.Store(put.Header.Revision)
+	// Reported alive before anything can end it, so SessionEnded always
+	// comes after.
+	s.metrics.SessionStarted(s.LeaseHex(), s.Reachable)
 	loopCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.mu.Lock()
@@ -138,7 +141,6 @@ func New(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error
 	go s.keepAlive(loopCtx)
 	go s.watchMarker(loopCtx, put.Header.Revision)
 	go s.watchClient(loopCtx)
-	s.metrics.SessionStarted(s.LeaseHex(), s.Reachable)
 	s.logger.Debug("coord session started", "lease", s.LeaseHex(), "ttl", s.ttl)
 	return s, nil
 }
