@@ -10,6 +10,7 @@ import (
 	"github.com/coord-go/coord/internal/span/spantest"
 	"github.com/coord-go/coord/lock"
 	"github.com/coord-go/coord/session"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -172,3 +173,43 @@ func TestNoTracerProvider(t *testing.T) {
 }
 
 type spanOf = sdktrace.ReadOnlySpan
+
+// An RWMutex's spans say the mode; a MultiMutex's name all its names.
+func TestTraceRWMutexAndMulti(t *testing.T) {
+	t.Parallel()
+	rec := spantest.New(t)
+	s := newSession(t, session.WithTracerProvider(rec.TP))
+	ctx := ctxT(t, 20*time.Second)
+	rw := lock.NewRWMutex(s, fresh(t))
+	if err := rw.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	token := rw.Token()
+	if err := rw.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"coord.rwlock.wait", "coord.rwlock.hold"} {
+		sp := rec.Wait(t, 5*time.Second, name, 1)[0]
+		if got := spantest.Attr(sp, span.Mode).AsString(); got != "read" {
+			t.Errorf("%s: mode %q, want read", name, got)
+		}
+		if got := spantest.Attr(sp, span.Token).AsInt64(); got != token {
+			t.Errorf("%s: token %d, want %d", name, got, token)
+		}
+	}
+	a, b := fresh(t), fresh(t)
+	mm := lock.NewMulti(s, a, b)
+	if err := mm.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := mm.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hold := rec.Wait(t, 5*time.Second, "coord.lock.hold", 1)[0]
+	if got := spantest.Attr(hold, span.Name).AsString(); got != a+","+b && got != b+","+a {
+		t.Errorf("MultiMutex hold name %q, want both names", got)
+	}
+	if spantest.Attr(hold, span.Mode).Type() != attribute.INVALID {
+		t.Error("a Mutex's span has a mode")
+	}
+}
