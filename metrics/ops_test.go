@@ -236,3 +236,74 @@ func TestBuildInfo(t *testing.T) {
 		t.Fatalf("%d coord_build_info series, want 1", n)
 	}
 }
+
+// A depth scrape costs one Txn per queue when its reading is older than
+// the depth interval and nothing otherwise, and the session series cost
+// no request at all; the Txn's reads are count-only, so its bytes stay
+// flat however many messages (the server still counts them: Counted).
+func TestScrapeCost(t *testing.T) {
+	srv := etcdtest.NewServer(t, etcdtest.WithoutFsync())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := etcdtest.NewCounter()
+	cli := etcdtest.NewTestClient(t, srv.Endpoints(), etcdtest.WithCounter(c))
+	m := metrics.New(metrics.WithDepthInterval(time.Hour))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	s, err := session.New(ctx, cli, session.WithMetrics(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	q := queue.New(cli, "jobs", queue.WithMetrics(m))
+	scrape := func() (rpcs, bytes, counted int64) {
+		t.Helper()
+		c.Reset()
+		if _, err := reg.Gather(); err != nil {
+			t.Fatal(err)
+		}
+		return c.Total("Txn", "Range", "Put", "DeleteRange", "Watch.Create", "LeaseGrant", "LeaseTimeToLive"), c.Bytes(), c.Counted()
+	}
+	var small int64
+	for _, n := range []int{10, 1000} {
+		var batch []queue.Entry
+		for range 50 {
+			batch = append(batch, queue.Entry{Payload: []byte("x")})
+		}
+		for range n / 50 {
+			if _, err := q.EnqueueBatch(ctx, batch[:min(n, 50)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n < 50 {
+			if _, err := q.EnqueueBatch(ctx, batch[:n]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A fresh Metrics reads at once; the one above, within its hour, never.
+		fresh := metrics.New(metrics.WithDepthInterval(time.Hour))
+		freg := prometheus.NewRegistry()
+		freg.MustRegister(fresh)
+		queue.New(cli, "jobs", queue.WithMetrics(fresh))
+		c.Reset()
+		if _, err := freg.Gather(); err != nil {
+			t.Fatal(err)
+		}
+		rpcs, bytes := c.Get("Txn"), c.Bytes()
+		t.Logf("%d messages: first scrape %d Txn, %d bytes, %d keys counted by the server", n, rpcs, bytes, c.Counted())
+		if rpcs != 1 || c.Total("Range", "Put", "DeleteRange") != 0 {
+			t.Fatalf("a depth read: %s, want one Txn", c)
+		}
+		if small == 0 {
+			small = bytes
+		} else if bytes > small+16 {
+			t.Fatalf("a depth read's bytes grew with the queue: %d at 10 messages, %d at 1000", small, bytes)
+		}
+		if n == 10 {
+			scrape() // the first of the hour-long Metrics: reads once
+		}
+		if rpcs, _, _ := scrape(); rpcs != 0 {
+			t.Fatalf("a scrape within the depth interval made %d requests: %s", rpcs, c)
+		}
+	}
+}
