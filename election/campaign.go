@@ -85,7 +85,9 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...CampaignO
 	if err := e.checkRule(ctx); err != nil {
 		return err
 	}
-	t, err := e.campaign(ctx, keys.Record{Value: value, Prio: co.prio, Meta: co.meta})
+	wctx, sp := e.startCampaign(ctx, co.prio)
+	t, err := e.campaign(wctx, keys.Record{Value: value, Prio: co.prio, Meta: co.meta})
+	e.endCampaign(ctx, wctx, sp, t, err)
 	if err != nil {
 		e.s.Logger().Debug("coord campaign failed", "kind", kind, "name", e.name, "error", err)
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/coord-go/coord/internal/hold"
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/span"
 	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -115,6 +116,7 @@ type term struct {
 	leaving bool  // a handover is under way: the leader key's change is ours
 	lost    error // why it ended other than by Resign or Transfer
 	askedC  bool
+	span    *span.Span // the leadership's span, while traced (trace.go)
 }
 
 // New returns a candidate for the election called name on session s.
@@ -465,8 +467,10 @@ func (e *Election) endTerm(t *term, lost error) {
 	}
 	t.ended, t.lost = true, lost
 	close(t.done)
-	stop := t.stop
+	stop, sp := t.stop, t.span
+	t.span = nil
 	t.mu.Unlock()
+	endLead(sp, lost)
 	if stop != nil {
 		stop()
 	}

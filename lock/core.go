@@ -108,16 +108,24 @@ func (c *core) nextID() string {
 }
 
 // acquire takes the lock in mode m by putting entries, waiting for it
-// unless try is set.
+// unless try is set; traced, the call is a wait span and the hold a hold
+// span (see trace.go).
 func (c *core) acquire(ctx context.Context, m mode, id string, entries []entry, try bool) error {
 	if c.err != nil {
 		return c.err
 	}
+	wctx, sp := c.startWait(ctx, m)
+	a, err := c.acquireOnce(wctx, m, id, entries, try)
+	c.endWait(ctx, wctx, sp, m, a, err)
+	return err
+}
+
+func (c *core) acquireOnce(ctx context.Context, m mode, id string, entries []entry, try bool) (*acq, error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", c.label, err)
+		return nil, fmt.Errorf("%s: %w", c.label, err)
 	}
 	if err := c.s.Err(); err != nil {
-		return fmt.Errorf("%s: %w", c.label, err)
+		return nil, fmt.Errorf("%s: %w", c.label, err)
 	}
 	c.mu.Lock()
 	if c.busy && c.cur != nil && c.cur.h.Lost() != nil {
@@ -127,7 +135,7 @@ func (c *core) acquire(ctx context.Context, m mode, id string, entries []entry, 
 	}
 	if c.busy {
 		c.mu.Unlock()
-		return fmt.Errorf("%s: %w", c.label, ErrHeld)
+		return nil, fmt.Errorf("%s: %w", c.label, ErrHeld)
 	}
 	c.busy = true
 	c.mu.Unlock()
@@ -138,7 +146,7 @@ func (c *core) acquire(ctx context.Context, m mode, id string, entries []entry, 
 	c.cur = a
 	c.busy = err == nil
 	c.mu.Unlock()
-	return err
+	return a, err
 }
 
 // take runs one acquisition: one Txn that puts every key and reads, per

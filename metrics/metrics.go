@@ -31,8 +31,9 @@ const (
 // Metrics is a set of collectors for one program. It is safe for
 // concurrent use.
 type Metrics struct {
-	ns     string
-	noName bool
+	ns         string
+	noName     bool
+	depthEvery time.Duration // ops.go
 
 	keepAliveLatency  prometheus.Histogram
 	keepAliveFailures prometheus.Counter
@@ -57,13 +58,14 @@ type Metrics struct {
 	schedule *scheduleMetrics
 	rl       rateLimit // ratelimit.go
 	shard    shardMetrics
+	ops      *ops // ops.go
 
 	all []prometheus.Collector
 }
 
 // New returns a Metrics with every collector created and none registered.
 func New(opts ...Option) *Metrics {
-	m := &Metrics{ns: "coord"}
+	m := &Metrics{ns: "coord", depthEvery: DefaultDepthInterval}
 	for _, o := range opts {
 		o(m)
 	}
@@ -136,6 +138,7 @@ func New(opts ...Option) *Metrics {
 	m.all = append(m.all, m.initSchedule()...)
 	m.all = append(m.all, m.initRateLimit()...)
 	m.initShard()
+	m.all = append(m.all, m.initOps()...)
 	return m
 }
 

@@ -36,7 +36,7 @@ import (
 // claim behind, and a claim whose grant arrives after s stopped being
 // trustworthy is given back, never returned.
 func (q *Queue) Claim(ctx context.Context, s *session.Session) (*Message, error) {
-	ms, err := q.claim(ctx, s, 1)
+	ms, err := q.claimTraced(ctx, s, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func (q *Queue) ClaimN(ctx context.Context, s *session.Session, n int) ([]*Messa
 	if n < 1 || n > MaxBatch {
 		return nil, fmt.Errorf("queue %q: %w: claim of %d messages (1..%d)", q.sp.Name(), ErrInvalid, n, MaxBatch)
 	}
-	return q.claim(ctx, s, n)
+	return q.claimTraced(ctx, s, n)
 }
 
 func (q *Queue) claim(ctx context.Context, s *session.Session, n int) ([]*Message, error) {

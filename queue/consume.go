@@ -10,7 +10,10 @@ import (
 
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/span"
 	"github.com/coord-go/coord/session"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Handler processes one message. Its ctx is cancelled when the claim is
@@ -152,6 +155,7 @@ func (q *Queue) Consume(ctx context.Context, s *session.Session, handler Handler
 		claimsOff: make(chan struct{}),
 		stopped:   make(chan struct{}),
 		running:   map[*Message]struct{}{},
+		parent:    trace.SpanContextFromContext(ctx),
 	}
 	for range o.workers {
 		c.slots <- struct{}{}
@@ -243,10 +247,11 @@ type consumer struct {
 	l         *lease.Session
 	h         Handler
 	o         consumeOptions
-	work      chan *Message // claimed, waiting for a worker
-	slots     chan struct{} // one per idle worker: the fetcher claims only what they can start
-	claimsOff chan struct{} // closed when claiming stopped
-	stopped   chan struct{} // closed when the drain timeout passed
+	work      chan *Message     // claimed, waiting for a worker
+	slots     chan struct{}     // one per idle worker: the fetcher claims only what they can start
+	claimsOff chan struct{}     // closed when claiming stopped
+	stopped   chan struct{}     // closed when the drain timeout passed
+	parent    trace.SpanContext // Consume's caller's span: the parent of handle spans
 
 	mu      sync.Mutex
 	running map[*Message]struct{} // handled now
@@ -275,7 +280,7 @@ func (c *consumer) fetch(ctx context.Context) error {
 				break more
 			}
 		}
-		ms, err := c.q.claim(ctx, c.s, n)
+		ms, err := c.q.claimTraced(ctx, c.s, n)
 		for range n - len(ms) {
 			c.slots <- struct{}{}
 		}
@@ -318,6 +323,11 @@ func (c *consumer) worker() {
 func (c *consumer) handle(m *Message) {
 	hctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
+	hctx, sp := c.startHandle(hctx, m)
+	var out *handled // only when traced: untraced, a handle allocates nothing more
+	if sp != nil {
+		out = &handled{}
+	}
 	go func() {
 		select {
 		case <-m.Done():
@@ -331,12 +341,44 @@ func (c *consumer) handle(m *Message) {
 		m.arm(d, func() {
 			timeout := fmt.Errorf("queue %q: message %s: %w after %v", c.q.sp.Name(), m.ID, ErrClaimTimeout, d)
 			cancel(timeout)
-			c.settle(m, timeout, false)
+			out.settled(c.settle(m, timeout, false))
 		})
 	}
 	err, panicked := c.run(hctx, m)
 	m.disarm()
-	c.settle(m, err, panicked)
+	out.settled(c.settle(m, err, panicked))
+	out.end(sp)
+}
+
+// handled is how a traced message's handling ended: the first settle's
+// outcome (the claim timeout's settle may come before the handler's).
+type handled struct {
+	mu      sync.Mutex
+	outcome string
+	err     error
+}
+
+func (h *handled) settled(outcome string, err error) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.outcome == "" {
+		h.outcome, h.err = outcome, err
+	}
+}
+
+func (h *handled) end(sp *span.Span) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.outcome == "" {
+		h.outcome = span.Settled // every settle found it settled: the handler did
+	}
+	sp.End(h.outcome, h.err, time.Time{})
 }
 
 // run calls the handler, turning a panic into an error.
@@ -350,18 +392,20 @@ func (c *consumer) run(ctx context.Context, m *Message) (err error, panicked boo
 	return c.h(ctx, m), false
 }
 
-// settle acks, nacks or buries m after its handler returned err.
-func (c *consumer) settle(m *Message, err error, panicked bool) {
+// settle acks, nacks or buries m after its handler returned err, and
+// says which it did (a span outcome) and, when that failed, why.
+func (c *consumer) settle(m *Message, err error, panicked bool) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	var serr error
 	var perm permanent
 	var retry retryAfter
+	outcome := span.Nacked
 	switch {
 	case err == nil:
-		serr = c.ack(ctx, m)
+		serr, outcome = c.ack(ctx, m), span.Acked
 	case errors.As(err, &perm):
-		serr = m.bury(ctx, m.Attempt, ReasonPermanent, perm.err.Error())
+		serr, outcome = m.bury(ctx, m.Attempt, ReasonPermanent, perm.err.Error()), span.DeadLettered
 	default:
 		cfg, cerr := c.q.config(ctx)
 		if cerr != nil {
@@ -376,7 +420,7 @@ func (c *consumer) settle(m *Message, err error, panicked bool) {
 			case errors.Is(err, ErrClaimTimeout):
 				reason = ReasonTimeout
 			}
-			serr = m.bury(ctx, m.Attempt, reason, err.Error())
+			serr, outcome = m.bury(ctx, m.Attempt, reason, err.Error()), span.DeadLettered
 			break
 		}
 		delay := cfg.Backoff.Delay(m.Attempt)
@@ -386,6 +430,15 @@ func (c *consumer) settle(m *Message, err error, panicked bool) {
 		serr = m.Nack(ctx, delay, WithError(err))
 	}
 	c.unsettled(m, serr)
+	switch {
+	case serr == nil:
+		return outcome, err
+	case errors.Is(serr, ErrFinished):
+		return "", nil // settled before: that settle's outcome stands
+	case errors.Is(serr, ErrClaimLost):
+		return span.Lost, serr
+	}
+	return span.Failed, serr
 }
 
 // unsettled logs a settle of m that failed with err (nil: it did not).
@@ -445,4 +498,45 @@ func (c *consumer) acker() {
 			c.unsettled(batch[i], err)
 		}
 	}
+}
+
+// claimTraced is claim in a span, when s traces: "coord.queue.claim",
+// from the call until it returns, with the messages' tokens and ids.
+func (q *Queue) claimTraced(ctx context.Context, s *session.Session, n int) ([]*Message, error) {
+	var t trace.Tracer
+	if l := lease.Of(s); l != nil && q.err == nil {
+		t = l.Tracer()
+	}
+	if t == nil {
+		return q.claim(ctx, s, n)
+	}
+	cctx, sp := span.Start(ctx, t, "coord.queue.claim", trace.WithAttributes(
+		span.Kind.String(keys.KindQueue), span.Name.String(q.sp.Name()), span.Lease.String(lease.Of(s).LeaseHex()), span.Count.Int(n)))
+	ms, err := q.claim(cctx, s, n)
+	if err == nil {
+		tokens, ids := make([]int64, len(ms)), make([]string, len(ms))
+		for i, m := range ms {
+			tokens[i], ids[i] = m.Token(), m.ID
+		}
+		sp.Set(attribute.Int64Slice("coord.tokens", tokens), attribute.StringSlice("coord.ids", ids), attribute.Int("coord.claimed", len(ms)))
+		if len(ms) == 1 {
+			sp.Set(span.Token.Int64(tokens[0]), span.ID.String(ids[0]))
+		}
+	}
+	sp.Wait(ctx, err, span.Claimed, nil)
+	return ms, err
+}
+
+// startHandle starts the span of one message's handling under Consume,
+// when the session traces: "coord.queue.handle", a child of Consume's
+// caller's span, around the handler and its settle; the handler's ctx
+// carries it, so the handler's own spans nest under it.
+func (c *consumer) startHandle(ctx context.Context, m *Message) (context.Context, *span.Span) {
+	t := c.l.Tracer()
+	if t == nil {
+		return ctx, nil
+	}
+	return span.Start(trace.ContextWithSpanContext(ctx, c.parent), t, "coord.queue.handle", trace.WithAttributes(
+		span.Kind.String(keys.KindQueue), span.Name.String(c.q.sp.Name()), span.Lease.String(c.l.LeaseHex()),
+		span.Token.Int64(m.Token()), span.ID.String(m.ID), span.Attempt.Int(m.Attempt)))
 }

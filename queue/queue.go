@@ -91,8 +91,11 @@ func WithMaxPayload(n int) Option {
 	}
 }
 
-// WithMetrics makes Enqueue count into m. Consumer-side events (claims,
-// acks, dead letters) go to the consumer's session metrics.
+// WithMetrics makes Enqueue count into m, and m report the queue's depth
+// by state (coord_queue_depth: ready, delayed, claimed, dead), read at
+// scrape time with one count-only Txn at most once per
+// metrics.WithDepthInterval. Consumer-side events (claims, acks, dead
+// letters) go to the consumer's session metrics.
 func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
 
 // Queue is a named at-least-once work queue. It holds no connection state
@@ -142,7 +145,18 @@ func New(cli *clientv3.Client, name string, opts ...Option) *Queue {
 	q.hub = watch.For(cli)
 	q.cfg = hold.Config{Kind: keys.KindQueue, Names: []string{name}, Label: fmt.Sprintf("queue %q", name), Noun: "claim",
 		Errors: hold.Errors{Lost: ErrClaimLost, NotHeld: ErrFinished}, StrictRetry: true}
+	if q.err == nil {
+		o.metrics.TrackQueue(q.sp.Base(), name, q.depth)
+	}
 	return q
+}
+
+// depth is Stats for the metrics' coord_queue_depth: one Txn of
+// count-only ranges, which etcd answers from its in-memory index (no
+// value is read or sent), at most once per scrape interval.
+func (q *Queue) depth(ctx context.Context) (metrics.QueueDepth, error) {
+	st, err := q.Stats(ctx)
+	return metrics.QueueDepth{Ready: st.Ready, Delayed: st.Delayed, Claimed: st.Claimed, Dead: st.Dead}, err
 }
 
 // indexEnd is the end of the range every consumer follows: every part of

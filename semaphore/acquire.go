@@ -42,7 +42,19 @@ func (s *Semaphore) TryAcquire(ctx context.Context, n int64) (*Permit, error) {
 	return s.acquire(ctx, n, true)
 }
 
+// acquire is Acquire and TryAcquire; traced, the call is a wait span and
+// the permit a hold span (see trace.go).
 func (s *Semaphore) acquire(ctx context.Context, n int64, try bool) (*Permit, error) {
+	if s.s == nil {
+		return s.acquireOnce(ctx, n, try) // s.err
+	}
+	wctx, sp := s.startWait(ctx, n)
+	p, err := s.acquireOnce(wctx, n, try)
+	s.endWait(ctx, wctx, sp, n, p, err)
+	return p, err
+}
+
+func (s *Semaphore) acquireOnce(ctx context.Context, n int64, try bool) (*Permit, error) {
 	if err := s.usable(ctx); err != nil {
 		return nil, err
 	}

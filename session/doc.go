@@ -23,6 +23,17 @@
 // that stops answering is left behind for a new one, which gRPC may place
 // on another member.
 //
+// # Traces
+//
+// WithTracerProvider makes every primitive on the session trace through
+// the given OpenTelemetry provider: a span for each wait (Lock, Acquire,
+// Campaign, a queue claim), one for each hold (from the grant to the
+// release or the loss: "coord.lock.hold", "coord.election.lead"...), and
+// one per message a Consume handler runs, with the primitive's kind, name,
+// fencing token and outcome as attributes (coord.kind, coord.name,
+// coord.token, coord.outcome) and an Error status on failures and losses.
+// No global provider is ever read; without the option nothing is traced.
+//
 // A Session is safe for concurrent use. Close it when done; it revokes the
 // lease with its own timeout, even when the caller's context is gone.
 package session

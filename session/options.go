@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/coord-go/coord/metrics"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Option configures New.
@@ -16,6 +17,7 @@ type options struct {
 	root    string
 	logger  *slog.Logger
 	metrics *metrics.Metrics
+	tracer  trace.TracerProvider
 	err     error
 }
 
@@ -54,3 +56,14 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithMetrics makes the session, and every primitive on it, report into m.
 func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithTracerProvider makes the primitives on the session trace what they
+// wait for and hold through tp: a span from a Lock, Acquire or Campaign
+// call until it is granted or fails, one from the grant until the release
+// or the loss, one per queue claim and one per handled message, with the
+// name, the fencing token and the outcome as attributes (see the package
+// doc). No global provider is ever read: without this option, or with a
+// nil tp, nothing is traced and the primitives pay one nil check.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracer = tp }
+}

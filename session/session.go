@@ -10,6 +10,8 @@ import (
 	"github.com/coord-go/coord/internal/lease"
 	"github.com/coord-go/coord/metrics"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // ErrExpired is wrapped by Err, and by the errors of every primitive built
@@ -71,7 +73,7 @@ func New(ctx context.Context, cli *clientv3.Client, opts ...Option) (*Session, e
 	if o.err != nil {
 		return nil, o.err
 	}
-	l, err := lease.New(ctx, cli, lease.Config{TTL: o.ttl, Root: o.root, Logger: o.logger, Metrics: o.metrics})
+	l, err := lease.New(ctx, cli, lease.Config{TTL: o.ttl, Root: o.root, Logger: o.logger, Metrics: o.metrics, Tracer: o.tracer})
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +98,16 @@ func (s *Session) Logger() *slog.Logger { return s.l.Logger() }
 
 // Metrics returns the session's metrics, or nil.
 func (s *Session) Metrics() *metrics.Metrics { return s.l.Metrics() }
+
+// Tracer returns the tracer the session's primitives start their spans
+// with (instrumentation scope "github.com/coord-go/coord"), from the
+// provider given to WithTracerProvider; without one, a no-op tracer.
+func (s *Session) Tracer() trace.Tracer {
+	if t := s.l.Tracer(); t != nil {
+		return t
+	}
+	return noop.NewTracerProvider().Tracer("")
+}
 
 // NextID returns an id no other key of this session uses: the lease in
 // 16 hex digits and a sequence number. Primitives name their keys with it,

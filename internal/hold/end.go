@@ -9,6 +9,7 @@ import (
 
 	"github.com/coord-go/coord/internal/etcderr"
 	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/span"
 	"github.com/coord-go/coord/internal/watch"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -87,9 +88,10 @@ func (h *Hold) lose(cause error) {
 	}
 	wasHeld := h.st == held
 	h.st, h.cause = lost, cause
+	h.lostAt = time.Now()
 	h.refined = make(chan struct{})
 	close(h.done)
-	rev, start := h.rev, h.start
+	rev, start, at := h.rev, h.start, h.lostAt
 	h.mu.Unlock()
 	go h.halt()
 	// Done is closed first, at once: a holder must learn of its loss before
@@ -115,6 +117,9 @@ func (h *Hold) lose(cause error) {
 		// A deliberate Session.Close ends what the session held as its
 		// owner asked: not a loss to alert anyone about.
 		loss := !errors.Is(c, lease.ErrClosed)
+		if sp := h.takeSpan(); sp != nil {
+			endLost(sp, c, at) // at the loss, not after its refinement
+		}
 		m := h.s.Metrics()
 		for _, n := range h.cfg.Names {
 			m.Released(h.cfg.Kind, n, time.Since(start), loss)
@@ -340,6 +345,7 @@ func (h *Hold) finish(to state) {
 	h.mu.Unlock()
 	h.halt()
 	if from == held || from == releasing {
+		h.takeSpan().End(span.Released, nil, time.Time{})
 		for _, n := range h.cfg.Names {
 			h.s.Metrics().Released(h.cfg.Kind, n, time.Since(start), false)
 		}
@@ -390,7 +396,10 @@ func (h *Hold) abandon(ctx context.Context, cmps []clientv3.Cmp, undo []clientv3
 		close(h.done)
 	}
 	ambiguous, rev := h.ambiguous, h.rev
+	sp := h.span
+	h.span = nil
 	h.mu.Unlock()
+	sp.End(span.Abandoned, nil, time.Time{})
 	h.halt()
 	h.stopWaiting()
 	// A hold abandoned was never reported held, so its marks go whatever

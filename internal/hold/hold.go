@@ -11,6 +11,7 @@ import (
 	"github.com/coord-go/coord/internal/etcderr"
 	"github.com/coord-go/coord/internal/keys"
 	"github.com/coord-go/coord/internal/lease"
+	"github.com/coord-go/coord/internal/span"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -107,6 +108,8 @@ type Hold struct {
 	start      time.Time
 	waiting    bool // counted in the waiting gauge, from Create to Grant or Abandon
 	releasedAt int64
+	span       *span.Span // the hold's span while held and traced (trace.go)
+	lostAt     time.Time  // when a loss was seen
 
 	// The lock-delay's part (Config.Delay > 0): a mark per key, the bases
 	// they live under, and what the last Create learned.

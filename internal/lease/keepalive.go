@@ -192,6 +192,22 @@ func (s *Session) renewalFailed(err error) {
 	s.logger.Debug("coord keepalive failed", "lease", s.LeaseHex(), "error", err)
 }
 
+// Reachable reports whether etcd is answering the session's renewals:
+// the session is alive, no renewal failed since the last acknowledged
+// one, and that one was sent less than one and a half renewal intervals
+// (TTL/4 each) ago, so an answer overdue by half an interval counts as
+// unreachable. It reads only what the keepalive stream already learned:
+// no request is made.
+func (s *Session) Reachable() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || s.lastErr != nil {
+		return false
+	}
+	renewed := s.deadline.Add(-(s.ttl - s.margin))
+	return time.Since(renewed) < s.ttl/4*3/2
+}
+
 func (s *Session) extend(deadline time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

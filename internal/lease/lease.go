@@ -13,9 +13,11 @@ import (
 
 	"github.com/coord-go/coord/internal/etcderr"
 	"github.com/coord-go/coord/internal/keys"
+	"github.com/coord-go/coord/internal/span"
 	"github.com/coord-go/coord/metrics"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrExpired is session.ErrExpired.
@@ -40,6 +42,9 @@ type Config struct {
 	// now replaces time.Now for the deadline, in tests that move the
 	// wall clock (see clock.go); nil is time.Now.
 	now func() time.Time
+	// Tracer, when not nil, is where the session's primitives start
+	// their spans (session.WithTracerProvider).
+	Tracer trace.TracerProvider
 }
 
 // Session is the implementation of session.Session: one lease, renewed
@@ -56,6 +61,7 @@ type Session struct {
 	logger  *slog.Logger
 	metrics *metrics.Metrics
 	now     func() time.Time // time.Now, or a test's clock
+	tracer  trace.Tracer     // nil: tracing is off
 	seq     atomic.Uint64
 	fence   atomic.Int64 // the marker's mod revision every create compares
 
@@ -115,6 +121,9 @@ func New(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error
 		now:     cfg.now,
 		done:    make(chan struct{}),
 	}
+	if cfg.Tracer != nil {
+		s.tracer = cfg.Tracer.Tracer(span.Scope)
+	}
 	s.margin = min(max(s.ttl/10, 100*time.Millisecond), time.Second)
 	s.marker = root + keys.KindSession + "/" + fmt.Sprintf("%016x", int64(grant.ID))
 	s.deadline = sent.Add(s.ttl - s.margin)
@@ -129,6 +138,9 @@ func New(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error
 		return nil, fmt.Errorf("session: register: %w", etcderr.Explain(cli, err))
 	}
 	s.fence.Store(put.Header.Revision)
+	// Reported alive before anything can end it, so SessionEnded always
+	// comes after.
+	s.metrics.SessionStarted(s.LeaseHex(), s.Reachable)
 	loopCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.mu.Lock()
@@ -172,6 +184,10 @@ func (s *Session) Logger() *slog.Logger { return s.logger }
 // Metrics returns the session's metrics, or nil.
 func (s *Session) Metrics() *metrics.Metrics { return s.metrics }
 
+// Tracer returns the tracer the session's primitives start their spans
+// with, or nil when tracing is off (see package span).
+func (s *Session) Tracer() trace.Tracer { return s.tracer }
+
 // NextID returns an id no other key of this session uses.
 func (s *Session) NextID() string { return keys.ID(int64(s.lease), s.seq.Add(1)) }
 
@@ -210,6 +226,7 @@ func (s *Session) end(err error) bool {
 	close(s.done)
 	s.mu.Unlock()
 	s.stop()
+	s.metrics.SessionEnded(s.LeaseHex())
 	return true
 }
 
