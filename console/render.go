@@ -81,6 +81,24 @@ var titles = map[string]string{
 	keys.KindSemaphore: "Semaphores", keys.KindShard: "Shard maps",
 }
 
+// kindOrder is the order of the page's sections: what operators look
+// for first (who holds the locks, who leads), then the rest, and any kind
+// inspect learns later at the end.
+func kindOrder() []string {
+	out := []string{keys.KindLock, keys.KindRWLock, keys.KindElection, keys.KindSemaphore, keys.KindQueue, keys.KindSchedule,
+		keys.KindGroup, keys.KindShard, keys.KindRateLimit, keys.KindBarrier, keys.KindDouble, keys.KindLatch}
+	seen := map[string]bool{}
+	for _, k := range out {
+		seen[k] = true
+	}
+	for _, k := range inspect.Kinds() {
+		if !seen[k] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // releasable are the kinds whose holders an operator may force-release.
 var releasable = map[string]bool{keys.KindLock: true, keys.KindRWLock: true, keys.KindSemaphore: true, keys.KindElection: true}
 
@@ -99,7 +117,7 @@ func (c *Console) data(snap *snapshot, msg string) pageData {
 	for _, it := range snap.items {
 		byKind[it.p.Kind] = append(byKind[it.p.Kind], it)
 	}
-	for _, kind := range inspect.Kinds() {
+	for _, kind := range kindOrder() {
 		its := byKind[kind]
 		kv := kindView{Kind: kind, Title: titles[kind]}
 		if kv.Title == "" {
@@ -183,7 +201,7 @@ func member(pos int, m inspect.Member, now time.Time, release bool, kind string)
 func deadLetter(dl queue.DeadLetter) deadView {
 	v := deadView{ID: dl.ID, Reason: dl.Reason, LastError: clip(dl.LastError, 200), Attempts: dl.Attempts, Payload: clip(string(dl.Payload), 80)}
 	if !dl.Died.IsZero() {
-		v.Died = dl.Died.UTC().Format(time.RFC3339)
+		v.Died = dl.Died.UTC().Format(time.DateTime)
 	}
 	return v
 }
