@@ -73,14 +73,12 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "" {
 		// Mounted with StripPrefix and asked for without the slash: the
 		// page's relative links need it.
-		base := r.URL.RawPath
-		if base == "" {
-			base = r.RequestURI
-		}
-		if i := strings.LastIndex(strings.SplitN(base, "?", 2)[0], "/"); i >= 0 {
-			base = strings.SplitN(base, "?", 2)[0][i+1:]
-		}
-		http.Redirect(w, r, base+"/", http.StatusMovedPermanently)
+		// The Location is relative to what the browser asked for (not
+		// http.Redirect's, which resolves it against the stripped path).
+		base, _, _ := strings.Cut(r.RequestURI, "?")
+		base = base[strings.LastIndex(base, "/")+1:]
+		h.Set("Location", base+"/")
+		w.WriteHeader(http.StatusMovedPermanently)
 		return
 	}
 	c.cache.start()

@@ -135,4 +135,8 @@ func deadLetter(t *testing.T, root, name, payload, reason string) string {
 	return id
 }
 
-
+func newServer(t *testing.T, h http.Handler) *httptest.Server {
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	return hs
+}
