@@ -228,7 +228,7 @@ func (c *cache) refresh(ctx context.Context, full bool, dirty map[id]bool) error
 	defer cancel()
 	fresh := map[id]*item{}
 	if full {
-		ps, err := inspect.List(rctx, c.cli, c.root)
+		ps, err := inspect.List(rctx, c.cli, c.root, inspect.WithoutTTL())
 		if err != nil {
 			return err
 		}
@@ -239,7 +239,7 @@ func (c *cache) refresh(ctx context.Context, full bool, dirty map[id]bool) error
 		}
 	} else {
 		for k := range dirty {
-			p, err := inspect.Get(rctx, c.cli, c.root, k.kind, k.name)
+			p, err := inspect.Get(rctx, c.cli, c.root, k.kind, k.name, inspect.WithoutTTL())
 			if err != nil {
 				return err
 			}

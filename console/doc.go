@@ -19,7 +19,9 @@
 // re-reads only the primitives the change touched, through package
 // inspect: a read of the sessions' owners, the primitive's keys (for a
 // queue, its counts and claims, never its payloads) and its first dead
-// letters when those changed, plus a TimeToLive per distinct lease. Pages,
+// letters when those changed; no lease is read (the page shows no TTL).
+// A change that touched more than 64 primitives re-reads the root once
+// instead. Pages,
 // fragments and event streams are served from the cache: a viewer costs
 // etcd nothing, and a change costs the same reads whether one viewer
 // watches or a hundred. Lists are cut to WithRows (default 20) with
