@@ -113,11 +113,16 @@ func (c *cache) wait(ctx context.Context) *snapshot {
 		}
 		select {
 		case <-ch:
+		case <-c.done:
+			return &snapshot{version: snap.version, err: errClosed}
 		case <-ctx.Done():
 			return nil
 		}
 	}
 }
+
+// errClosed is what the page of a closed console says.
+var errClosed = errors.New("console: closed")
 
 func (c *cache) run(ctx context.Context) {
 	defer close(c.done)

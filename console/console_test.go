@@ -199,3 +199,32 @@ func TestBadOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestDiscardAsksFirst(t *testing.T) {
+	t.Parallel()
+	s := serve(t, nil, console.WithActions(true))
+	id := deadLetter(t, s.root, "jobs", "p", "r")
+	page := s.waitPage(t, "/", "the dead letter", func(p string) bool { return strings.Contains(p, id) })
+	form := url.Values{"csrf": {csrfRE.FindStringSubmatch(page)[1]}, "op": {"discard"}, "kind": {"queue"}, "name": {"jobs"}, "id": {id}}
+	q := queue.New(srv.Client(), "jobs", queue.WithPrefix(s.root))
+	ctx := etcdtest.Context(t, 10*time.Second)
+	resp, err := http.PostForm(s.URL+"/action", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if st, _ := q.Stats(ctx); resp.StatusCode != 200 || !strings.Contains(string(b), `id="confirm"`) || st.Dead != 1 {
+		t.Fatalf("discard without confirm: %d, %+v\n%s", resp.StatusCode, st, b)
+	}
+	form.Set("confirm", "yes")
+	resp, err = http.PostForm(s.URL+"/action", form) // follows the redirect to the page
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if st, _ := q.Stats(ctx); resp.StatusCode != 200 || !strings.Contains(string(b), "Discarded the dead letter") || st.Dead != 0 || st.Ready != 0 {
+		t.Fatalf("confirmed discard: %d, %+v\n%s", resp.StatusCode, st, b)
+	}
+}
