@@ -27,7 +27,9 @@ func TestWithoutTTLReadsNoLease(t *testing.T) {
 	c := etcdtest.NewCounter()
 	cli := etcdtest.NewTestClient(t, srv.Endpoints(), etcdtest.WithCounter(c))
 	for _, get := range []func() (inspect.Primitive, error){
-		func() (inspect.Primitive, error) { return inspect.Get(ctx, cli, root, "lock", "l", inspect.WithoutTTL()) },
+		func() (inspect.Primitive, error) {
+			return inspect.Get(ctx, cli, root, "lock", "l", inspect.WithoutTTL())
+		},
 		func() (inspect.Primitive, error) {
 			ps, err := inspect.List(ctx, cli, root, inspect.WithoutTTL())
 			if err != nil || len(ps) != 1 {
