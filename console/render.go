@@ -180,8 +180,8 @@ func member(pos int, m inspect.Member, now time.Time, release bool, kind string)
 		v.Lease = strconv.FormatInt(m.Lease, 16)
 	}
 	if !m.Since.IsZero() {
-		v.Since = m.Since.UTC().Format(time.RFC3339)
-		v.Age = now.Sub(m.Since).Round(time.Second).String()
+		v.Since = m.Since.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+		v.Age = age(now.Sub(m.Since))
 	}
 	switch {
 	case kind == keys.KindSemaphore || m.Weight > 1:
@@ -204,6 +204,21 @@ func deadLetter(dl queue.DeadLetter) deadView {
 		v.Died = dl.Died.UTC().Format(time.DateTime)
 	}
 	return v
+}
+
+// age says how long ago, as the page's script does while it stays open:
+// "42s", "3m07s", "5h02m", "3d04h".
+func age(d time.Duration) string {
+	s := max(int64(d/time.Second), 0)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%02ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%02dm", s/3600, s%3600/60)
+	}
+	return fmt.Sprintf("%dd%02dh", s/86400, s%86400/3600)
 }
 
 // clip cuts s to n bytes, on a rune boundary, and shows that it did;

@@ -36,6 +36,22 @@
     });
   }
 
+  // Ages ("held 3m07s ago") go on counting between changes.
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function age(s) {
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m" + pad(s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h" + pad(Math.floor(s % 3600 / 60)) + "m";
+    return Math.floor(s / 86400) + "d" + pad(Math.floor(s % 86400 / 3600)) + "h";
+  }
+  setInterval(function () {
+    var now = Date.now(), ts = document.querySelectorAll("time[datetime]");
+    for (var i = 0; i < ts.length; i++) {
+      var t = Date.parse(ts[i].getAttribute("datetime"));
+      if (!isNaN(t)) ts[i].textContent = age(Math.max(0, Math.floor((now - t) / 1000))) + " ago";
+    }
+  }, 1000);
+
   var es = new EventSource("events");
   es.addEventListener("changed", function (e) {
     status = ["live", "on"];
