@@ -87,8 +87,8 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 
 // TestBrowser drives the page in a real Chromium: a held lock shows with
 // its token; the page follows, without a reload, the lock's release and
-// an election's new leader; a Re-drive button puts a dead letter back in
-// line.
+// an election's new leader after a transfer; a Re-drive button puts a
+// dead letter back in line.
 func TestBrowser(t *testing.T) {
 	ctx := browser(t, 1280, 900)
 	s := serve(t, nil, console.WithActions(true))
@@ -102,9 +102,13 @@ func TestBrowser(t *testing.T) {
 	if err := lead.Campaign(ectx, "node-a"); err != nil {
 		t.Fatal(err)
 	}
+	// Two standbys: the transfer goes to the second in line, so the page
+	// must show the one chosen, not just the next.
+	standby := election.New(newSession(t, s.root), "api")
+	go standby.Campaign(ectx, "node-b")
 	next := election.New(newSession(t, s.root), "api")
 	elected := make(chan error, 1)
-	go func() { elected <- next.Campaign(ectx, "node-b") }()
+	go func() { elected <- next.Campaign(ectx, "node-c") }()
 	id := deadLetter(t, s.root, "emails", `{"to":"ops@example.com"}`, "smtp: 550 mailbox unavailable")
 
 	lockSel := `article[data-kind="lock"][data-name="backup"]`
@@ -122,15 +126,15 @@ func TestBrowser(t *testing.T) {
 	waitJS(t, ctx, "the released lock gone, without a reload", `!document.querySelector('`+lockSel+`') && window.coordMark === 1`)
 
 	candSel := `article[data-kind="election"][data-name="api"]`
-	waitJS(t, ctx, "the candidate in line", `!!document.querySelector('`+candSel+` tr.waiter')`)
-	if err := lead.Resign(ectx); err != nil {
+	waitJS(t, ctx, "both candidates in line", `document.querySelectorAll('`+candSel+` tr.waiter').length === 2`)
+	if err := lead.Transfer(ectx, "node-c"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-elected; err != nil {
 		t.Fatal(err)
 	}
 	waitJS(t, ctx, "the new leader, without a reload",
-		`(document.querySelector('`+candSel+` tr.holder td.detail') || {}).textContent === "node-b" && window.coordMark === 1`)
+		`(document.querySelector('`+candSel+` tr.holder td.detail') || {}).textContent === "node-c" && window.coordMark === 1`)
 	if got, want := text(t, ctx, candSel+` tr.holder td.token`), strconv.FormatInt(next.Token(), 10); got != want {
 		t.Errorf("the new leader's token: %q, want %q", got, want)
 	}
