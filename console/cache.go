@@ -29,6 +29,10 @@ const coalesce = 100 * time.Millisecond
 // that touched more reads the whole root instead, which is then cheaper.
 const maxDirty = 64
 
+// pageKeys is how many keys of a primitive count as one page of reading
+// it (inspect reads 512 keys a Range).
+const pageKeys = 512
+
 // id names one primitive.
 type id struct{ kind, name string }
 
@@ -37,6 +41,16 @@ type item struct {
 	p    inspect.Primitive
 	dead []queue.DeadLetter // a queue's first dead letters (at most rows)
 	derr error              // why they could not be read
+	read time.Time          // when p was read
+}
+
+// due is when a primitive read at it.read may be read again: a page of
+// keys per gathering window, so a primitive of many keys (a lock with
+// thousands in line) changing all the time costs at most one page read
+// per 100 ms, and a small one is read after every window.
+func (it *item) due() time.Time {
+	pages := (len(it.p.Holders)+len(it.p.Waiters))/pageKeys + 1
+	return it.read.Add(time.Duration(pages) * coalesce)
 }
 
 // snapshot is the cache's state, shared read-only by every render.
@@ -193,7 +207,8 @@ func (c *cache) follow(ctx context.Context, feed *watch.Feed) error {
 				break gather
 			}
 		}
-		if err := c.refresh(ctx, full || len(dirty) > maxDirty, dirty); err != nil {
+		next, err := c.refresh(ctx, full || len(dirty) > maxDirty, dirty)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -206,7 +221,11 @@ func (c *cache) follow(ctx context.Context, feed *watch.Feed) error {
 			retry = time.After(time.Second)
 			continue
 		}
-		full, dirty = false, map[id]bool{}
+		full = false
+		if len(dirty) > 0 {
+			// Big primitives not due yet: read them when they are.
+			retry = time.After(time.Until(next))
+		}
 	}
 }
 
@@ -226,39 +245,47 @@ func (c *cache) mark(dirty map[id]bool, key string) {
 	dirty[k] = dirty[k] || (kind == keys.KindQueue && strings.HasPrefix(part, "d/"))
 }
 
-// refresh re-reads the whole root (full) or the dirty primitives, and
-// publishes a new snapshot.
-func (c *cache) refresh(ctx context.Context, full bool, dirty map[id]bool) error {
+// refresh re-reads the whole root (full) or the dirty primitives that are
+// due, publishes a new snapshot, and takes what it read out of dirty;
+// what is left is not due before next.
+func (c *cache) refresh(ctx context.Context, full bool, dirty map[id]bool) (next time.Time, err error) {
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
+	c.mu.Lock()
+	old := c.items
+	c.mu.Unlock()
+	now := time.Now()
 	fresh := map[id]*item{}
 	if full {
 		ps, err := inspect.List(rctx, c.cli, c.root, inspect.WithoutTTL())
 		if err != nil {
-			return err
+			return next, err
 		}
 		for _, p := range ps {
 			k := id{p.Kind, p.Name}
-			fresh[k] = &item{p: p}
+			fresh[k] = &item{p: p, read: now}
 			dirty[k] = true
 		}
 	} else {
 		for k := range dirty {
+			if prev := old[k]; prev != nil && prev.due().After(now) {
+				if next.IsZero() || prev.due().Before(next) {
+					next = prev.due()
+				}
+				continue
+			}
 			p, err := inspect.Get(rctx, c.cli, c.root, k.kind, k.name, inspect.WithoutTTL())
 			if err != nil {
-				return err
+				return next, err
 			}
 			if p.InUse() {
-				fresh[k] = &item{p: p}
+				fresh[k] = &item{p: p, read: now}
 			} else {
 				fresh[k] = nil
 			}
 		}
 	}
 	// A queue's dead letters: read when they changed, else kept.
-	c.mu.Lock()
-	old := c.items
-	c.mu.Unlock()
 	for k, it := range fresh {
 		if it == nil || k.kind != keys.KindQueue {
 			continue
@@ -271,7 +298,7 @@ func (c *cache) refresh(ctx context.Context, full bool, dirty map[id]bool) error
 			q := queue.New(c.cli, k.name, queue.WithPrefix(c.root))
 			it.dead, it.derr = q.FirstDeadLetters(rctx, c.rows)
 			if it.derr != nil && errors.Is(it.derr, context.Canceled) {
-				return it.derr
+				return next, it.derr
 			}
 		default:
 			it.dead, it.derr = prev.dead, prev.derr
@@ -290,8 +317,16 @@ func (c *cache) refresh(ctx context.Context, full bool, dirty map[id]bool) error
 	}
 	c.ready = true
 	c.mu.Unlock()
-	c.publish(nil)
-	return nil
+	for k := range fresh {
+		delete(dirty, k)
+	}
+	if full {
+		clear(dirty)
+	}
+	if len(fresh) > 0 || full {
+		c.publish(nil)
+	}
+	return next, nil
 }
 
 // publish makes a new snapshot of the items and tells every viewer.

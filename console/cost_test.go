@@ -14,6 +14,7 @@ import (
 	"github.com/coord-go/coord/etcdtest"
 	"github.com/coord-go/coord/lock"
 	"github.com/coord-go/coord/queue"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // viewer is one browser's event stream, as the page's script opens it.
@@ -195,5 +196,51 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A primitive of many keys (a lock with 3,000 in line) that changes all
+// the time is read at most a page per 100 ms, and the page still ends up
+// showing its last change.
+func TestBigLinesAreReadAtAPagePerWindow(t *testing.T) {
+	c := etcdtest.NewCounter()
+	s := serve(t, etcdtest.NewTestClient(t, srv.Endpoints(), etcdtest.WithCounter(c)))
+	ctx := etcdtest.Context(t, 60*time.Second)
+	cli := srv.Client()
+	const line = 3000
+	rec := `{"since":"` + time.Now().UTC().Format(time.RFC3339Nano) + `"}`
+	for i := 0; i < line; i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < i+100; j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%slock/big/w/%016x", s.root, j), rec))
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.waitPage(t, "/state", "the line", func(p string) bool { return strings.Contains(p, fmt.Sprintf("and %d more waiting", line-1-20)) })
+
+	before, start := c.Get("Range"), time.Now()
+	extra := s.root + "lock/big/w/ffffffffffffffff"
+	for range 40 {
+		if _, err := cli.Put(ctx, extra, rec); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Delete(ctx, extra); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli.Put(ctx, extra, rec); err != nil {
+		t.Fatal(err)
+	}
+	s.waitPage(t, "/state", "the last change", func(p string) bool { return strings.Contains(p, fmt.Sprintf("and %d more waiting", line-20)) })
+	ranges, took := c.Get("Range")-before, time.Since(start)
+	// A read of the lock: the sessions' owners and 6 pages of keys, due
+	// again 6 windows (600 ms) after it.
+	pages := int64(line/512 + 2)
+	bound := pages * (int64(took/(time.Duration(pages-1)*100*time.Millisecond)) + 2)
+	t.Logf("80 changes of a line of %d in %v: %d Ranges (bound %d; one per window would be ~%d)", line, took.Round(time.Millisecond), ranges, bound, pages*int64(took/(100*time.Millisecond)))
+	if ranges > bound {
+		t.Errorf("%d Ranges for 80 changes in %v; want at most %d", ranges, took, bound)
 	}
 }

@@ -21,7 +21,9 @@
 // queue, its counts and claims, never its payloads) and its first dead
 // letters when those changed; no lease is read (the page shows no TTL).
 // A change that touched more than 64 primitives re-reads the root once
-// instead. Pages,
+// instead, and a primitive of many keys is re-read at most a page (512
+// keys) per 100 ms: a lock with 3,000 in line that changes all the time
+// costs 7 Ranges every 600 ms, not every 100 ms. Pages,
 // fragments and event streams are served from the cache: a viewer costs
 // etcd nothing, and a change costs the same reads whether one viewer
 // watches or a hundred. Lists are cut to WithRows (default 20) with
