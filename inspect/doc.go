@@ -17,6 +17,6 @@
 // List pages through the root (512 keys a read), building each primitive
 // as its keys arrive; queues are counted by the server and only their
 // claims read, so no payload is ever read. Add one TimeToLive per
-// distinct lease. A root of 100,000 keys is about 200 reads and under
-// 50 MB of client memory, whatever its queues hold.
+// distinct lease (none with WithoutTTL). A root of 100,000 keys is about
+// 200 reads and under 50 MB of client memory, whatever its queues hold.
 package inspect

@@ -85,13 +85,13 @@ func (p Primitive) InUse() bool {
 // values. Every read is at one revision,
 // so the listing is one consistent snapshot (if etcd compacts that
 // revision while List reads, it starts again at a new one).
-func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, error) {
+func List(ctx context.Context, cli *clientv3.Client, root string, opts ...Option) ([]Primitive, error) {
 	root, err := keys.NormalizeRoot(root)
 	if err != nil {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		out, err := list(ctx, cli, root)
+		out, err := list(ctx, cli, root, opts)
 		if errors.Is(err, rpctypes.ErrCompacted) && attempt < 3 {
 			continue
 		}
@@ -99,8 +99,8 @@ func List(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, 
 	}
 }
 
-func list(ctx context.Context, cli *clientv3.Client, root string) ([]Primitive, error) {
-	r := newReader(ctx, cli, root)
+func list(ctx context.Context, cli *clientv3.Client, root string, opts []Option) ([]Primitive, error) {
+	r := newReader(ctx, cli, root, opts)
 	if err := r.sessions(); err != nil {
 		return nil, err
 	}
@@ -200,7 +200,7 @@ func (r *reader) spaceOf(kv *mvccpb.KeyValue) (keys.Space, string) {
 
 // Get returns the state of one primitive, or a Primitive with no members
 // when nothing of it is in etcd. An unknown kind is an error.
-func Get(ctx context.Context, cli *clientv3.Client, root, kind, name string) (Primitive, error) {
+func Get(ctx context.Context, cli *clientv3.Client, root, kind, name string, opts ...Option) (Primitive, error) {
 	root, err := keys.NormalizeRoot(root)
 	if err != nil {
 		return Primitive{}, err
@@ -213,7 +213,7 @@ func Get(ctx context.Context, cli *clientv3.Client, root, kind, name string) (Pr
 		return Primitive{}, err
 	}
 	for attempt := 0; ; attempt++ {
-		r := newReader(ctx, cli, root)
+		r := newReader(ctx, cli, root, opts)
 		err := r.sessions()
 		var p Primitive
 		if err == nil {
@@ -237,10 +237,25 @@ type reader struct {
 	rev    int64            // the revision every read is at, once known
 	owners map[int64]string // lease → host:pid, from the sessions' marker keys
 	ttls   map[int64]time.Duration
+	noTTL  bool
 }
 
-func newReader(ctx context.Context, cli *clientv3.Client, root string) *reader {
-	return &reader{ctx: ctx, cli: cli, root: root, owners: map[int64]string{}, ttls: map[int64]time.Duration{}}
+// Option configures List and Get.
+type Option func(*reader)
+
+// WithoutTTL leaves out the lease time left (Member.TTLLeft stays -1, as
+// for a key without a lease; Member.Lease still names the lease), and
+// with it the one TimeToLive per distinct lease: for callers that read
+// again and again, such as a live page, whose cost would otherwise grow
+// with the processes in line.
+func WithoutTTL() Option { return func(r *reader) { r.noTTL = true } }
+
+func newReader(ctx context.Context, cli *clientv3.Client, root string, opts []Option) *reader {
+	r := &reader{ctx: ctx, cli: cli, root: root, owners: map[int64]string{}, ttls: map[int64]time.Duration{}}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // scan reads [from, end) a page at a time, at the reader's revision (the
@@ -371,7 +386,7 @@ func (r *reader) part(k prim, name string) []Member {
 
 func (r *reader) member(kv *mvccpb.KeyValue) Member {
 	m := Member{Key: string(kv.Key), Token: kv.CreateRevision, Lease: kv.Lease, Value: string(kv.Value), Owner: r.owners[kv.Lease], TTLLeft: -1}
-	if kv.Lease != 0 {
+	if kv.Lease != 0 && !r.noTTL {
 		m.TTLLeft = r.ttl(kv.Lease)
 	}
 	if rec, err := keys.DecodeRecord(kv.Value); err == nil {

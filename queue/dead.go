@@ -96,6 +96,21 @@ const deadPage = 64
 // payloads and reasons. It reads a page of dead letters and their
 // payloads per Txn.
 func (q *Queue) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
+	return q.deadLetters(ctx, 0)
+}
+
+// FirstDeadLetters is DeadLetters for at most n of them (n > 0), the
+// oldest message ids first: a bounded read, for a page that shows a few
+// and counts the rest with Stats. It reads at most ceil(n/64) pages.
+func (q *Queue) FirstDeadLetters(ctx context.Context, n int) ([]DeadLetter, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("queue %q: %w: dead letters to read %d < 1", q.sp.Name(), ErrInvalid, n)
+	}
+	return q.deadLetters(ctx, n)
+}
+
+// deadLetters reads up to n dead letters (0: all of them).
+func (q *Queue) deadLetters(ctx context.Context, n int) ([]DeadLetter, error) {
 	if q.err != nil {
 		return nil, q.err
 	}
@@ -103,7 +118,11 @@ func (q *Queue) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 	var out []DeadLetter
 	from := d
 	for {
-		resp, err := q.cli.Get(ctx, from, clientv3.WithRange(keys.RangeEnd(d)), clientv3.WithLimit(deadPage))
+		page := int64(deadPage)
+		if n > 0 {
+			page = int64(min(deadPage, n-len(out)))
+		}
+		resp, err := q.cli.Get(ctx, from, clientv3.WithRange(keys.RangeEnd(d)), clientv3.WithLimit(page))
 		if err != nil {
 			return nil, fmt.Errorf("queue %q: dead letters: %w", q.sp.Name(), err)
 		}
@@ -129,7 +148,7 @@ func (q *Queue) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 			}
 			out = append(out, dl)
 		}
-		if !resp.More {
+		if !resp.More || (n > 0 && len(out) >= n) {
 			return out, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"

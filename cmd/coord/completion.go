@@ -48,6 +48,7 @@ var completions = map[string][]string{
 	"queue discard": append([]string{"prefix"}, connFlagNames...),
 	"queue config":  append([]string{"prefix", "o", "max-attempts", "backoff-min", "backoff-max", "jitter", "dead-retention"}, connFlagNames...),
 	"schedule":      append([]string{"prefix", "o"}, connFlagNames...),
+	"ui":            append([]string{"prefix", "listen", "allow-actions"}, connFlagNames...),
 	"dev":           {"port", "data-dir"},
 	"demo":          {"ticks"},
 	"bench":         {"short", "duration", "only", "endpoints"},

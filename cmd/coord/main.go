@@ -13,6 +13,7 @@
 //	coord group NAME                  a group's live members
 //	coord shard NAME                  a shard map: owners, targets, loads
 //	coord status [--kind KIND] [NAME] who holds what
+//	coord ui [--listen ADDR]          a live page of who holds what, on loopback
 //	coord dev                         an embedded etcd on 127.0.0.1:2379
 //	coord demo                        the story of three replicas, on an embedded etcd
 //	coord bench                       coord vs etcd's own recipes, as a markdown table
