@@ -23,8 +23,9 @@ import (
 // authentication. A Txn that carries a nested Txn op is counted once more
 // as "Txn.Nested": etcd before 3.5.26 and 3.6.9 skips permission checks on
 // nested ops. It also counts the bytes of the replies to reads ("Range
-// bytes" and "Txn bytes"), for "bytes read per operation". A Counter is
-// safe for concurrent use; attach it with WithCounter.
+// bytes" and "Txn bytes"), for "bytes read per operation", and the keys
+// the server counted for them ("Reads.Counted", see Counted). A Counter
+// is safe for concurrent use; attach it with WithCounter.
 type Counter struct {
 	mu sync.Mutex
 	n  map[string]int64
@@ -78,7 +79,7 @@ func (c *Counter) Total(methods ...string) int64 {
 func (c *Counter) Bytes() int64 { return c.Total("Range bytes", "Txn bytes") }
 
 func derived(name string) bool {
-	return strings.HasSuffix(name, ".Open") || strings.HasSuffix(name, " bytes") || name == "Txn.Nested" || name == "Counted"
+	return strings.HasSuffix(name, ".Open") || strings.HasSuffix(name, " bytes") || name == "Txn.Nested" || name == "Reads.Counted"
 }
 
 // Reset sets every count to zero.
@@ -122,10 +123,10 @@ func (c *Counter) DialOptions() []grpc.DialOption {
 			switch r := reply.(type) {
 			case *pb.RangeResponse:
 				c.addN("Range bytes", int64(proto.Size(r)))
-				c.addN("Counted", r.Count)
+				c.addN("Reads.Counted", r.Count)
 			case *pb.TxnResponse:
 				c.addN("Txn bytes", int64(proto.Size(r)))
-				c.addN("Counted", counted(r.Responses))
+				c.addN("Reads.Counted", counted(r.Responses))
 			}
 			return err
 		}),
@@ -152,7 +153,7 @@ func (c *Counter) addN(name string, n int64) {
 // every key of a range it reads, to count it, however small the limit, so
 // this is the server's work for those reads as a line grows, which the
 // RPCs and bytes do not show.
-func (c *Counter) Counted() int64 { return c.Get("Counted") }
+func (c *Counter) Counted() int64 { return c.Get("Reads.Counted") }
 
 // counted sums the Count of a Txn's range replies.
 func counted(rs []*pb.ResponseOp) int64 {
