@@ -356,7 +356,9 @@ func TestClaimAfterAckSeesNewerBetterMessages(t *testing.T) {
 	s := newSession(t)
 	enqueue(t, q, "a", queue.WithPriority(5))
 	enqueue(t, q, "b", queue.WithPriority(5))
-	enqueue(t, q, "due-soon", queue.WithPriority(-1), queue.WithDelay(1500*time.Millisecond))
+	enqueue(t, q, "due-soon", queue.WithPriority(-1), queue.WithDelay(4*time.Second))
+	// (Due late enough that a loaded machine still claims "urgent" before
+	// it: a claim after it is due rightly takes it, its priority is better.)
 
 	ackFirst := func(want string) {
 		t.Helper()
@@ -371,10 +373,10 @@ func TestClaimAfterAckSeesNewerBetterMessages(t *testing.T) {
 	ackFirst("a") // the Ack's view now offers "b"
 	enqueue(t, producer, "urgent", queue.WithPriority(0))
 	ackFirst("urgent") // the Ack's view offers "b"; "due-soon" is not due yet
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for stats(t, q).Delayed != 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("delayed message not due within 5s")
+			t.Fatal("delayed message not due within 10s")
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
 	}
