@@ -209,7 +209,7 @@ func TestTraceRWMutexAndMulti(t *testing.T) {
 	if got := spantest.Attr(hold, span.Name).AsString(); got != a+","+b && got != b+","+a {
 		t.Errorf("MultiMutex hold name %q, want both names", got)
 	}
-	if spantest.Attr(hold, span.Mode).Type() != attribute.INVALID {
+	if spantest.Attr(hold, span.Mode).Type() != attribute.EMPTY {
 		t.Error("a Mutex's span has a mode")
 	}
 }
