@@ -190,10 +190,16 @@ func (d *demo) run(ticks int) error {
 		if err != nil {
 			return err
 		}
-		if n == 0 {
+		// Drained: the queue is empty and every Ack has returned to its
+		// worker (an Ack applies before its answer arrives, and stopping
+		// the replicas then would cancel the answer and lose the count).
+		if n == 0 && d.acked.Load() >= d.enqueued.Load() {
 			break
 		}
 		if time.Now().After(deadline) {
+			if n == 0 {
+				break // the check below says what went wrong
+			}
 			return fmt.Errorf("queue still holds %d messages", n)
 		}
 		time.Sleep(100 * time.Millisecond)
