@@ -519,7 +519,7 @@ func TestIdleConsumerSleepsThroughAcks(t *testing.T) {
 	// unwatched (a page read and a batch check, when its feed starts):
 	// nothing per Ack.
 	if reads := counter.Total("Txn", "Range") - before; reads > 4 {
-		t.Errorf("idle consumer made %d reads and Txns through %d Acks, want it asleep through them", reads, n-1)
+		t.Errorf("idle consumer made %d reads and Txns through %d Acks, want it asleep through them (%s)", reads, n-1, counter)
 	}
 	// The busy consumer dies holding the last message: it is freed. The
 	// watch delivers events in order, so by the time the idle consumer
@@ -648,5 +648,44 @@ func TestDeadClaimsComeBackInOrder(t *testing.T) {
 			t.Fatalf("ready entry %d came back at revision %d, before entry %d (revision %d): out of line order",
 				i, resp.Kvs[i].CreateRevision, i-1, resp.Kvs[i-1].CreateRevision)
 		}
+	}
+}
+
+// A claim whose session ended while no process followed the queue (its
+// own process gone first) is repaired by the next process to claim: its
+// dispatcher's sweep finds the message in flight with no claim, and puts
+// it back.
+func TestClaimThatDiedUnwatchedIsRepaired(t *testing.T) {
+	t.Parallel()
+	name := qname(t, "unwatched")
+	enqueue(t, queue.New(srv.Client(), name), "x")
+	cli, err := etcdtest.NewClient(srv.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := session.New(ctxT(t, 10*time.Second), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := claim(t, queue.New(cli, name), s, 5*time.Second)
+	lease := s.Lease()
+	// The process goes first (nothing is released), then its lease.
+	cli.Close()
+	if _, err := srv.Client().Revoke(ctxT(t, 5*time.Second), lease); err != nil {
+		t.Fatal(err)
+	}
+	other, err := etcdtest.NewClient(srv.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	so, err := session.New(ctxT(t, 10*time.Second), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { so.Close() })
+	got := claim(t, queue.New(other, name), so, 10*time.Second)
+	if got.ID != m.ID || got.Attempt != 2 {
+		t.Fatalf("claimed %s attempt %d, want %s attempt 2", got.ID, got.Attempt, m.ID)
 	}
 }

@@ -497,7 +497,10 @@ func (d *dispatcher) sweep(ctx context.Context) {
 		for _, kv := range resp.Kvs {
 			if b, ok := q.brokenOf(kv.Key, kv.Value, kv.ModRevision); ok {
 				bs = append(bs, b)
-				gets = append(gets, clientv3.OpGet(b.fl.claim, clientv3.WithKeysOnly()))
+				// At the page's revision: a message acked since then went
+				// with its claim in one Txn, and must not look like one
+				// whose claim died (a put-back Txn for nothing).
+				gets = append(gets, clientv3.OpGet(b.fl.claim, clientv3.WithKeysOnly(), clientv3.WithRev(resp.Header.Revision)))
 			}
 		}
 		if len(gets) > 0 {
