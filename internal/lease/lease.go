@@ -223,10 +223,13 @@ func (s *Session) end(err error) bool {
 	}
 	s.err = err
 	s.timer.Stop()
-	close(s.done)
 	s.mu.Unlock()
-	s.stop()
+	// The series says so before Done fires: whoever sees the end sees it
+	// reported. (Outside s.mu: a scrape reads the session under the
+	// metrics' own lock.)
 	s.metrics.SessionEnded(s.LeaseHex())
+	close(s.done)
+	s.stop()
 	return true
 }
 
