@@ -236,32 +236,16 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// roles names a primitive's holders and waiters, as coord status does.
+// roles names a primitive's holders and waiters as coord status does,
+// and a semaphore's and a rate limit's by what they hold.
 func roles(p inspect.Primitive) (holder, waiter string) {
 	switch p.Kind {
-	case keys.KindElection:
-		return "leader", "candidate"
-	case keys.KindRWLock:
-		if p.Info["mode"] == "read" {
-			return "reader", "waiter"
-		}
-		return "writer", "waiter"
-	case keys.KindDouble:
-		return "participant", "waiter"
-	case keys.KindQueue:
-		return "claim", "waiter"
-	case keys.KindSchedule:
-		return "run", "replica"
-	case keys.KindGroup:
-		return "member", "waiter"
-	case keys.KindShard:
-		return "owner", "waiter"
 	case keys.KindSemaphore:
 		return "permit", "waiter"
 	case keys.KindRateLimit:
 		return "reserver", "waiter"
 	}
-	return "holder", "waiter"
+	return inspect.Roles(p)
 }
 
 // messages are what a page says after an action (?ok=op): fixed texts,

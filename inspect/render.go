@@ -35,7 +35,7 @@ func Render(w io.Writer, ps []Primitive) {
 		if info := infoText(p.Info); info != "" {
 			fmt.Fprintf(tw, "%s\t%s\t-\t\t\t\t\t%s\t\n", p.Kind, name, info)
 		}
-		holder, waiter := roles(p)
+		holder, waiter := Roles(p)
 		row := func(role string, m Member) {
 			age := "-"
 			if !m.Since.IsZero() {
@@ -63,8 +63,10 @@ func Render(w io.Writer, ps []Primitive) {
 	tw.Flush()
 }
 
-// roles names a primitive's holders and waiters.
-func roles(p Primitive) (holder, waiter string) {
+// Roles names a primitive's holders and waiters as coord status shows
+// them: "leader" and "candidate" for an election, "claim" for a queue,
+// "holder" and "waiter" where nothing more fitting applies.
+func Roles(p Primitive) (holder, waiter string) {
 	switch p.Kind {
 	case keys.KindElection:
 		return "leader", "candidate"
