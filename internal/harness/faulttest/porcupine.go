@@ -81,25 +81,32 @@ type regInput struct {
 	ok    bool // write: etcd accepted it
 }
 
-var registerModel = porcupine.Model{
-	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
+// partitionBy splits a history into one per key (in key order), each
+// checked on its own: operations on different keys never constrain each
+// other in either model.
+func partitionBy(key func(porcupine.Operation) string) func([]porcupine.Operation) [][]porcupine.Operation {
+	return func(h []porcupine.Operation) [][]porcupine.Operation {
 		by := map[string][]porcupine.Operation{}
-		var names []string
+		var keys []string
 		for _, o := range h {
-			k := o.Input.(regInput).key
+			k := key(o)
 			if _, ok := by[k]; !ok {
-				names = append(names, k)
+				keys = append(keys, k)
 			}
 			by[k] = append(by[k], o)
 		}
-		sort.Strings(names)
+		sort.Strings(keys)
 		var out [][]porcupine.Operation
-		for _, k := range names {
+		for _, k := range keys {
 			out = append(out, by[k])
 		}
 		return out
-	},
-	Init: func() any { return int64(0) }, // the latest token granted
+	}
+}
+
+var registerModel = porcupine.Model{
+	Partition: partitionBy(func(o porcupine.Operation) string { return o.Input.(regInput).key }),
+	Init:      func() any { return int64(0) }, // the latest token granted
 	Step: func(state, input, output any) (bool, any) {
 		latest, in := state.(int64), input.(regInput)
 		switch in.op {
@@ -159,24 +166,8 @@ type qState struct {
 }
 
 var queueModel = porcupine.Model{
-	Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
-		by := map[string][]porcupine.Operation{}
-		var ids []string
-		for _, o := range h {
-			k := o.Input.(qInput).id
-			if _, ok := by[k]; !ok {
-				ids = append(ids, k)
-			}
-			by[k] = append(by[k], o)
-		}
-		sort.Strings(ids)
-		var out [][]porcupine.Operation
-		for _, k := range ids {
-			out = append(out, by[k])
-		}
-		return out
-	},
-	Init: func() any { return qState{} },
+	Partition: partitionBy(func(o porcupine.Operation) string { return o.Input.(qInput).id }),
+	Init:      func() any { return qState{} },
 	Step: func(state, input, output any) (bool, any) {
 		s, in := state.(qState), input.(qInput)
 		switch in.op {
