@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,7 +33,39 @@ func Main(m *testing.M, srv **Server, opts ...Option) {
 	*srv = s
 	code := m.Run()
 	s.Close()
+	closeShared()
 	os.Exit(CheckLeaks(code))
+}
+
+var shared struct {
+	sync.Mutex
+	srv  *Server
+	err  error
+	done bool
+}
+
+// Shared returns one embedded server (fsync on, as production runs) for
+// the whole test binary, started on the first call; every later call
+// returns the same server. Main closes it after the last test, before it
+// checks for leaks: benchmarks that share one server across a package
+// use it rather than a server of their own that nobody closes.
+func Shared() (*Server, error) {
+	shared.Lock()
+	defer shared.Unlock()
+	if !shared.done {
+		shared.srv, shared.err = Start()
+		shared.done = true
+	}
+	return shared.srv, shared.err
+}
+
+func closeShared() {
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.srv != nil {
+		shared.srv.Close()
+		shared.srv = nil
+	}
 }
 
 var names atomic.Int64

@@ -57,9 +57,14 @@ func WithWorkers(n int) ConsumeOption {
 
 // WithBatch makes Consume claim up to n ready messages in one Txn and ack
 // finished ones together, up to n a Txn, so that etcd's work grows with
-// batches rather than messages. A claimed message waits for a free worker
-// at most as long as the handlers before it run, so keep batches near
-// the worker count. Default 1; at most MaxBatch.
+// batches rather than messages. With batches the pool also claims ahead:
+// up to n messages beyond those its workers are running, so the next
+// batch is claimed while the last one is handled and no worker waits on
+// a claim Txn. A message claimed ahead waits for a free worker at most as
+// long as the handlers before it run (and is given back at once, its
+// attempt not counted, if Consume stops first), so keep batches near the
+// worker count, and leave them at 1 for long jobs that other processes
+// should get a share of. Default 1; at most MaxBatch.
 func WithBatch(n int) ConsumeOption {
 	return func(o *consumeOptions) {
 		if n < 1 || n > MaxBatch {
@@ -149,20 +154,29 @@ func (q *Queue) Consume(ctx context.Context, s *session.Session, handler Handler
 	if _, err := q.config(ctx); err != nil {
 		return err
 	}
+	// With batches, claims run ahead of the workers by up to one batch: a
+	// batch is claimed while the last one is being handled, so the pool
+	// never idles on a claim Txn.
+	window := o.workers
+	if o.batch > 1 {
+		window += o.batch
+	}
 	c := &consumer{q: q, s: s, l: l, h: handler, o: o,
-		work:      make(chan *Message, o.workers*o.batch),
-		slots:     make(chan struct{}, o.workers),
+		work:      make(chan *Message, window),
+		slots:     make(chan struct{}, window),
 		claimsOff: make(chan struct{}),
 		stopped:   make(chan struct{}),
 		running:   map[*Message]struct{}{},
 		parent:    trace.SpanContextFromContext(ctx),
 	}
-	for range o.workers {
+	for range window {
 		c.slots <- struct{}{}
 	}
 	var ackers sync.WaitGroup
 	if o.batch > 1 {
-		c.acks = make(chan *Message, o.workers)
+		// Two ackers, so one batch of acks is sent while the next gathers.
+		c.acks = make(chan *Message, window)
+		ackers.Go(c.acker)
 		ackers.Go(c.acker)
 	}
 	// Claims stop with ctx or the session; handlers outlive both, until
@@ -180,12 +194,13 @@ func (q *Queue) Consume(ctx context.Context, s *session.Session, handler Handler
 	for range o.workers {
 		workers.Go(c.worker)
 	}
-	// Fetchers claim for idle workers, a batch each at a time: enough of
-	// them that claims are not one at a time for the whole pool.
+	// Fetchers claim for free slots, a batch each at a time: enough of
+	// them that the window fills with claims in flight side by side, not
+	// one at a time for the whole pool.
 	var fetchers sync.WaitGroup
 	var fetchErr error
 	var errOnce sync.Once
-	for range (o.workers + o.batch - 1) / o.batch {
+	for range (window + o.batch - 1) / o.batch {
 		fetchers.Go(func() {
 			if err := c.fetch(cctx); err != nil {
 				errOnce.Do(func() { fetchErr = err })

@@ -3,20 +3,10 @@ package bench
 import (
 	"context"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coord-go/coord/etcdtest"
-)
-
-// The server every Benchmark of a test binary shares: fsync on, as in
-// production, so coord and etcd are measured on the same disk in the same
-// run. A test binary is one process and one run; this is its fixture.
-var (
-	benchOnce sync.Once
-	benchSrv  *etcdtest.Server
-	benchErr  error
 )
 
 // duration is how long each side of each case runs under go test -bench:
@@ -36,9 +26,12 @@ func duration() time.Duration {
 // benchmarks of coord are thin wrappers over it, so `go test -bench` and
 // `coord bench` measure the same code.
 func Benchmark(b *testing.B, cases ...Case) {
-	benchOnce.Do(func() { benchSrv, benchErr = etcdtest.Start() })
-	if benchErr != nil {
-		b.Fatal(benchErr)
+	// One server for every Benchmark of the test binary (etcdtest.Shared:
+	// fsync on, as in production, closed by etcdtest.Main), so coord and
+	// etcd are measured on the same disk in the same run.
+	benchSrv, err := etcdtest.Shared()
+	if err != nil {
+		b.Fatal(err)
 	}
 	for _, c := range cases {
 		for _, side := range []struct {
