@@ -1,7 +1,7 @@
 package queue
 
 // HeadReads reports, for the tests, how many head reads of q's queue the
-// process parsed and how many of them covered more than HorizonKeys ready
+// process parsed and how many of them covered more than 2*HorizonKeys ready
 // messages (each such read costs the server a visit of every one).
 func HeadReads(q *Queue) (reads, wide int64) {
 	h := q.headHorizon()

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -48,27 +49,39 @@ const horizonKeys = 256
 // off is looked for again when this passes (by a consumer still idle then).
 const dueHorizon = time.Minute
 
-// horizon is where the process's head reads of one queue end: past the
-// first horizonKeys ready messages, found by a probe when the queue grew
-// longer or the messages before it were claimed. Every ready key before
-// the horizon sorts before every key past it, so the first messages in
-// [start, horizon) are the first of the queue whenever there are any; a
-// read that finds none there probes again. Only how much the server
-// visits depends on it, never which message is the head.
+// horizon is where the process's head reads of one queue end: a key of
+// the head's priority a little past the first horizonKeys ready messages
+// (their ids begin with their enqueue time, so the key is that of a time
+// picked from how densely the head's messages were enqueued). It is
+// placed from what a head read shows, never by a read of its own: a read
+// of the whole ready range (etcd would count all of it, limit or not) is
+// made only by a process's first read, or when reads past the horizon
+// found nothing twice. Every ready key before the horizon sorts before
+// every key past it, so the first messages in [start, horizon) are the
+// first of the queue whenever there are any; a read that finds none there
+// looks further. Only how much the server visits depends on it, never
+// which message is the head.
 type horizon struct {
-	mu    sync.Mutex
-	end   string // "" while the whole ready range is short enough to read
-	probe bool   // the next read learns a new end
+	mu      sync.Mutex
+	end     string // "" while the whole ready range is read
+	prio    int    // the priority of the end key
+	until   int64  // the time of the end key (unix ns)
+	delta   int64  // how far past the head's time the end is placed (ns)
+	empties int    // reads in a row that found nothing before the end
+	fresh   bool   // placed, and no read since has counted what lies before it
 
-	reads, wide int64 // head reads parsed, and those whose ready range held more than horizonKeys (for tests)
+	reads, wide int64 // head reads parsed, and those whose ready range held more than 2*horizonKeys (for tests)
 }
 
-// headPlan is one head read: where its ready range ends and whether it
-// probes for the next horizon.
+// emptyLooks is how many reads in a row may find nothing before the
+// horizon, each placing it further, before the next reads the whole ready
+// range (the head moved to a worse priority, or past a pause in enqueues).
+const emptyLooks = 2
+
+// headPlan is one head read: where its ready range ends.
 type headPlan struct {
-	now   int64
-	end   string
-	probe bool
+	now int64
+	end string
 }
 
 func (q *Queue) headHorizon() *horizon {
@@ -80,36 +93,32 @@ func (q *Queue) headPlan(now int64) headPlan {
 	h := q.headHorizon()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return headPlan{now: now, end: h.end, probe: h.probe}
+	return headPlan{now: now, end: h.end}
 }
 
-// ops are the plan's operations (headLen of them): ready entries and due
-// delayed entries (small index records, never payloads), the first one
-// not yet due within dueHorizon, and, when probing, the keys that place
-// the next horizon.
+// headOps are the plan's operations (headLen of them): ready entries and
+// due delayed entries (small index records, never payloads), the first
+// one not yet due within dueHorizon, and a placeholder that keeps the
+// layout callers index into.
 func (q *Queue) headOps(p headPlan) []clientv3.Op {
 	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
 	readyEnd := keys.RangeEnd(r)
-	if p.end != "" && !p.probe {
+	if p.end != "" {
 		readyEnd = p.end
 	}
 	dueEnd := t + encodeTime(p.now+1)
-	probe := clientv3.OpGet(r, clientv3.WithKeysOnly()) // no such key: a placeholder, one index lookup
-	if p.probe {
-		probe = clientv3.OpGet(r, clientv3.WithRange(keys.RangeEnd(r)), clientv3.WithLimit(horizonKeys), clientv3.WithKeysOnly())
-	}
 	return []clientv3.Op{
 		clientv3.OpGet(r, clientv3.WithRange(readyEnd), clientv3.WithLimit(window)),
 		clientv3.OpGet(t, clientv3.WithRange(dueEnd), clientv3.WithLimit(window)),
 		clientv3.OpGet(dueEnd, clientv3.WithRange(t+encodeTime(p.now+int64(dueHorizon))), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
-		probe,
+		clientv3.OpGet(r, clientv3.WithKeysOnly()), // no such key: a placeholder, one index lookup
 	}
 }
 
 // parseView builds a view from the responses of headOps(p), and moves the
 // horizon by what they show.
 func (q *Queue) parseView(rev int64, p headPlan, rs []*pb.ResponseOp) *view {
-	v := &view{rev: rev, now: p.now, bounded: p.end != "" && !p.probe}
+	v := &view{rev: rev, now: p.now, bounded: p.end != ""}
 	ready := rs[0].GetResponseRange()
 	for i, part := range []string{partReady, partTimed} {
 		prefix := q.sp.Part(part)
@@ -129,27 +138,6 @@ func (q *Queue) parseView(rev int64, p headPlan, rs []*pb.ResponseOp) *view {
 		// a minute, besides what the process's watch tells it.)
 		v.nextDue = p.now + int64(dueHorizon)
 	}
-	h := q.headHorizon()
-	h.mu.Lock()
-	h.reads++
-	if ready.Count > horizonKeys {
-		h.wide++
-	}
-	switch {
-	case p.probe:
-		h.probe = false
-		if pr := rs[3].GetResponseRange(); pr.More && len(pr.Kvs) > 0 {
-			h.end = string(pr.Kvs[len(pr.Kvs)-1].Key) + "\x00"
-		} else {
-			h.end = ""
-		}
-	case v.bounded && h.end == p.end && len(ready.Kvs) < window/4:
-		// Claimed up to near the horizon: place it further.
-		h.probe = true
-	case p.end == "" && h.end == "" && ready.Count > horizonKeys:
-		h.probe = true
-	}
-	h.mu.Unlock()
 	slices.SortFunc(v.cands, func(a, b candidate) int {
 		switch {
 		case a.ord.less(b.ord):
@@ -159,8 +147,78 @@ func (q *Queue) parseView(rev int64, p headPlan, rs []*pb.ResponseOp) *view {
 		}
 		return 0
 	})
+	q.headHorizon().moved(q.sp.Part(partReady), p, ready, v.cands)
 	return v
 }
+
+// moved places the horizon by what a head read planned as p found: its
+// ready range's answer and the view's candidates, sorted.
+//
+// How far past the head it goes (delta, a time) is learnt: the first read
+// after a placement counts the live messages before the new end, and the
+// placement's reach is scaled by how far that count was from horizonKeys
+// (at most 16 times either way), and made at once when they were more
+// than twice as many.
+func (h *horizon) moved(r string, p headPlan, ready *pb.RangeResponse, cands []candidate) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reads++
+	if ready.Count > 2*horizonKeys {
+		h.wide++
+	}
+	if h.end != p.end {
+		return // placed since this read was planned
+	}
+	if p.end != "" && len(ready.Kvs) == 0 {
+		// Nothing before the horizon: look further, then read it all.
+		h.empties++
+		if h.empties > emptyLooks {
+			h.end, h.empties, h.fresh = "", 0, false
+			return
+		}
+		h.delta = min(2*h.delta, maxDelta)
+		h.until = min(h.until, math.MaxInt64-h.delta) + h.delta
+		h.end, h.fresh = r+encodePriority(h.prio)+"-"+encodeTime(h.until), true
+		return
+	}
+	h.empties = 0
+	place := false
+	switch {
+	case p.end == "":
+		place = ready.Count > horizonKeys // else the whole range is short: read it all
+	case h.fresh:
+		h.fresh = false
+		// Scale delta to what it held, at most 16 times either way.
+		c := max(ready.Count, 1)
+		h.delta = min(max(h.delta*min(c*16, horizonKeys)/min(c, horizonKeys*16), minDelta), maxDelta)
+		place = c < window || c > 2*horizonKeys
+	default:
+		place = ready.Count < window // claimed up to near the horizon: this read saw all that is left before it
+	}
+	if !place {
+		return
+	}
+	var head *candidate
+	for i := range cands {
+		if cands[i].part == partReady {
+			head = &cands[i]
+			break
+		}
+	}
+	if head == nil {
+		return
+	}
+	h.delta = min(max(h.delta, minDelta), maxDelta)
+	h.prio, h.until = head.ord.prio, min(head.ord.ready, math.MaxInt64-h.delta)+h.delta
+	h.end, h.fresh = r+encodePriority(h.prio)+"-"+encodeTime(h.until), true
+}
+
+// minDelta and maxDelta bound how far past the head's enqueue time the
+// horizon is placed.
+const (
+	minDelta = int64(time.Millisecond)
+	maxDelta = int64(24 * time.Hour)
+)
 
 // candidate parses one index entry; ok is false for a key this package
 // did not write, which is never claimed.
