@@ -17,7 +17,7 @@ func BenchmarkQueue(b *testing.B) {
 // message a Txn and batches of 16, and EnqueueBatch against Enqueue, each
 // side by side with etcd's recipe Queue.
 func BenchmarkQueueWorkers(b *testing.B) {
-	bench.Benchmark(b, bench.Enqueue(), bench.EnqueueBatch(32),
+	bench.Benchmark(b, bench.Enqueue(), bench.EnqueueBatch(32, 1), bench.EnqueueBatch(64, 1), bench.EnqueueBatch(64, 4),
 		bench.Claim(1), bench.Claim(8),
 		bench.Consume(1, 1), bench.Consume(4, 1), bench.Consume(8, 1),
 		bench.Consume(4, 16), bench.Consume(8, 16))

@@ -79,7 +79,7 @@ func Cases() []Case {
 		LockDelay(1), LockDelay(4),
 		Election(4), Transfer(4),
 		Semaphore(4, 16),
-		Enqueue(), EnqueueBatch(32),
+		Enqueue(), EnqueueBatch(64, 1), EnqueueBatch(64, 4),
 		Claim(4), Consume(8, 16),
 		Barrier(),
 		Schedule(3),

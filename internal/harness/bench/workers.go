@@ -10,14 +10,15 @@ import (
 	"github.com/coord-go/coord/internal/harness/benchutil"
 	"github.com/coord-go/coord/queue"
 	"github.com/coord-go/coord/session"
+	recipe "go.etcd.io/etcd/client/v3/experimental/recipes"
 )
 
-// EnqueueBatch is one producer enqueueing batches of size messages with
-// EnqueueBatch (one Txn each), against the recipe Queue's one Put per
-// message. An op is one message.
-func EnqueueBatch(size int) Case {
+// EnqueueBatch is producers producers, each enqueueing batches of size
+// messages with EnqueueBatch (one Txn each), against as many producers of
+// the recipe Queue's one Put per message. An op is one message.
+func EnqueueBatch(size, producers int) Case {
 	return Case{
-		Primitive: "queue", Name: fmt.Sprintf("enqueue batches of %d, 1 producer", size), Etcd: "recipe.Queue",
+		Primitive: "queue", Name: fmt.Sprintf("enqueue batches of %d, %d producer%s", size, producers, plural(producers)), Etcd: "recipe.Queue",
 		Measured: "EnqueueBatch, per message (etcd: Enqueue)",
 		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
 			counter := etcdtest.NewCounter()
@@ -31,7 +32,7 @@ func EnqueueBatch(size int) Case {
 				batch[i] = queue.Entry{Payload: []byte(payload)}
 			}
 			var lat benchutil.Latencies
-			res, err := drive(1, d, 0, counter, &lat, func(int) error {
+			res, err := drive(producers, d, 0, counter, &lat, func(int) error {
 				defer lat.Since(time.Now())
 				_, err := q.EnqueueBatch(ctx, batch)
 				return err
@@ -39,7 +40,19 @@ func EnqueueBatch(size int) Case {
 			res.Ops *= size
 			return res, err
 		},
-		etcd: Enqueue().etcd,
+		etcd: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+			counter := etcdtest.NewCounter()
+			cli, err := env.client(counter)
+			if err != nil {
+				return Result{}, err
+			}
+			q := recipe.NewQueue(cli, env.prefix("recipe")+"bench")
+			var lat benchutil.Latencies
+			return drive(producers, d, 0, counter, &lat, func(int) error {
+				defer lat.Since(time.Now())
+				return q.Enqueue(payload)
+			})
+		},
 	}
 }
 
@@ -113,4 +126,12 @@ func countedConsumer(ctx context.Context, env *Env, prefix string, counter *etcd
 		return nil, nil, err
 	}
 	return queue.New(cli, "bench", queue.WithPrefix(prefix)), s, nil
+}
+
+// plural is "s" for n other than 1.
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
