@@ -132,8 +132,20 @@ func (b *Barrier) Wait(ctx context.Context) error {
 	}
 	first := st.release
 	// The process's one feed of the barrier's subtree sees both a hold
-	// going away and the released key being rewritten.
-	err = watch.For(b.cli).Until(ctx, b.sp.Base(), keys.RangeEnd(b.sp.Base()), st.rev, nil, func(ctx context.Context) (bool, int64, error) {
+	// going away and the released key being rewritten. A Release is seen
+	// in its event, so the waiters it wakes read nothing; a hold going
+	// away needs a count of those left.
+	released := false
+	sawRelease := func(ev *clientv3.Event) bool {
+		if ev.Type == clientv3.EventTypePut && string(ev.Kv.Key) == b.released && ev.Kv.ModRevision != first {
+			released = true
+		}
+		return true
+	}
+	err = watch.For(b.cli).Until(ctx, b.sp.Base(), keys.RangeEnd(b.sp.Base()), st.rev, sawRelease, func(ctx context.Context) (bool, int64, error) {
+		if released {
+			return true, 0, nil
+		}
 		st, err := b.read(ctx)
 		if err != nil {
 			return false, 0, err

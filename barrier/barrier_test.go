@@ -305,3 +305,56 @@ func TestBarrierBadInput(t *testing.T) {
 		t.Errorf("%d stray keys under %s", n, root)
 	}
 }
+
+// A Release wakes every waiter of a process through its one feed, with
+// no read of their own: the RPCs that follow it do not grow with the
+// number of waiters.
+func TestReleaseWakesWaitersWithoutReads(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 50} {
+		ctx := ctxT(t, 60*time.Second)
+		name := fresh(t)
+		b := barrier.New(srv.Client(), name)
+		if err := b.Hold(ctx); err != nil {
+			t.Fatal(err)
+		}
+		counter := etcdtest.NewCounter()
+		cli, err := srv.NewClient(etcdtest.WithCounter(counter))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Settled means: every waiter subscribed to the feed, and the
+		// reads of their start are done (the first waiter reads twice: once
+		// before the feed's watch existed and once after it started; the
+		// others subscribe to a started feed and read once).
+		settled := func(subs int, txns int64) {
+			t.Helper()
+			for watch.For(cli).Stats().Subs < subs || counter.Get("Watch.Create") == 0 || counter.Get("Txn") < txns {
+				select {
+				case <-ctx.Done():
+					t.Fatalf("waiters did not start: %s", counter)
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}
+		waiters := []<-chan error{start(func() error { return barrier.New(cli, name).Wait(ctx) })}
+		settled(1, 2)
+		for range n - 1 {
+			waiters = append(waiters, start(func() error { return barrier.New(cli, name).Wait(ctx) }))
+		}
+		settled(n, int64(n)+1)
+		before := counter.Total()
+		if err := b.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range waiters {
+			if err := within(t, w, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rpcs := counter.Total() - before; rpcs != 0 {
+			t.Fatalf("%d waiters woken by a Release made %d RPCs, want 0 (%s)", n, rpcs, counter)
+		}
+		cli.Close()
+	}
+}
