@@ -228,15 +228,8 @@ func (w *waiters) changed(v *watch.View, c watch.Change) {
 // wait blocks until the candidate leads, taking a vacant leadership
 // itself when the rule picks it, and returns the term's token.
 func (e *Election) wait(ctx context.Context, h *hold.Hold) (int64, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := e.s.Bound(ctx) // ends with the session too
 	defer cancel()
-	go func() {
-		select {
-		case <-e.s.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	m := e.hub.Mirror(e.sp.Base())
 	defer m.Release()
 	ws := m.Shared("election waiters", newWaiters(e.sp)).(*waiters)

@@ -225,15 +225,8 @@ func (c *core) take(ctx context.Context, m mode, id string, entries []entry, try
 // another: keys older than the caller's only ever go away, so a line
 // found clear stays clear.
 func (c *core) wait(ctx context.Context, h *hold.Hold, entries []entry) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := c.s.Bound(ctx) // ends with the session too
 	defer cancel()
-	go func() {
-		select {
-		case <-c.s.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	rev := h.Rev()
 	for i, e := range entries {
 		mir := c.hub.Mirror(e.sp.Base())

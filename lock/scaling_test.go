@@ -3,6 +3,7 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -137,4 +138,45 @@ func TestJoiningALongLineCountsNoKeys(t *testing.T) {
 	if n1 > n0+2 {
 		t.Fatalf("a Lock joining a line of 300 made the server count %d keys, of 0: %d", n1, n0)
 	}
+}
+
+// A waiter holds no goroutine of its own while it waits (only its
+// caller's): a line of thousands in one process costs their memory, not
+// thousands of goroutine stacks more for the garbage collector to scan.
+func TestWaitersHoldNoGoroutines(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	name := fresh(t)
+	s := newSession(t)
+	holder := lock.NewMutex(s, name)
+	if err := holder.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	before := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for range n {
+		m := lock.NewMutex(s, name)
+		wg.Go(func() { m.Lock(wctx) })
+	}
+	for countKeys(t, s, keys.KindLock, name, "w") < n+1 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("waiters did not queue")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// Their keys are in; let their Txns' answers settle into waiting.
+	deadline := time.Now().Add(10 * time.Second)
+	extra := runtime.NumGoroutine() - before - n
+	for extra > 20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+		extra = runtime.NumGoroutine() - before - n
+	}
+	if extra > 20 {
+		t.Fatalf("%d waiting Locks run %d goroutines besides their callers', want at most 20 (the process's watch and mirror)", n, extra)
+	}
+	cancel()
+	wg.Wait()
 }

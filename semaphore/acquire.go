@@ -196,15 +196,8 @@ func fits(v *watch.View, w *watch.Waiter) (bool, error) {
 // lets in with no read at all. With try it only asks, at the request's
 // own revision, and gives up with ErrNoPermits.
 func (s *Semaphore) wait(ctx context.Context, h *hold.Hold, n int64, try bool) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := s.s.Bound(ctx) // ends with the session too
 	defer cancel()
-	go func() {
-		select {
-		case <-s.s.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	m := s.hub.Mirror(s.sp.Base())
 	defer m.Release()
 	w := &watch.Waiter{Key: h.Key(), Rev: h.Rev(), Arg: request{sem: s, n: n}}

@@ -66,6 +66,7 @@ type Session struct {
 	fence   atomic.Int64 // the marker's mod revision every create compares
 
 	stop   context.CancelFunc // ends the background loops
+	alive  context.Context    // the loops' context: ends right after done closes
 	loopWG sync.WaitGroup
 
 	mu       sync.Mutex
@@ -142,7 +143,7 @@ func New(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error
 	// comes after.
 	s.metrics.SessionStarted(s.LeaseHex(), s.Reachable)
 	loopCtx, stop := context.WithCancel(context.Background())
-	s.stop = stop
+	s.stop, s.alive = stop, loopCtx
 	s.mu.Lock()
 	s.timer = time.AfterFunc(s.until(s.deadline), s.checkDeadline)
 	s.mu.Unlock()
@@ -193,6 +194,19 @@ func (s *Session) NextID() string { return keys.ID(int64(s.lease), s.seq.Add(1))
 
 // Done returns a channel closed when the session ends.
 func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Bound returns a context that ends when ctx does or when the session
+// ends, whichever is first, and its cancel (call it when done). Unlike a
+// goroutine that selects on Done, it costs nothing while both live, so a
+// waiter far back in a long line holds no goroutine for it.
+func (s *Session) Bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	bctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.alive, cancel)
+	return bctx, func() {
+		stop()
+		cancel()
+	}
+}
 
 // Err returns nil while the session is alive, else why it ended.
 func (s *Session) Err() error {
