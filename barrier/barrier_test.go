@@ -12,6 +12,7 @@ import (
 	"github.com/coord-go/coord/etcdtest"
 	"github.com/coord-go/coord/internal/watch"
 	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestWaitBlocksUntilRelease(t *testing.T) {
@@ -190,19 +191,10 @@ func TestPersistentHoldOutlivesSessionHolds(t *testing.T) {
 func TestReleaseIsNeverMissed(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t, 30*time.Second)
-	name := fresh(t)
-	b := barrier.New(srv.Client(), name)
-	if err := b.Hold(ctx); err != nil {
-		t.Fatal(err)
-	}
 	// A Wait subscribes to the process's feed of the barrier only after its
 	// first read found the gate shut, so five subscriptions on the waiters'
 	// client mean all five are waiting; and they share one watch.
-	counter := etcdtest.NewCounter()
-	cli, err := srv.NewClient(etcdtest.WithCounter(counter))
-	if err != nil {
-		t.Fatal(err)
-	}
+	name, b, cli, counter := heldGate(t, ctx)
 	var waiters []<-chan error
 	for i := 0; i < 5; i++ {
 		waiters = append(waiters, start(func() error { return barrier.New(cli, name).Wait(ctx) }))
@@ -313,16 +305,7 @@ func TestReleaseWakesWaitersWithoutReads(t *testing.T) {
 	t.Parallel()
 	for _, n := range []int{1, 50} {
 		ctx := ctxT(t, 60*time.Second)
-		name := fresh(t)
-		b := barrier.New(srv.Client(), name)
-		if err := b.Hold(ctx); err != nil {
-			t.Fatal(err)
-		}
-		counter := etcdtest.NewCounter()
-		cli, err := srv.NewClient(etcdtest.WithCounter(counter))
-		if err != nil {
-			t.Fatal(err)
-		}
+		name, b, cli, counter := heldGate(t, ctx)
 		// Settled means: every waiter subscribed to the feed, and the
 		// reads of their start are done (the first waiter reads twice: once
 		// before the feed's watch existed and once after it started; the
@@ -355,6 +338,23 @@ func TestReleaseWakesWaitersWithoutReads(t *testing.T) {
 		if rpcs := counter.Total() - before; rpcs != 0 {
 			t.Fatalf("%d waiters woken by a Release made %d RPCs, want 0 (%s)", n, rpcs, counter)
 		}
-		cli.Close()
 	}
+}
+
+// heldGate is a fresh barrier, shut by a hold on the test server's client,
+// and a client of its own for waiters, counting its RPCs (closed with the
+// server).
+func heldGate(t *testing.T, ctx context.Context) (string, *barrier.Barrier, *clientv3.Client, *etcdtest.Counter) {
+	t.Helper()
+	name := fresh(t)
+	b := barrier.New(srv.Client(), name)
+	if err := b.Hold(ctx); err != nil {
+		t.Fatal(err)
+	}
+	counter := etcdtest.NewCounter()
+	cli, err := srv.NewClient(etcdtest.WithCounter(counter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name, b, cli, counter
 }

@@ -34,19 +34,25 @@ func Enqueue() Case {
 				return err
 			})
 		},
-		etcd: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
-			counter := etcdtest.NewCounter()
-			cli, err := env.client(counter)
-			if err != nil {
-				return Result{}, err
-			}
-			q := recipe.NewQueue(cli, env.prefix("recipe")+"bench")
-			var lat benchutil.Latencies
-			return drive(1, d, 0, counter, &lat, func(int) error {
-				defer lat.Since(time.Now())
-				return q.Enqueue(payload)
-			})
-		},
+		etcd: recipeEnqueue(1),
+	}
+}
+
+// recipeEnqueue is the recipe Queue's side of the enqueue cases: producers
+// producers, one Put per message.
+func recipeEnqueue(producers int) runner {
+	return func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+		counter := etcdtest.NewCounter()
+		cli, err := env.client(counter)
+		if err != nil {
+			return Result{}, err
+		}
+		q := recipe.NewQueue(cli, env.prefix("recipe")+"bench")
+		var lat benchutil.Latencies
+		return drive(producers, d, 0, counter, &lat, func(int) error {
+			defer lat.Since(time.Now())
+			return q.Enqueue(payload)
+		})
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/coord-go/coord/internal/harness/benchutil"
 	"github.com/coord-go/coord/queue"
 	"github.com/coord-go/coord/session"
-	recipe "go.etcd.io/etcd/client/v3/experimental/recipes"
 )
 
 // EnqueueBatch is producers producers, each enqueueing batches of size
@@ -40,19 +39,7 @@ func EnqueueBatch(size, producers int) Case {
 			res.Ops *= size
 			return res, err
 		},
-		etcd: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
-			counter := etcdtest.NewCounter()
-			cli, err := env.client(counter)
-			if err != nil {
-				return Result{}, err
-			}
-			q := recipe.NewQueue(cli, env.prefix("recipe")+"bench")
-			var lat benchutil.Latencies
-			return drive(producers, d, 0, counter, &lat, func(int) error {
-				defer lat.Since(time.Now())
-				return q.Enqueue(payload)
-			})
-		},
+		etcd: recipeEnqueue(producers),
 	}
 }
 
