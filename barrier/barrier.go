@@ -86,14 +86,21 @@ func (b *Barrier) HoldWith(ctx context.Context, s *session.Session) error {
 // session, and records the release in the same Txn, so every Wait that
 // was blocked when it ran returns nil. Releasing an open gate is a no-op
 // for the gate.
+//
+// When etcd is out of space (NOSPACE), the release cannot be recorded (a
+// Put needs space), so Release only deletes the holds, which etcd still
+// allows: the waiters find none left and return, and as no new hold can
+// be taken until space is reclaimed, none can shut the gate before they
+// see it open.
 func (b *Barrier) Release(ctx context.Context) error {
 	if b.err != nil {
 		return b.err
 	}
-	_, err := b.cli.Txn(ctx).Then(
-		clientv3.OpDelete(b.holds, clientv3.WithRange(keys.RangeEnd(b.holds))),
-		clientv3.OpPut(b.released, ""),
-	).Commit()
+	deleteHolds := clientv3.OpDelete(b.holds, clientv3.WithRange(keys.RangeEnd(b.holds)))
+	_, err := b.cli.Txn(ctx).Then(deleteHolds, clientv3.OpPut(b.released, "")).Commit()
+	if etcderr.NoSpace(err) {
+		_, err = b.cli.Txn(ctx).Then(deleteHolds).Commit()
+	}
 	if err != nil {
 		return fmt.Errorf("barrier %q: release: %w", b.sp.Name(), etcderr.Explain(b.cli, err))
 	}

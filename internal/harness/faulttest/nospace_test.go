@@ -94,7 +94,7 @@ func noSpaceCases(root string) []noSpaceCase {
 			}
 			return b.Release(ctx)
 		}},
-		{name: "barrier.Barrier.Release", op: func(ctx context.Context, s *session.Session, cli *clientv3.Client, n int) error {
+		{name: "barrier.Barrier.Release", works: true, op: func(ctx context.Context, s *session.Session, cli *clientv3.Client, n int) error {
 			return barrier.New(cli, "stored", barrier.WithPrefix(root)).Release(ctx)
 		}},
 		{name: "barrier.DoubleBarrier.Enter", op: func(ctx context.Context, s *session.Session, cli *clientv3.Client, n int) error {
@@ -232,6 +232,15 @@ func TestNoSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A gate shut before the alarm, with a waiter: its Release under
+	// NOSPACE (a case below) must still let the waiter through.
+	gate := barrier.New(cli, "stored", barrier.WithPrefix(root))
+	if err := gate.Hold(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gateWaited := make(chan error, 1)
+	go func() { gateWaited <- barrier.New(cli, "stored", barrier.WithPrefix(root)).Wait(ctx) }()
+
 	fill(ctx, t, cli)
 	alarmed := time.Now()
 
@@ -288,6 +297,14 @@ func TestNoSpace(t *testing.T) {
 				t.Logf("%s under NOSPACE: session.ErrNoSpace after %v: %v", c.name, took.Round(time.Millisecond), err)
 			}
 		})
+	}
+	select {
+	case err := <-gateWaited:
+		if err != nil {
+			t.Errorf("barrier.Wait after a Release under NOSPACE: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("barrier.Wait did not return within 10 s of a Release under NOSPACE")
 	}
 	// The message claimed before the alarm can still be acked: an Ack
 	// only deletes.
