@@ -117,6 +117,7 @@ type options struct {
 	jitter  time.Duration
 	history int
 	clock   Clock
+	nap     time.Duration // the longest sleep between looks at the clock (maxNap; tests shorten it)
 	replica string
 	zone    string
 	skew    time.Duration

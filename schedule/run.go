@@ -168,12 +168,20 @@ func (r *replica) exitErr(ctx context.Context, err error) error {
 	return fmt.Errorf("%s: %w", r.s.label, err)
 }
 
+// maxNap is the longest a replica sleeps before it reads its clock
+// again: a timer runs on the monotonic clock, so a wall clock stepped
+// forward (NTP, an operator) while a replica sleeps toward a tick hours
+// away would otherwise make that tick late by the whole step.
+const maxNap = time.Minute
+
 // sleep waits until the replica's clock reaches at (never, when at is
-// zero), the mirror changes, or ctx or the session ends.
+// zero), the mirror changes, or ctx or the session ends; or for at most
+// the nap, after which the loop reads the clock and decides again (a
+// wake before at costs no request).
 func (r *replica) sleep(ctx context.Context, at time.Time) {
 	var fire <-chan time.Time
 	if !at.IsZero() {
-		fire = r.clock.After(at.Sub(r.clock.Now()))
+		fire = r.clock.After(min(at.Sub(r.clock.Now()), r.s.o.nap))
 	}
 	select {
 	case <-fire:

@@ -39,7 +39,7 @@ type Schedule struct {
 // zone in ErrUnknownTimeZone.
 func New(cli *clientv3.Client, name string, spec Spec, opts ...Option) *Schedule {
 	o := options{root: keys.DefaultRoot, window: DefaultCatchupWindow, grace: DefaultGrace,
-		history: DefaultHistory, clock: systemClock{}, skew: DefaultSkewTolerance}
+		history: DefaultHistory, clock: systemClock{}, skew: DefaultSkewTolerance, nap: maxNap}
 	for _, opt := range opts {
 		opt(&o)
 	}

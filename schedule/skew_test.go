@@ -1,12 +1,16 @@
 package schedule_test
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/coord-go/coord/etcdtest"
 	"github.com/coord-go/coord/schedule"
+	"github.com/coord-go/coord/session"
 )
 
 // TestSkewedFleetRunsEveryTickOnce runs 60 ticks of a 1 s schedule on
@@ -102,4 +106,73 @@ func TestSkewedFleetRunsEveryTickOnce(t *testing.T) {
 		t.Errorf("the ticks ran on %v: the clocks' lead should have moved between replicas", by)
 	}
 	t.Logf("60 ticks ran once each; by replica: %v", by)
+}
+
+// wallStepClock is the host's clock with its wall time moved by a
+// settable step, as NTP or an operator steps it: timers still run on real
+// (monotonic) time. It counts the waits asked of it.
+type wallStepClock struct {
+	step  atomic.Int64
+	waits atomic.Int64
+}
+
+func (c *wallStepClock) Now() time.Time { return time.Now().Add(time.Duration(c.step.Load())) }
+
+func (c *wallStepClock) After(d time.Duration) <-chan time.Time {
+	c.waits.Add(1)
+	return time.After(d)
+}
+
+// A wall clock stepped forward while a replica sleeps toward a tick an
+// hour off does not make the tick an hour late: the replica looks at its
+// clock again within a nap and runs the tick that is now due.
+func TestWallClockStepForwardRunsTheTickThatIsDue(t *testing.T) {
+	t.Parallel()
+	ctx := etcdtest.Context(t, 30*time.Second)
+	clk := &wallStepClock{}
+	// Next tick: the top of the next hour by the clock, far enough off
+	// that the replica goes to sleep toward it.
+	if now := clk.Now(); now.Sub(now.Truncate(time.Hour)) > 55*time.Minute {
+		clk.step.Store(int64(-10 * time.Minute))
+	}
+	next := clk.Now().Truncate(time.Hour).Add(time.Hour)
+	sc := schedule.New(srv.Client(), etcdtest.Name(t), schedule.Cron("0 * * * *"),
+		schedule.WithClock(clk), schedule.WithNap(50*time.Millisecond))
+	s, err := session.New(ctx, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ran := make(chan time.Time, 4)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go sc.Run(rctx, s, func(_ context.Context, tk schedule.Tick) error {
+		ran <- tk.Time
+		return nil
+	})
+	// Asleep toward the tick: it asked the clock for a wait.
+	for clk.waits.Load() == 0 {
+		select {
+		case tick := <-ran:
+			if !tick.Before(next) {
+				t.Fatalf("ran tick %v before the clock reached it", tick)
+			}
+		case <-ctx.Done():
+			t.Fatal("the replica never waited on its clock")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	// Step the wall clock to just past the tick.
+	clk.step.Add(int64(next.Sub(clk.Now()) + 100*time.Millisecond))
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case tick := <-ran:
+			if tick.Equal(next) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("tick %v did not run within 5 s of the wall clock stepping past it", next)
+		}
+	}
 }
