@@ -12,9 +12,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// historyLen is how many recent events a feed keeps, so that a subscriber
-// that read the state at a revision the history still covers needs no
-// read of its own when it joins.
+// historyLen is how many recent events a feed keeps at least (at most
+// twice as many), so that a subscriber that read the state at a revision
+// the history still covers needs no read of its own when it joins.
 const historyLen = 1024
 
 // Feed is one etcd watch over a range, shared by every subscriber in the
@@ -232,9 +232,14 @@ func (f *Feed) run(ctx context.Context) {
 }
 
 // record appends events to the history, evicting whole revisions from
-// the front so that it holds every event above from. f.mu held.
+// the front so that it holds every event above from. It lets the history
+// grow to twice historyLen before it cuts it back to historyLen, so the
+// copy is made once per historyLen events, not on every event. f.mu held.
 func (f *Feed) record(evs []*clientv3.Event) {
 	f.hist = append(f.hist, evs...)
+	if len(f.hist) <= 2*historyLen {
+		return
+	}
 	if over := len(f.hist) - historyLen; over > 0 {
 		cut := f.hist[over-1].Kv.ModRevision
 		i := over
