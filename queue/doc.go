@@ -67,10 +67,11 @@
 // or a busy queue slows down between compactions. etcd also counts every
 // key of a range it reads, whatever the limit (etcd's recipe Queue pays
 // for its whole backlog on every Dequeue), so a process's reads of the
-// head end at a horizon a few hundred ready messages in, placed again by
-// one wider read when the messages before it were claimed: the server's
-// work per claim stays flat as the backlog grows, as its RPCs and bytes
-// do. The look for the next delayed message goes a minute ahead; an idle
+// head end at a horizon a few hundred ready messages in, placed again
+// from what those reads show when the messages before it were claimed
+// (only a process's first read covers the whole ready range): the
+// server's work per claim stays flat as the backlog grows, as its RPCs
+// and bytes do. The look for the next delayed message goes a minute ahead; an idle
 // consumer looks again each minute.
 //
 // # Safety
