@@ -306,6 +306,9 @@ func (c *consumer) fetch(ctx context.Context) error {
 			return err
 		}
 		for _, m := range ms {
+			// Follow the claim from now on, not from its handler's start:
+			// a worker checks it before starting one (see worker).
+			m.h.Watch()
 			c.work <- m
 		}
 	}
@@ -320,6 +323,17 @@ func (c *consumer) worker() {
 			c.giveBack(m)
 			continue
 		default:
+		}
+		// A message claimed ahead may have waited: start its handler only
+		// if its claim can still be trusted now (its key not gone, its
+		// session within its deadline), or a handler could start after
+		// another consumer's claim of the same message was granted.
+		if err := m.h.Vouch(); err != nil {
+			c.l.Logger().Debug("coord queue: a claim ended before a worker was free; not handled", "kind", keys.KindQueue,
+				"name", c.q.sp.Name(), "id", m.ID, "error", err)
+			c.giveBack(m)
+			c.slots <- struct{}{}
+			continue
 		}
 		c.mu.Lock()
 		c.running[m] = struct{}{}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coord-go/coord/queue"
 	"github.com/coord-go/coord/session"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // tracker watches handlers: no message handled by two claims at once, and
@@ -391,4 +392,96 @@ func claimAfterEnqueue(t *testing.T, q *queue.Queue, s *session.Session) *queue.
 	t.Helper()
 	enqueue(t, q, "plain")
 	return claim(t, q, s, 5*time.Second)
+}
+
+// A message claimed ahead of a free worker whose claim ends while it
+// waits (here its claim key is deleted behind the consumer's back) is not
+// handed to a handler: a handler starts only on a claim that still holds,
+// never after another claim of the same message could have been granted.
+func TestClaimedAheadRunsOnlyOnALiveClaim(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t, 60*time.Second)
+	name := qname(t, "ahead")
+	q := queue.New(srv.Client(), name)
+	for i := range 3 {
+		enqueue(t, q, fmt.Sprintf("m%d", i))
+	}
+	s := newSession(t)
+	claimPrefix := "coord/queue/" + name + "/c/"
+	claims := func() map[string]int64 { // message id -> create revision of its claim key
+		resp, err := srv.Client().Get(ctx, claimPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int64{}
+		for _, kv := range resp.Kvs {
+			id, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), claimPrefix), "/")
+			out[id] = kv.CreateRevision
+		}
+		return out
+	}
+	first := make(chan *queue.Message, 1)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var started []string
+	var stale []string
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- q.Consume(cctx, s, func(hctx context.Context, m *queue.Message) error {
+			if tok, ok := claims()[m.ID]; !ok || tok != m.Token() {
+				mu.Lock()
+				stale = append(stale, fmt.Sprintf("%s (token %d)", m.Payload, m.Token()))
+				mu.Unlock()
+			}
+			mu.Lock()
+			started = append(started, string(m.Payload))
+			n := len(started)
+			mu.Unlock()
+			if n == 1 {
+				first <- m
+				<-release
+			}
+			return nil
+		}, queue.WithWorkers(1), queue.WithBatch(4))
+	}()
+	m := <-first
+	// The other two are claimed ahead while the one worker is busy.
+	eventually(t, 10*time.Second, "two messages claimed ahead", func() bool { return len(claims()) == 3 })
+	before := claims()
+	var victim string
+	var victimTok int64
+	for id, tok := range before {
+		if id != m.ID {
+			victim, victimTok = id, tok
+			break
+		}
+	}
+	resp, err := srv.Client().Get(ctx, claimPrefix+victim+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("claim key of %s: %v %v", victim, resp, err)
+	}
+	if _, err := srv.Client().Delete(ctx, string(resp.Kvs[0].Key)); err != nil {
+		t.Fatal(err)
+	}
+	// The consumer sees the claim gone and the message put back, and
+	// claims it again (a new claim), while the first handler still runs.
+	eventually(t, 10*time.Second, "the message claimed again", func() bool {
+		tok, ok := claims()[victim]
+		return ok && tok != victimTok
+	})
+	close(release)
+	eventually(t, 10*time.Second, "all three handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(started) >= 3
+	})
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stale) > 0 {
+		t.Fatalf("handlers started on claims that had ended: %v (all starts: %v)", stale, started)
+	}
 }

@@ -386,7 +386,7 @@ func (h *Hold) wrap(err error) error { return fmt.Errorf("%s: %w", h.cfg.Label, 
 // that heals late delivers it all the same): a hold the session cannot
 // vouch for now is never reported. On error the caller must Abandon.
 func (h *Hold) Grant() error {
-	if err := h.s.Err(); err != nil {
+	if err := h.s.Vouch(); err != nil {
 		return h.wrap(err)
 	}
 	h.mu.Lock()
@@ -431,6 +431,24 @@ func (h *Hold) stopWaiting() {
 	if w {
 		h.gauge(-1)
 	}
+}
+
+// Vouch returns nil if the hold can be trusted now: granted, not lost
+// nor let go, and its session can vouch for its lease (see
+// lease.Session.Vouch); else why not. A primitive that hands a hold to
+// work later than its grant (a message claimed ahead of a free worker)
+// checks again with it before the work starts, as Grant did then.
+func (h *Hold) Vouch() error {
+	if err := h.Lost(); err != nil {
+		return err
+	}
+	if !h.Held() {
+		return h.wrap(h.cfg.Errors.NotHeld)
+	}
+	if err := h.s.Vouch(); err != nil {
+		return h.wrap(err)
+	}
+	return nil
 }
 
 // Held reports whether the hold is granted and not lost or let go (a

@@ -215,6 +215,21 @@ func (s *Session) Err() error {
 	return s.err
 }
 
+// Vouch returns nil if the session can vouch for its lease now: it has
+// not ended and its deadline has not passed. A deadline that passed ends
+// the session here, without waiting for its timer (which may fire late on
+// a starved machine), so the answer never outlives the lease.
+func (s *Session) Vouch() error {
+	s.mu.Lock()
+	err, left := s.err, s.until(s.deadline)
+	s.mu.Unlock()
+	if err == nil && left <= 0 {
+		s.checkDeadline()
+		err = s.Err()
+	}
+	return err
+}
+
 // Deadline returns the time until which the lease is known to be alive.
 func (s *Session) Deadline() time.Time {
 	s.mu.Lock()
