@@ -20,7 +20,7 @@ func BenchmarkQueueWorkers(b *testing.B) {
 	bench.Benchmark(b, bench.Enqueue(), bench.EnqueueBatch(32, 1), bench.EnqueueBatch(64, 1), bench.EnqueueBatch(64, 4),
 		bench.Claim(1), bench.Claim(8),
 		bench.Consume(1, 1), bench.Consume(4, 1), bench.Consume(8, 1),
-		bench.Consume(4, 16), bench.Consume(8, 16))
+		bench.Consume(4, 16), bench.Consume(8, 16), bench.Consume(8, 32))
 }
 
 // BenchmarkQueueLine is claim + ack with 0, 1,000 and 10,000 claims in
