@@ -14,7 +14,7 @@ func BenchmarkQueue(b *testing.B) {
 
 // BenchmarkQueueWorkers is the throughput table: one Claim+Ack at a
 // time per consumer against Consume pools of 1, 4 and 8 workers, one
-// message a Txn and batches of 16, and EnqueueBatch against Enqueue, each
+// message a Txn and batches of 16 and 32, and EnqueueBatch against Enqueue, each
 // side by side with etcd's recipe Queue.
 func BenchmarkQueueWorkers(b *testing.B) {
 	bench.Benchmark(b, bench.Enqueue(), bench.EnqueueBatch(32, 1), bench.EnqueueBatch(64, 1), bench.EnqueueBatch(64, 4),
