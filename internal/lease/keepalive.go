@@ -47,7 +47,13 @@ func (s *Session) keepAlive(ctx context.Context) {
 			r.cancel()
 		}
 	}()
-	first := interval // just granted: the first renewal is due in a quarter TTL
+	// The first renewal is due a quarter TTL into the lease's life, which
+	// began when the grant was sent: sooner than a quarter TTL from now
+	// when the grant (or the marker's Put) took long to answer, so a
+	// session born late into its lease is renewed before that runs out.
+	s.mu.Lock()
+	first := max(0, s.until(s.deadline)-(s.ttl-s.margin-interval))
+	s.mu.Unlock()
 	for ctx.Err() == nil {
 		r, err := s.openRenewer(ctx)
 		if err != nil {
