@@ -50,16 +50,10 @@ func (h *Hold) Watch() {
 			s()
 		}
 	}
-	sessDone := make(chan struct{})
-	go func() {
-		select {
-		case <-h.s.Done():
-			h.lose(h.s.Err())
-		case <-sessDone:
-		}
-	}()
+	// The session's end loses the hold too; nothing runs until then.
+	stopEnd := h.s.AfterEnd(func() { h.lose(h.s.Err()) })
 	h.mu.Lock()
-	h.stopWatch = func() { stop(); close(sessDone) }
+	h.stopWatch = func() { stop(); stopEnd() }
 	ended := h.st >= released
 	h.mu.Unlock()
 	if ended {

@@ -201,12 +201,18 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 // waiter far back in a long line holds no goroutine for it.
 func (s *Session) Bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	bctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(s.alive, cancel)
+	stop := s.AfterEnd(cancel)
 	return bctx, func() {
 		stop()
 		cancel()
 	}
 }
+
+// AfterEnd arranges for f to run in a goroutine of its own once the
+// session has ended (Err is set by then), and returns the function that
+// cancels that (true if it stopped f from running). Nothing runs until
+// the session ends.
+func (s *Session) AfterEnd(f func()) (stop func() bool) { return context.AfterFunc(s.alive, f) }
 
 // Err returns nil while the session is alive, else why it ended.
 func (s *Session) Err() error {
