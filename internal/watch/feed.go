@@ -40,6 +40,16 @@ type Feed struct {
 	from    int64             // while synced, every event above from is seen
 	hist    []*clientv3.Event // the latest events, in revision order
 	subs    map[*Sub]struct{}
+	ctx     context.Context // the running watch's; done once it stops
+	failed  error           // why the feed ended for good
+
+	// The holds watched through RangeOf, by key, checked against each
+	// event as it is recorded; those a read must check (registered while
+	// the history did not reach back to their create revision, or after a
+	// gap), and whether a goroutine is making those reads.
+	gone     map[string]map[*goneWatch]struct{}
+	goneRead map[*goneWatch]struct{}
+	checking bool
 }
 
 // Feed returns the hub's feed over [key, end), starting it if needed,
@@ -96,7 +106,7 @@ func (f *Feed) stopIfIdle() {
 // start runs the watch. f.mu held.
 func (f *Feed) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	f.running, f.stop = true, cancel
+	f.running, f.stop, f.ctx = true, cancel, ctx
 	go f.run(ctx)
 }
 
@@ -116,6 +126,10 @@ func (f *Feed) halt(err error) {
 			s.resync, s.evs = true, nil
 		}
 		s.signal()
+	}
+	if err != nil {
+		f.failed = err
+		f.goneFail(err)
 	}
 }
 
@@ -175,6 +189,7 @@ func (f *Feed) run(ctx context.Context) {
 				s.signal() // they may re-read now: everything after is seen
 			}
 		}
+		f.goneResync()
 		f.mu.Unlock()
 		var werr error
 		for resp := range wch {
@@ -196,6 +211,7 @@ func (f *Feed) run(ctx context.Context) {
 				break
 			}
 			f.record(resp.Events)
+			f.goneEvents(resp.Events)
 			var direct []func([]*clientv3.Event, int64)
 			for s := range f.subs {
 				switch {

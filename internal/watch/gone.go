@@ -2,10 +2,12 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/coord-go/coord/internal/etcderr"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // MirrorOf is a hold's Watcher for keys that a primitive's mirror covers:
@@ -115,69 +117,197 @@ func (gs *goneSet) check(v *View, w *goneWatch) {
 }
 
 // RangeOf is a hold's Watcher over a Feed, for keys whose primitive keeps
-// no mirror (a queue claim): it follows the range's feed and re-reads the
-// key after any gap.
+// no mirror (a queue's claims): the holds of one feed share it, and it
+// looks only at the holds of the key an event touched, so a consumer with
+// many claims in flight pays per event for one map lookup, not for every
+// claim, and no hold has a goroutine of its own.
 type RangeOf struct {
 	Hub      *Hub
 	Key, End string
 }
 
 // WatchGone calls gone once, when key (created at rev) is deleted or
-// replaced, or the feed ends for good.
+// replaced, or the feed ends for good. The feed stays referenced until
+// stop.
+//
+// The feed checks the key against every event it records from then on,
+// and against the events it already holds since rev. When those do not
+// reach back to rev (a hold registered long after its key was made, or a
+// feed that is reopening), or after a gap in the watch, the key is read
+// instead: by one goroutine for all such holds, in batches.
 func (r RangeOf) WatchGone(key string, rev int64, gone func(error)) (stop func()) {
 	f := r.Hub.Feed(r.Key, r.End)
-	sub := f.Subscribe(rev)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		defer f.Release()
-		defer sub.Close()
-		cli := r.Hub.cli
-		pause := 10 * time.Millisecond
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-sub.C():
-			}
-			for {
-				evs, resync, err := sub.Take()
-				if err != nil {
-					gone(err)
-					return
-				}
-				if resync {
-					resp, err := cli.Get(ctx, key, withKeysOnly()...)
-					if ctx.Err() != nil {
-						return
-					}
-					if err != nil {
-						if etcderr.Refused(err) || etcderr.Closed(cli) {
-							gone(etcderr.Explain(cli, err))
-							return
-						}
-						sleep(ctx, pause)
-						pause = min(2*pause, 500*time.Millisecond)
-						sub.signal() // try the read again
-						break
-					}
-					pause = 10 * time.Millisecond
-					if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != rev {
-						gone(ErrGone)
-						return
-					}
-					continue
-				}
-				if len(evs) == 0 {
+	w := &goneWatch{key: key, rev: rev, gone: gone}
+	f.mu.Lock()
+	if !f.running {
+		// Failed for good just now (Feed starts a stopped one).
+		w.fired = true
+		err := f.failed
+		if err == nil {
+			err = errors.New("watch: feed stopped")
+		}
+		go gone(err)
+	} else {
+		if f.gone == nil {
+			f.gone = map[string]map[*goneWatch]struct{}{}
+		}
+		ws := f.gone[key]
+		if ws == nil {
+			ws = map[*goneWatch]struct{}{}
+			f.gone[key] = ws
+		}
+		ws[w] = struct{}{}
+		if f.synced && f.from <= rev {
+			// The history holds every event above rev.
+			for i := len(f.hist) - 1; i >= 0 && f.hist[i].Kv.ModRevision > rev; i-- {
+				if string(f.hist[i].Kv.Key) == key && goneBy(w, f.hist[i]) {
+					f.fire(w, ErrGone)
 					break
 				}
-				for _, ev := range evs {
-					if string(ev.Kv.Key) == key && ev.Kv.ModRevision > rev && (ev.Type == mvccpb.DELETE || ev.Kv.CreateRevision != rev) {
-						gone(ErrGone)
-						return
-					}
-				}
+			}
+		} else {
+			f.goneCheck(w)
+		}
+	}
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		if ws := f.gone[key]; ws != nil {
+			delete(ws, w)
+			if len(ws) == 0 {
+				delete(f.gone, key)
 			}
 		}
-	}()
-	return cancel
+		delete(f.goneRead, w)
+		f.mu.Unlock()
+		f.Release()
+	}
+}
+
+// goneBy reports whether ev ends w's key as created at w.rev.
+func goneBy(w *goneWatch, ev *clientv3.Event) bool {
+	return ev.Kv.ModRevision > w.rev && (ev.Type == mvccpb.DELETE || ev.Kv.CreateRevision != w.rev)
+}
+
+// fire calls w's gone once. f.mu held.
+func (f *Feed) fire(w *goneWatch, err error) {
+	if w.fired {
+		return
+	}
+	w.fired = true
+	delete(f.goneRead, w)
+	go w.gone(err)
+}
+
+// goneEvents checks the watched holds of the keys evs touch. f.mu held.
+func (f *Feed) goneEvents(evs []*clientv3.Event) {
+	if len(f.gone) == 0 {
+		return
+	}
+	for _, ev := range evs {
+		for w := range f.gone[string(ev.Kv.Key)] {
+			if !w.fired && goneBy(w, ev) {
+				f.fire(w, ErrGone)
+			}
+		}
+	}
+}
+
+// goneResync has every watched hold read again: the reopened watch
+// delivers what comes after now, and a read now sees what came before.
+// f.mu held.
+func (f *Feed) goneResync() {
+	for _, ws := range f.gone {
+		for w := range ws {
+			f.goneCheck(w)
+		}
+	}
+}
+
+// goneFail ends every watched hold with err. f.mu held.
+func (f *Feed) goneFail(err error) {
+	for _, ws := range f.gone {
+		for w := range ws {
+			f.fire(w, err)
+		}
+	}
+}
+
+// goneCheck has w's key read, once the feed is synced (it rereads every
+// hold when it gets there). f.mu held.
+func (f *Feed) goneCheck(w *goneWatch) {
+	if w.fired {
+		return
+	}
+	if f.goneRead == nil {
+		f.goneRead = map[*goneWatch]struct{}{}
+	}
+	f.goneRead[w] = struct{}{}
+	if f.synced && !f.checking {
+		f.checking = true
+		go f.checkGone(f.ctx)
+	}
+}
+
+// goneBatch bounds the keys one read of checkGone covers (etcd allows 128
+// operations in a Txn by default).
+const goneBatch = 64
+
+// checkGone reads the keys of the holds goneCheck marked, in batches, and
+// fires those whose key is gone. It ends when none are left, or when the
+// feed stops being synced (it rereads them all once it is again).
+func (f *Feed) checkGone(ctx context.Context) {
+	cli := f.hub.cli
+	pause := 10 * time.Millisecond
+	for {
+		f.mu.Lock()
+		if len(f.goneRead) == 0 || !f.synced || ctx.Err() != nil {
+			f.checking = false
+			f.mu.Unlock()
+			return
+		}
+		var batch []*goneWatch
+		var gets []clientv3.Op
+		for w := range f.goneRead {
+			delete(f.goneRead, w)
+			batch = append(batch, w)
+			gets = append(gets, clientv3.OpGet(w.key, clientv3.WithKeysOnly()))
+			if len(batch) == goneBatch {
+				break
+			}
+		}
+		f.mu.Unlock()
+		resp, err := cli.Txn(ctx).Then(gets...).Commit()
+		f.mu.Lock()
+		for i, w := range batch {
+			if ws := f.gone[w.key]; ws == nil {
+				continue // stopped meanwhile
+			} else if _, ok := ws[w]; !ok {
+				continue
+			}
+			switch {
+			case err == nil:
+				if kvs := resp.Responses[i].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != w.rev {
+					f.fire(w, ErrGone)
+				}
+			case ctx.Err() != nil:
+			case etcderr.Refused(err) || etcderr.Closed(cli):
+				f.fire(w, etcderr.Explain(cli, err))
+			default:
+				f.goneRead[w] = struct{}{} // read it again, after a pause
+			}
+		}
+		f.mu.Unlock()
+		if err == nil {
+			pause = 10 * time.Millisecond
+			continue
+		}
+		if ctx.Err() != nil || !sleep(ctx, pause) {
+			f.mu.Lock()
+			f.checking = false
+			f.mu.Unlock()
+			return
+		}
+		pause = min(2*pause, 500*time.Millisecond)
+	}
 }

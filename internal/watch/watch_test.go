@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -248,17 +249,48 @@ func TestWaitSurvivesMemberRestarts(t *testing.T) {
 	}
 }
 
-// Many holds on one mirror: a key's deletion, its replacement by a key of
-// the same name, and a gap in the watch (a reload) each fire the holds of
-// the keys they touched, once, and no other; a hold registered before the
-// mirror has seen its key waits for it.
-func TestMirrorOfFiresOnlyForItsKeys(t *testing.T) {
+// goneWatcher is what MirrorOf and RangeOf have in common.
+type goneWatcher interface {
+	WatchGone(key string, rev int64, gone func(error)) (stop func())
+}
+
+// Many holds on one mirror, or one feed: a key's deletion, its
+// replacement by a key of the same name, and a gap in the watch (a
+// reload) each fire the holds of the keys they touched, once, and no
+// other; a hold registered before the watch has seen its key waits for
+// it; one registered long after its key went fires at once. The holds
+// share the watch: none has a goroutine of its own.
+func TestGoneFiresOnlyForItsKeys(t *testing.T) {
 	t.Parallel()
+	for _, kind := range []string{"mirror", "range"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			base := fmt.Sprintf("goneset-%s-%d/", kind, time.Now().UnixNano())
+			px := etcdtest.NewProxy(t, srv.Endpoints()[0])
+			cli := etcdtest.NewTestClient(t, px.Endpoints())
+			var w goneWatcher = watch.MirrorOf{Hub: watch.For(cli), Base: base}
+			if kind == "range" {
+				w = watch.RangeOf{Hub: watch.For(cli), Key: base, End: base + "\xff"}
+			}
+			testGoneFiresOnlyForItsKeys(t, px, base, w)
+		})
+	}
+}
+
+func testGoneFiresOnlyForItsKeys(t *testing.T, px *etcdtest.Proxy, base string, gw goneWatcher) {
 	ctx := etcdtest.Context(t, 20*time.Second)
-	base := fmt.Sprintf("goneset-%d/", time.Now().UnixNano())
-	px := etcdtest.NewProxy(t, srv.Endpoints()[0])
-	cli := etcdtest.NewTestClient(t, px.Endpoints())
-	hub := watch.For(cli)
+	// A first hold, fired, so that the watch runs and is current when the
+	// others are registered (they are checked against what it holds).
+	resp, err := srv.Client().Put(ctx, base+"anchor", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchor := make(chan error, 1)
+	defer gw.WatchGone(base+"anchor", resp.Header.Revision, func(err error) { anchor <- err })()
+	srv.Client().Delete(ctx, base+"anchor")
+	if err := within(t, anchor, 5*time.Second); !errors.Is(err, watch.ErrGone) {
+		t.Fatalf("anchor hold: %v", err)
+	}
 	const n = 50
 	fired := make([]chan error, n)
 	revs := make([]int64, n)
@@ -269,10 +301,14 @@ func TestMirrorOfFiresOnlyForItsKeys(t *testing.T) {
 		}
 		revs[i] = resp.Header.Revision
 	}
+	before := runtime.NumGoroutine()
 	for i := range n {
 		fired[i] = make(chan error, 2)
-		stop := watch.MirrorOf{Hub: hub, Base: base}.WatchGone(fmt.Sprintf("%sh/%02d", base, i), revs[i], func(err error) { fired[i] <- err })
+		stop := gw.WatchGone(fmt.Sprintf("%sh/%02d", base, i), revs[i], func(err error) { fired[i] <- err })
 		defer stop()
+	}
+	if grew := runtime.NumGoroutine() - before; grew > n/5 {
+		t.Fatalf("%d holds started %d goroutines", n, grew)
 	}
 	expect := func(want ...int) {
 		t.Helper()
@@ -286,7 +322,7 @@ func TestMirrorOfFiresOnlyForItsKeys(t *testing.T) {
 				t.Fatalf("hold %d did not fire", i)
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // a short look for holds that fire though they should not
 		for i := range n {
 			select {
 			case err := <-fired[i]:
@@ -306,14 +342,14 @@ func TestMirrorOfFiresOnlyForItsKeys(t *testing.T) {
 	px.Reset()
 	px.Restore()
 	expect(7)
-	// A hold of a key the mirror has not seen yet: created now, watched
-	// at once, deleted: it fires once the mirror passes its deletion.
-	resp, err := srv.Client().Put(ctx, base+"h/late", "x")
+	// A hold of a key the watch has not seen yet: created now, watched
+	// at once, deleted: it fires once the watch passes its deletion.
+	resp, err = srv.Client().Put(ctx, base+"h/late", "x")
 	if err != nil {
 		t.Fatal(err)
 	}
 	late := make(chan error, 1)
-	stop := watch.MirrorOf{Hub: hub, Base: base}.WatchGone(base+"h/late", resp.Header.Revision, func(err error) { late <- err })
+	stop := gw.WatchGone(base+"h/late", resp.Header.Revision, func(err error) { late <- err })
 	defer stop()
 	select {
 	case err := <-late:
@@ -323,6 +359,17 @@ func TestMirrorOfFiresOnlyForItsKeys(t *testing.T) {
 	srv.Client().Delete(ctx, base+"h/late")
 	if err := within(t, late, 5*time.Second); !errors.Is(err, watch.ErrGone) {
 		t.Fatalf("late hold: %v", err)
+	}
+	// A hold registered after its key went, and after the watch's
+	// history moved past it.
+	for i := range 2100 {
+		srv.Client().Put(ctx, base+"noise", fmt.Sprint(i))
+	}
+	gone := make(chan error, 1)
+	stop = gw.WatchGone(fmt.Sprintf("%sh/%02d", base, 3), revs[3], func(err error) { gone <- err })
+	defer stop()
+	if err := within(t, gone, 5*time.Second); !errors.Is(err, watch.ErrGone) {
+		t.Fatalf("hold of a key gone before it was watched: %v", err)
 	}
 }
 
