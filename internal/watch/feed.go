@@ -424,4 +424,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func withKeysOnly() []clientv3.OpOption { return []clientv3.OpOption{clientv3.WithKeysOnly()} }
