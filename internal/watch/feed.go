@@ -423,4 +423,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
-
