@@ -147,16 +147,30 @@ func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
 		)
 		runCtx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		counter.Reset()
-		start := time.Now()
-		// The result is taken at the deadline, before the candidates still
-		// in line are cancelled and clean up.
+		// The clock starts when the first leader leads (a short run on a
+		// loaded machine could otherwise end before any handoff), and the
+		// result is taken at the deadline, before the candidates still in
+		// line are cancelled and clean up.
 		var res Result
-		stop := time.AfterFunc(d, func() {
-			res = Result{Ops: int(handoffs.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
-			cancel()
+		led := make(chan struct{})
+		var first sync.Once
+		wg.Go(func() {
+			select {
+			case <-led:
+			case <-runCtx.Done():
+				return
+			}
+			counter.Reset()
+			start := time.Now()
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				res = Result{Ops: int(handoffs.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+				cancel()
+			case <-runCtx.Done():
+			}
 		})
-		defer stop.Stop()
 		for _, c := range cs {
 			wg.Go(func() {
 				for runCtx.Err() == nil {
@@ -171,6 +185,7 @@ func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
 						lat.Add(time.Duration(time.Now().UnixNano() - r))
 						handoffs.Add(1)
 					}
+					first.Do(func() { close(led) })
 					released.Store(time.Now().UnixNano())
 					if err := c.letGo(ctx); err != nil {
 						failed.Store(&err)
