@@ -55,6 +55,13 @@ func TestMetrics(t *testing.T) {
 	get := func(name string, labels map[string]string) *dto.Metric { return metricOf(t, reg, name, labels) }
 	n := map[string]string{"name": f.name}
 	with := func(k, v string) map[string]string { return map[string]string{"name": f.name, k: v} }
+	// A run is counted once its record's Txn has returned to the replica
+	// that ran it, a moment after others can read the record: wait for
+	// both runs to be counted, then check that each is counted once.
+	eventually(t, 10*time.Second, "both runs counted", func() bool {
+		ok, failed := get("coord_schedule_runs_total", with("outcome", "succeeded")), get("coord_schedule_runs_total", with("outcome", "failed"))
+		return ok.GetCounter().GetValue() >= 1 && failed.GetCounter().GetValue() >= 1
+	})
 	for _, c := range []struct {
 		metric string
 		labels map[string]string
