@@ -47,7 +47,7 @@ type Feed struct {
 	// event as it is recorded; those a read must check (registered while
 	// the history did not reach back to their create revision, or after a
 	// gap), and whether a goroutine is making those reads.
-	gone     map[string]map[*goneWatch]struct{}
+	gone     goneSet
 	goneRead map[*goneWatch]struct{}
 	checking bool
 }

@@ -30,17 +30,12 @@ type MirrorOf struct {
 func (o MirrorOf) WatchGone(key string, rev int64, gone func(error)) (stop func()) {
 	m := o.Hub.Mirror(o.Base)
 	gs := m.Shared("watch: gone", func() (any, Listener) {
-		gs := &goneSet{by: map[string]map[*goneWatch]struct{}{}}
+		gs := &goneSet{}
 		return gs, gs.changed
 	}).(*goneSet)
 	w := &goneWatch{key: key, rev: rev, gone: gone}
 	err := m.Locked(func(v *View, loaded bool) {
-		ws := gs.by[key]
-		if ws == nil {
-			ws = map[*goneWatch]struct{}{}
-			gs.by[key] = ws
-		}
-		ws[w] = struct{}{}
+		gs.add(w)
 		if loaded {
 			gs.check(v, w)
 		}
@@ -55,8 +50,8 @@ func (o MirrorOf) WatchGone(key string, rev int64, gone func(error)) (stop func(
 	}
 }
 
-// goneSet is a mirror's watched holds, by key; read and changed only
-// under the mirror's lock.
+// goneSet is the watched holds of a mirror or a feed, by key; read and
+// changed only under the mirror's or the feed's lock.
 type goneSet struct {
 	by map[string]map[*goneWatch]struct{}
 }
@@ -66,6 +61,33 @@ type goneWatch struct {
 	rev   int64
 	gone  func(error)
 	fired bool
+}
+
+func (gs *goneSet) add(w *goneWatch) {
+	if gs.by == nil {
+		gs.by = map[string]map[*goneWatch]struct{}{}
+	}
+	ws := gs.by[w.key]
+	if ws == nil {
+		ws = map[*goneWatch]struct{}{}
+		gs.by[w.key] = ws
+	}
+	ws[w] = struct{}{}
+}
+
+// has reports whether w is still in the set (not stopped).
+func (gs *goneSet) has(w *goneWatch) bool {
+	_, ok := gs.by[w.key][w]
+	return ok
+}
+
+// all calls fn for every watched hold.
+func (gs *goneSet) all(fn func(*goneWatch)) {
+	for _, ws := range gs.by {
+		for w := range ws {
+			fn(w)
+		}
+	}
 }
 
 func (gs *goneSet) remove(w *goneWatch) {
@@ -81,20 +103,14 @@ func (gs *goneSet) remove(w *goneWatch) {
 func (gs *goneSet) changed(v *View, c Change) {
 	switch {
 	case c.Err != nil:
-		for _, ws := range gs.by {
-			for w := range ws {
-				if !w.fired {
-					w.fired = true
-					go w.gone(c.Err)
-				}
+		gs.all(func(w *goneWatch) {
+			if !w.fired {
+				w.fired = true
+				go w.gone(c.Err)
 			}
-		}
+		})
 	case c.Reloaded:
-		for _, ws := range gs.by {
-			for w := range ws {
-				gs.check(v, w)
-			}
-		}
+		gs.all(func(w *goneWatch) { gs.check(v, w) })
 	default:
 		for _, ev := range c.Events {
 			for w := range gs.by[string(ev.Kv.Key)] {
@@ -148,15 +164,7 @@ func (r RangeOf) WatchGone(key string, rev int64, gone func(error)) (stop func()
 		}
 		go gone(err)
 	} else {
-		if f.gone == nil {
-			f.gone = map[string]map[*goneWatch]struct{}{}
-		}
-		ws := f.gone[key]
-		if ws == nil {
-			ws = map[*goneWatch]struct{}{}
-			f.gone[key] = ws
-		}
-		ws[w] = struct{}{}
+		f.gone.add(w)
 		if f.synced && f.from <= rev {
 			// The history holds every event above rev.
 			for i := len(f.hist) - 1; i >= 0 && f.hist[i].Kv.ModRevision > rev; i-- {
@@ -172,12 +180,7 @@ func (r RangeOf) WatchGone(key string, rev int64, gone func(error)) (stop func()
 	f.mu.Unlock()
 	return func() {
 		f.mu.Lock()
-		if ws := f.gone[key]; ws != nil {
-			delete(ws, w)
-			if len(ws) == 0 {
-				delete(f.gone, key)
-			}
-		}
+		f.gone.remove(w)
 		delete(f.goneRead, w)
 		f.mu.Unlock()
 		f.Release()
@@ -201,12 +204,12 @@ func (f *Feed) fire(w *goneWatch, err error) {
 
 // goneEvents checks the watched holds of the keys evs touch. f.mu held.
 func (f *Feed) goneEvents(evs []*clientv3.Event) {
-	if len(f.gone) == 0 {
+	if len(f.gone.by) == 0 {
 		return
 	}
 	for _, ev := range evs {
-		for w := range f.gone[string(ev.Kv.Key)] {
-			if !w.fired && goneBy(w, ev) {
+		for w := range f.gone.by[string(ev.Kv.Key)] {
+			if goneBy(w, ev) {
 				f.fire(w, ErrGone)
 			}
 		}
@@ -217,20 +220,12 @@ func (f *Feed) goneEvents(evs []*clientv3.Event) {
 // delivers what comes after now, and a read now sees what came before.
 // f.mu held.
 func (f *Feed) goneResync() {
-	for _, ws := range f.gone {
-		for w := range ws {
-			f.goneCheck(w)
-		}
-	}
+	f.gone.all(f.goneCheck)
 }
 
 // goneFail ends every watched hold with err. f.mu held.
 func (f *Feed) goneFail(err error) {
-	for _, ws := range f.gone {
-		for w := range ws {
-			f.fire(w, err)
-		}
-	}
+	f.gone.all(func(w *goneWatch) { f.fire(w, err) })
 }
 
 // goneCheck has w's key read, once the feed is synced (it rereads every
@@ -280,10 +275,8 @@ func (f *Feed) checkGone(ctx context.Context) {
 		resp, err := cli.Txn(ctx).Then(gets...).Commit()
 		f.mu.Lock()
 		for i, w := range batch {
-			if ws := f.gone[w.key]; ws == nil {
+			if !f.gone.has(w) {
 				continue // stopped meanwhile
-			} else if _, ok := ws[w]; !ok {
-				continue
 			}
 			switch {
 			case err == nil:
