@@ -124,7 +124,7 @@ func (q *Queue) claim(ctx context.Context, s *session.Session, n int) ([]*Messag
 			continue
 		}
 		cs, busy := d.reserve(v, func(avail []candidate) []candidate {
-			return q.pickN(avail, int64(l.Lease()), attempt, n)
+			return q.pickN(avail, int64(l.Lease()), attempt, q.claimLimit(n))
 		})
 		if cs == nil {
 			// What this view shows was claimed by the process since, or
@@ -246,14 +246,28 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 		readyBefore = last.key
 	}
 	timedBefore := t + encodeTime(last.ord.ready)
+	// From the view's floor: no live ready entry was below it then, and
+	// none is now if the floor is still at or above it (every writer of
+	// an entry below the floor lowers or deletes it).
+	readyFrom := r
+	if v.from != "" {
+		readyFrom = v.from
+		guards = append(guards, clientv3.Compare(clientv3.Value(q.floorKey()), ">", v.from)) // floor ≥ v.from
+	}
 	guards = append(guards,
-		clientv3.Compare(clientv3.CreateRevision(r), "<", v.rev+1).WithRange(readyBefore),
+		clientv3.Compare(clientv3.CreateRevision(readyFrom), "<", v.rev+1).WithRange(readyBefore),
 		clientv3.Compare(clientv3.CreateRevision(t), "<", v.rev+1).WithRange(timedBefore))
 	if now > v.now {
 		// And no delayed message became due since the view was read: it
 		// may have a better priority. (An empty range compares as a
 		// missing key, create revision 0.)
 		guards = append(guards, clientv3.Compare(clientv3.CreateRevision(t+encodeTime(v.now+1)), "=", 0).WithRange(t+encodeTime(now+1)))
+	}
+	if raise := q.floorRaise(v, readyBefore); raise != "" && q.raiseFloor(len(cs)) {
+		// The compares above prove that no ready entry before readyBefore
+		// was made since the view, which saw none live before its first:
+		// the floor can go up to that (or readyBefore, if that is lower).
+		ops = append(ops, clientv3.OpPut(q.floorKey(), floorValue(raise)))
 	}
 	created, err := hold.CreateAll(ctx, holds, hold.Spec{
 		If:   guards,
@@ -264,7 +278,7 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 		for _, co := range claims {
 			// The Txn may have been applied: give the message back, or it
 			// stays in flight until the session ends.
-			co.h.Abandon(ctx, clientv3.OpDelete(co.fk), clientv3.OpPut(co.c.key, string(co.c.rec.encode())))
+			co.h.Abandon(ctx, q.putBackOps(co.fk, co.c.key, co.c.rec)...)
 		}
 	}
 	if err != nil {
@@ -324,7 +338,7 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 		// give it back rather than return it.
 		if err := co.h.Grant(); err != nil {
 			for _, rest := range claims[i:] {
-				rest.h.Abandon(ctx, clientv3.OpDelete(rest.fk), clientv3.OpPut(rest.c.key, string(rest.c.rec.encode())))
+				rest.h.Abandon(ctx, q.putBackOps(rest.fk, rest.c.key, rest.c.rec)...)
 			}
 			for _, m := range out {
 				m.giveBack(context.WithoutCancel(ctx))
@@ -350,6 +364,38 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 		return nil, nil, false, 0, nil
 	}
 	return out, nil, false, created.At, nil
+}
+
+// floorRaise is where a claim from view v whose ready compare ends at
+// readyBefore may raise the floor to: the view's first ready entry, or
+// readyBefore if that is lower; "" when the view is not a read of its own
+// or the floor is there already.
+func (q *Queue) floorRaise(v *view, readyBefore string) string {
+	if !v.read {
+		return ""
+	}
+	for _, c := range v.cands {
+		if c.part == partReady {
+			to := min(c.key, readyBefore)
+			if to > v.at {
+				return to
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+// putBackOps are the ops that return a claimed message to its place in
+// line, from its in-flight entry fk to its index entry from (ready or
+// delayed) as rec. Its entry may be below the floor by now: the floor
+// goes (a later claim raises it again).
+func (q *Queue) putBackOps(fk, from string, rec record) []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpDelete(fk), clientv3.OpPut(from, string(rec.encode()))}
+	if strings.HasPrefix(from, q.sp.Part(partReady)) {
+		ops = append(ops, clientv3.OpDelete(q.floorKey()))
+	}
+	return ops
 }
 
 func (q *Queue) claimErr(ctx context.Context, l *lease.Session, err error) error {

@@ -185,8 +185,10 @@ func (q *Queue) DeadLetter(ctx context.Context, id string) (DeadLetter, error) {
 func (q *Queue) Redrive(ctx context.Context, id string) error {
 	return q.moveDead(ctx, id, "redrive", func(key string, rec record) ([]clientv3.Cmp, []clientv3.Op) {
 		rec.attempts, rec.reason, rec.lastErr, rec.times, rec.died = 0, "", "", nil, 0
+		// Back at its old place, likely below the floor: the floor goes.
 		ops := []clientv3.Op{clientv3.OpDelete(key),
-			clientv3.OpPut(q.sp.Key(partReady, encodePriority(rec.prio)+"-"+id), string(rec.encode()))}
+			clientv3.OpPut(q.sp.Key(partReady, encodePriority(rec.prio)+"-"+id), string(rec.encode())),
+			clientv3.OpDelete(q.floorKey())}
 		var cmps []clientv3.Cmp
 		if rec.uniq != "" && !rec.uniqLeased {
 			uk := q.uniqueKey(rec.uniq)

@@ -33,11 +33,41 @@ type view struct {
 	cands   []candidate
 	nextDue int64 // unix ns of the earliest message not yet due, or of a look again; 0 if none
 	bounded bool  // the ready range read ended at the horizon: empty, it says nothing of what lies past it
+
+	// The floor of the ready range: from (the key its read began at, ""
+	// for the start of the range; no live ready key was below it then),
+	// and, for a view that is a read, at (the floor key's value then, ""
+	// if there was none).
+	from, at string
+	read     bool
 }
 
 // headLen is how many operations headOps gives: parseView takes them in
 // that order, and callers find their own operations after them.
 const headLen = 4
+
+// The floor is a key at or below every live ready entry (the queue's
+// floor key holds it): head reads and claim compares begin there instead
+// of at the start of the ready range. Below it lie only the entries of
+// messages already claimed, which etcd keeps in its index until it
+// compacts (one per message consumed since, every one visited by any read
+// or compare that covers it): without the floor, a queue's every claim
+// costs the server more the more it has consumed since the last
+// compaction.
+//
+// Every writer keeps the floor true. An Enqueue of a ready message
+// compares the floor against its entry and lowers it in the same Txn when
+// the entry is below it; what puts a claimed message back (a give-back,
+// a repair, a re-drive) deletes the floor, which then is the start of
+// the range again. Claims raise it, now and then, to the first ready
+// entry of their view: the claim Txn's compares prove that no entry
+// before that one has been made since the view, and the view that none
+// was live then.
+
+// floorEvery is how many messages a process claims between raises of the
+// floor: a raise is one small Put in a claim Txn; the entries it leaves
+// below it are the floorEvery or so claimed since the last.
+const floorEvery = 32
 
 // horizonKeys is how many ready messages a head read's range covers when
 // the queue is longer: etcd visits every key of a range it reads (it
@@ -71,6 +101,10 @@ type horizon struct {
 	fresh   bool   // placed, and no read since has counted what lies before it
 
 	reads, wide int64 // head reads parsed, and those whose ready range held more than 2*horizonKeys (for tests)
+
+	floor      string // the floor key's value, as last read ("" for none)
+	floorRev   int64  // the revision it was read at
+	sinceRaise int    // messages claimed by the process since it last raised the floor
 }
 
 // emptyLooks is how many reads in a row may find nothing before the
@@ -78,10 +112,11 @@ type horizon struct {
 // range (the head moved to a worse priority, or past a pause in enqueues).
 const emptyLooks = 2
 
-// headPlan is one head read: where its ready range ends.
+// headPlan is one head read: where its ready range begins (the floor as
+// last read, "" for the start of the range) and ends.
 type headPlan struct {
-	now int64
-	end string
+	now        int64
+	floor, end string
 }
 
 func (q *Queue) headHorizon() *horizon {
@@ -93,32 +128,110 @@ func (q *Queue) headPlan(now int64) headPlan {
 	h := q.headHorizon()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return headPlan{now: now, end: h.end}
+	return headPlan{now: now, floor: h.floor, end: h.end}
 }
 
-// headOps are the plan's operations (headLen of them): ready entries and
-// due delayed entries (small index records, never payloads), the first
-// one not yet due within dueHorizon, and a placeholder that keeps the
-// layout callers index into.
+func (q *Queue) floorKey() string { return q.sp.Single("floor") }
+
+// The floor key holds the floor's entry key and a NUL (which no key of
+// the queue holds), so that etcd's compares, which know only =, !=, < and
+// >, can say "at or above" and "at or below": floor ≥ k is value > k, and
+// floor ≤ k is value < k+NUL+NUL.
+func floorValue(k string) string { return k + "\x00" }
+
+func floorOf(val []byte) string { return strings.TrimSuffix(string(val), "\x00") }
+
+// raiseFloor reports whether a claim of n messages should raise the
+// floor, counting them. A claim Txn takes four ops a message: one that
+// would not fit the raise's Put leaves it to the next.
+func (q *Queue) raiseFloor(n int) bool {
+	h := q.headHorizon()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sinceRaise += n
+	if h.sinceRaise < floorEvery || 4*n+1 > q.txnOps() {
+		return false
+	}
+	h.sinceRaise = 0
+	return true
+}
+
+// claimLimit is how many messages a claim of up to n takes: one fewer
+// when a full Txn would leave no room for a raise of the floor that is
+// due (else a pool claiming full batches would never raise it).
+func (q *Queue) claimLimit(n int) int {
+	h := q.headHorizon()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n > 1 && h.sinceRaise >= floorEvery && 4*n+1 > q.txnOps() {
+		return min(n-1, (q.txnOps()-1)/4)
+	}
+	return n
+}
+
+// txnOps is the server's limit of ops in a Txn, as the queue was told.
+func (q *Queue) txnOps() int {
+	if q.opts.maxTxnOps > 0 {
+		return q.opts.maxTxnOps
+	}
+	return DefaultMaxTxnOps
+}
+
+// cachedFloor is the floor as the process last read it.
+func (q *Queue) cachedFloor() string {
+	h := q.headHorizon()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.floor
+}
+
+// sawFloor records the floor's value as read at rev.
+func (h *horizon) sawFloor(at string, rev int64) {
+	if rev >= h.floorRev {
+		h.floor, h.floorRev = at, rev
+	}
+}
+
+// headOps are the plan's operations (headLen of them): ready entries from
+// the floor and due delayed entries (small index records, never
+// payloads), the first one not yet due within dueHorizon, and the floor.
 func (q *Queue) headOps(p headPlan) []clientv3.Op {
 	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
+	readyFrom := r
+	if p.floor != "" {
+		readyFrom = p.floor
+	}
 	readyEnd := keys.RangeEnd(r)
 	if p.end != "" {
 		readyEnd = p.end
 	}
 	dueEnd := t + encodeTime(p.now+1)
 	return []clientv3.Op{
-		clientv3.OpGet(r, clientv3.WithRange(readyEnd), clientv3.WithLimit(window)),
+		clientv3.OpGet(readyFrom, clientv3.WithRange(readyEnd), clientv3.WithLimit(window)),
 		clientv3.OpGet(t, clientv3.WithRange(dueEnd), clientv3.WithLimit(window)),
 		clientv3.OpGet(dueEnd, clientv3.WithRange(t+encodeTime(p.now+int64(dueHorizon))), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
-		clientv3.OpGet(r, clientv3.WithKeysOnly()), // no such key: a placeholder, one index lookup
+		clientv3.OpGet(q.floorKey()),
 	}
 }
 
 // parseView builds a view from the responses of headOps(p), and moves the
 // horizon by what they show.
 func (q *Queue) parseView(rev int64, p headPlan, rs []*pb.ResponseOp) *view {
-	v := &view{rev: rev, now: p.now, bounded: p.end != ""}
+	at := ""
+	if kvs := rs[3].GetResponseRange().Kvs; len(kvs) > 0 {
+		at = floorOf(kvs[0].Value)
+	}
+	h := q.headHorizon()
+	h.mu.Lock()
+	h.sawFloor(at, rev)
+	h.mu.Unlock()
+	if p.floor != "" && (at == "" || at < p.floor) {
+		// The floor went down (or away) since the process last read it:
+		// this read began too far in. An empty bounded view has the
+		// claimer read again, from the floor read just now.
+		return &view{rev: rev, now: p.now, bounded: true}
+	}
+	v := &view{rev: rev, now: p.now, bounded: p.end != "", from: p.floor, at: at, read: true}
 	ready := rs[0].GetResponseRange()
 	for i, part := range []string{partReady, partTimed} {
 		prefix := q.sp.Part(part)

@@ -240,7 +240,7 @@ func (m *Message) Nack(ctx context.Context, delay time.Duration, opts ...NackOpt
 func (m *Message) giveBack(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
 	defer cancel()
-	_, err := m.settle(ctx, clientv3.OpPut(m.from, string(m.before.encode())))
+	_, err := m.settle(ctx, m.q.putBackOps("", m.from, m.before)[1:]...) // settle deletes the in-flight entry itself
 	return err
 }
 
