@@ -152,8 +152,8 @@ func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
 		// result is taken at the deadline, before the candidates still in
 		// line are cancelled and clean up.
 		var res Result
-		led := make(chan struct{})
-		var first sync.Once
+		led, handed := make(chan struct{}), make(chan struct{})
+		var first, firstHandoff sync.Once
 		wg.Go(func() {
 			select {
 			case <-led:
@@ -166,10 +166,19 @@ func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
 			defer t.Stop()
 			select {
 			case <-t.C:
-				res = Result{Ops: int(handoffs.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
-				cancel()
 			case <-runCtx.Done():
+				return
 			}
+			// A run that has seen no handoff yet (a short one on a loaded
+			// machine) goes on to its first: a rate needs one.
+			select {
+			case <-handed:
+			case <-runCtx.Done():
+				return
+			case <-time.After(time.Minute):
+			}
+			res = Result{Ops: int(handoffs.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+			cancel()
 		})
 		for _, c := range cs {
 			wg.Go(func() {
@@ -184,6 +193,7 @@ func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
 					if r := released.Load(); r != 0 {
 						lat.Add(time.Duration(time.Now().UnixNano() - r))
 						handoffs.Add(1)
+						firstHandoff.Do(func() { close(handed) })
 					}
 					first.Do(func() { close(led) })
 					released.Store(time.Now().UnixNano())
