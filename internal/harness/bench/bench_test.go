@@ -57,7 +57,7 @@ func TestScalingCasesRun(t *testing.T) {
 		t.Skip("several seconds of setup")
 	}
 	srv := etcdtest.NewServer(t, etcdtest.WithoutFsync())
-	cases := append(bench.ScalingCases(0, 20), bench.Failover(3), bench.Campaign(), bench.DoubleBarrier(3))
+	cases := append(bench.ScalingCases(0, 20), bench.LockBehindHere(20), bench.Failover(3), bench.Campaign(), bench.DoubleBarrier(3))
 	rows, err := bench.Run(context.Background(), srv.Endpoints(), 150*time.Millisecond, cases, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -46,13 +46,26 @@ func ScalingCases(lengths ...int) []Case {
 const handoffsMeasured = 300
 
 // LockBehind is a Mutex handoff (Unlock returned → the next Lock returns)
-// with n waiters queued behind, against etcd's concurrency.Mutex.
+// with n waiters queued behind in another process, against etcd's
+// concurrency.Mutex.
 func LockBehind(n int) Case {
 	return Case{
 		Primitive: "lock", Name: fmt.Sprintf("handoff, %d waiters behind", n), Etcd: "concurrency.Mutex",
 		Measured: "a handoff: from the holder's Unlock returning to the next waiter's Lock returning",
-		coord:    lineRunner(n, coordLineLocker),
-		etcd:     lineRunner(n, etcdLineLocker),
+		coord:    lineRunner(n, "coord", true),
+		etcd:     lineRunner(n, "etcd", true),
+	}
+}
+
+// LockBehindHere is LockBehind with the n waiters parked in the measuring
+// process itself: its collector then scans their goroutines and clients
+// during every handoff measured.
+func LockBehindHere(n int) Case {
+	return Case{
+		Primitive: "lock", Name: fmt.Sprintf("handoff, %d waiters behind in this process", n), Etcd: "concurrency.Mutex",
+		Measured: "a handoff: from the holder's Unlock returning to the next waiter's Lock returning",
+		coord:    lineRunner(n, "coord", false),
+		etcd:     lineRunner(n, "etcd", false),
 	}
 }
 
@@ -103,11 +116,13 @@ func etcdLineLocker(ctx context.Context, cli *clientv3.Client, prefix string) (f
 // lineRunner measures handoffs at the head of a line of n. A holder takes
 // the lock; handoffsMeasured+1 measured waiters queue behind it (on two
 // counted clients), then n parked waiters behind them (on clients of their
-// own, not counted). The holder lets go, and each measured waiter, once it
-// holds the lock, records the time since the previous Unlock returned and
-// unlocks at once: every measured handoff happens with all n parked
-// waiters still behind. Then the parked waiters give up.
-func lineRunner(n int, mk lineMaker) runner {
+// own, not counted; in a child process when elsewhere). The holder lets
+// go, and each measured waiter, once it holds the lock, records the time
+// since the previous Unlock returned and unlocks at once: every measured
+// handoff happens with all n parked waiters still behind. Then the parked
+// waiters give up.
+func lineRunner(n int, side string, elsewhere bool) runner {
+	mk := lineMakers[side]
 	return func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
 		prefix := env.prefix("line")
 		counter := etcdtest.NewCounter()
@@ -184,25 +199,21 @@ func lineRunner(n int, mk lineMaker) runner {
 		}
 		// The parked waiters, on clients of their own, behind every
 		// measured one.
-		parked := 0
-		if n > 0 {
-			per := (n + 7) / 8
-			for c := 0; c < 8 && parked < n; c++ {
-				cli, err := env.client(nil)
-				if err != nil {
-					return Result{}, err
-				}
-				mkl, closeS, err := mk(ctx, cli, prefix)
-				if err != nil {
-					return Result{}, err
-				}
-				defer closeS()
-				for k := 0; k < per && parked < n; k++ {
-					l := mkl()
-					parked++
-					wg.Go(func() { l.lock(parkCtx) })
-				}
+		switch {
+		case n > 0 && elsewhere:
+			stop, err := parkElsewhere(env, prefix, n, side)
+			if err != nil {
+				return Result{}, err
 			}
+			defer stop()
+		case n > 0:
+			closeAll, err := parkOn(parkCtx, env.endpoints, prefix, n, mk)
+			if err != nil {
+				return Result{}, err
+			}
+			defer func() { unpark(); closeAll() }()
+		}
+		if n > 0 {
 			if err := queued(m + n); err != nil {
 				return Result{}, err
 			}
