@@ -246,28 +246,37 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 		readyBefore = last.key
 	}
 	timedBefore := t + encodeTime(last.ord.ready)
-	// From the view's floor: no live ready entry was below it then, and
-	// none is now if the floor is still at or above it (every writer of
-	// an entry below the floor lowers or deletes it).
-	readyFrom := r
-	if v.from != "" {
-		readyFrom = v.from
-		guards = append(guards, clientv3.Compare(clientv3.Value(q.floorKey()), ">", v.from)) // floor ≥ v.from
+	// Raises of the floors, now and then, to the first entries of the
+	// view (see floorRaise): the delayed range's compare then reaches to
+	// where its floor goes.
+	var raise floors
+	if v.read && q.raiseFloor(len(cs)) {
+		raise = q.floorRaise(v, readyBefore)
+		timedBefore = max(timedBefore, raise[ft])
+	}
+	// From the view's floors: no live entry was below them then, and none
+	// is now if the floors are still at or above them (every writer of an
+	// entry below a floor lowers or deletes it).
+	from := [2]string{r, t}
+	for i := range floorParts {
+		if v.from[i] != "" {
+			from[i] = v.from[i]
+			guards = append(guards, clientv3.Compare(clientv3.Value(q.floorKey(i)), ">", v.from[i])) // floor ≥ v.from
+		}
 	}
 	guards = append(guards,
-		clientv3.Compare(clientv3.CreateRevision(readyFrom), "<", v.rev+1).WithRange(readyBefore),
-		clientv3.Compare(clientv3.CreateRevision(t), "<", v.rev+1).WithRange(timedBefore))
+		clientv3.Compare(clientv3.CreateRevision(from[fr]), "<", v.rev+1).WithRange(readyBefore),
+		clientv3.Compare(clientv3.CreateRevision(from[ft]), "<", v.rev+1).WithRange(timedBefore))
 	if now > v.now {
 		// And no delayed message became due since the view was read: it
 		// may have a better priority. (An empty range compares as a
 		// missing key, create revision 0.)
 		guards = append(guards, clientv3.Compare(clientv3.CreateRevision(t+encodeTime(v.now+1)), "=", 0).WithRange(t+encodeTime(now+1)))
 	}
-	if raise := q.floorRaise(v, readyBefore); raise != "" && q.raiseFloor(len(cs)) {
-		// The compares above prove that no ready entry before readyBefore
-		// was made since the view, which saw none live before its first:
-		// the floor can go up to that (or readyBefore, if that is lower).
-		ops = append(ops, clientv3.OpPut(q.floorKey(), floorValue(raise)))
+	for i, to := range raise {
+		if to != "" {
+			ops = append(ops, clientv3.OpPut(q.floorKey(i), floorValue(to)))
+		}
 	}
 	created, err := hold.CreateAll(ctx, holds, hold.Spec{
 		If:   guards,
@@ -366,34 +375,39 @@ func (q *Queue) try(ctx context.Context, l *lease.Session, cs []candidate, v *vi
 	return out, nil, false, created.At, nil
 }
 
-// floorRaise is where a claim from view v whose ready compare ends at
-// readyBefore may raise the floor to: the view's first ready entry, or
-// readyBefore if that is lower; "" when the view is not a read of its own
-// or the floor is there already.
-func (q *Queue) floorRaise(v *view, readyBefore string) string {
-	if !v.read {
-		return ""
-	}
+// floorRaise is where a claim from view v (a read) whose ready compare
+// ends at readyBefore may raise the floors to ("" where they stay). The
+// claim's compares prove that no entry before those ends was made since
+// the view, which saw none live before its first: the ready floor can go
+// to the view's first ready entry (or readyBefore, if that is lower), the
+// delayed floor to the view's first due entry or, with none due, to the
+// view's now (the claim's delayed compare reaches that far).
+func (q *Queue) floorRaise(v *view, readyBefore string) floors {
+	to := floors{"", q.sp.Part(partTimed) + encodeTime(v.now+1)}
 	for _, c := range v.cands {
-		if c.part == partReady {
-			to := min(c.key, readyBefore)
-			if to > v.at {
-				return to
-			}
-			return ""
+		if c.part == partReady && to[fr] == "" {
+			to[fr] = min(c.key, readyBefore)
+		}
+		if c.part == partTimed {
+			to[ft] = min(to[ft], c.key)
 		}
 	}
-	return ""
+	for i := range to {
+		if to[i] <= v.at[i] {
+			to[i] = ""
+		}
+	}
+	return to
 }
 
 // putBackOps are the ops that return a claimed message to its place in
 // line, from its in-flight entry fk to its index entry from (ready or
-// delayed) as rec. Its entry may be below the floor by now: the floor
-// goes (a later claim raises it again).
+// delayed) as rec. Its entry may be below its range's floor by now: the
+// floor goes (a later claim raises it again).
 func (q *Queue) putBackOps(fk, from string, rec record) []clientv3.Op {
 	ops := []clientv3.Op{clientv3.OpDelete(fk), clientv3.OpPut(from, string(rec.encode()))}
-	if strings.HasPrefix(from, q.sp.Part(partReady)) {
-		ops = append(ops, clientv3.OpDelete(q.floorKey()))
+	if i := q.floorOfKey(from); i >= 0 {
+		ops = append(ops, clientv3.OpDelete(q.floorKey(i)))
 	}
 	return ops
 }

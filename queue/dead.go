@@ -188,7 +188,7 @@ func (q *Queue) Redrive(ctx context.Context, id string) error {
 		// Back at its old place, likely below the floor: the floor goes.
 		ops := []clientv3.Op{clientv3.OpDelete(key),
 			clientv3.OpPut(q.sp.Key(partReady, encodePriority(rec.prio)+"-"+id), string(rec.encode())),
-			clientv3.OpDelete(q.floorKey())}
+			clientv3.OpDelete(q.floorKey(fr))}
 		var cmps []clientv3.Cmp
 		if rec.uniq != "" && !rec.uniqLeased {
 			uk := q.uniqueKey(rec.uniq)

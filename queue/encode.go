@@ -43,6 +43,7 @@ const (
 	partIdem     = "i"
 	partUnique   = "u"
 	partPayload  = "v"
+	partFloor    = "floor" // the ranges' floors (see floors)
 )
 
 // encodePriority maps p to 16 hex digits that sort like the signed ints,

@@ -138,7 +138,7 @@ type planned struct {
 	puts   []clientv3.Op
 	absent []string
 	idem   string // the idempotency key's etcd key, if any
-	ready  string // its ready entry, if it is ready at once
+	entry  string // its index entry (ready, or delayed)
 	bytes  int
 }
 
@@ -163,9 +163,7 @@ func (q *Queue) plan(payload []byte, opts []EnqueueOption) (planned, enqueueOpti
 		key = q.sp.Key(partTimed, encodeTime(ns+int64(o.delay))+"-"+encodePriority(o.prio)+"-"+id)
 	}
 	p := planned{id: id, bytes: len(payload) + 2*len(key) + 64}
-	if o.delay <= 0 {
-		p.ready = key
-	}
+	p.entry = key
 	p.puts = []clientv3.Op{clientv3.OpPut(key, string(rec.encode())), clientv3.OpPut(q.sp.Key(partPayload, id), string(payload))}
 	if o.idem != "" {
 		p.idem = q.sp.Key(partIdem, keys.Escape(o.idem))
@@ -261,7 +259,7 @@ func (q *Queue) enqueue(ctx context.Context, entries []Entry) ([]string, error) 
 	var cmps []clientv3.Cmp
 	var then, els []clientv3.Op
 	var absent []string
-	low := "" // the lowest ready entry of the batch
+	var low floors // the lowest entries of the batch, by range
 	size, allIdem := 0, true
 	for _, e := range entries {
 		var o enqueueOptions
@@ -300,8 +298,8 @@ func (q *Queue) enqueue(ctx context.Context, entries []Entry) ([]string, error) 
 			absent = append(absent, k)
 		}
 		allIdem = allIdem && p.idem != ""
-		if p.ready != "" && (low == "" || p.ready < low) {
-			low = p.ready
+		if i := q.floorOfKey(p.entry); low[i] == "" || p.entry < low[i] {
+			low[i] = p.entry
 		}
 		size += p.bytes
 	}
@@ -373,45 +371,39 @@ func (q *Queue) enqueue(ctx context.Context, entries []Entry) ([]string, error) 
 	return nil, fmt.Errorf("queue %q: enqueue refused for a key that then vanished; retry", q.sp.Name())
 }
 
-// commitAbove commits an enqueue Txn whose lowest ready entry is low
-// ("" for none), keeping the floor at or below it: the Txn compares the
-// floor, as the process last read it, with low, after lowering it to low
-// first if it was above. When the floor was not what the process thought
-// (the Txn failed with every key of absent free), it tries again with the
-// floor the failed Txn read.
-func (q *Queue) commitAbove(ctx context.Context, low string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
-	if low == "" {
+// commitAbove commits an enqueue Txn whose lowest entries are low (by
+// range, "" for none), keeping each range's floor at or below its entry:
+// the Txn compares the floors, as the process last read them, with low,
+// after lowering a floor to its entry first if it was above. When a floor
+// was not what the process thought (the Txn failed with every key of
+// absent free), it tries again with the floors the failed Txn read.
+func (q *Queue) commitAbove(ctx context.Context, low floors, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	if low == (floors{}) {
 		resp, err := q.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 		if err != nil {
 			return nil, q.wrapPutErr(err)
 		}
 		return resp, nil
 	}
-	fk := q.floorKey()
-	els = append(els[:len(els):len(els)], clientv3.OpGet(fk))
-	floor := q.cachedFloor()
+	els = append(els[:len(els):len(els)], q.floorsOp())
+	at := q.cachedFloors()
 	for try := 0; ; try++ {
-		if floor > low {
-			// Lower it first, in a Txn of its own (a lower floor is never
-			// wrong, and the batch may fill its Txn's ops already).
-			lr, err := q.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(fk), ">", floorValue(low))).Then(clientv3.OpPut(fk, floorValue(low))).Else(clientv3.OpGet(fk)).Commit()
-			if err != nil {
-				return nil, q.wrapPutErr(err)
+		fcs := cmps[:len(cmps):len(cmps)]
+		for i, k := range low {
+			if k == "" {
+				continue
 			}
-			floor = low
-			if !lr.Succeeded {
-				floor = ""
-				if kvs := lr.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-					floor = floorOf(kvs[0].Value)
+			if at[i] > k {
+				// Lower it first, in a Txn of its own (a lower floor is
+				// never wrong, and the batch may fill its Txn's ops).
+				var err error
+				if at[i], err = q.lowerFloor(ctx, i, k); err != nil {
+					return nil, q.wrapPutErr(err)
 				}
 			}
-			continue
+			fcs = append(fcs, q.atOrAbove(i, at[i], k))
 		}
-		fc := clientv3.Compare(clientv3.Value(fk), "<", floorValue(low)+"\x00") // floor ≤ low
-		if floor == "" {
-			fc = clientv3.Compare(clientv3.CreateRevision(fk), "=", 0)
-		}
-		resp, err := q.cli.Txn(ctx).If(append(cmps[:len(cmps):len(cmps)], fc)...).Then(then...).Else(els...).Commit()
+		resp, err := q.cli.Txn(ctx).If(fcs...).Then(then...).Else(els...).Commit()
 		if err != nil {
 			return nil, q.wrapPutErr(err)
 		}
@@ -423,16 +415,12 @@ func (q *Queue) commitAbove(ctx context.Context, low string, cmps []clientv3.Cmp
 				return resp, nil // a key in use: the caller says which
 			}
 		}
-		floor = ""
-		if kvs := resp.Responses[len(els)-1].GetResponseRange().Kvs; len(kvs) > 0 {
-			floor = floorOf(kvs[0].Value)
+		at = q.readFloors(resp.Responses[len(els)-1].GetResponseRange().Kvs)
+		for i := range at {
+			q.sawFloor(i, at[i], resp.Header.Revision)
 		}
-		h := q.headHorizon()
-		h.mu.Lock()
-		h.sawFloor(floor, resp.Header.Revision)
-		h.mu.Unlock()
 		if try == 8 {
-			return nil, fmt.Errorf("queue %q: enqueue: the queue's floor kept moving; retry", q.sp.Name())
+			return nil, fmt.Errorf("queue %q: enqueue: the queue's floors kept moving; retry", q.sp.Name())
 		}
 	}
 }

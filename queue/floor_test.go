@@ -26,10 +26,11 @@ func readyKeys(t *testing.T, name string) []string {
 	return out
 }
 
-// floorOf returns the entry key the queue's floor holds, "" if none.
-func floorOf(t *testing.T, name string) string {
+// floorOf returns the entry key the queue's floor of part ("r" or "t")
+// holds, "" if none.
+func floorOf(t *testing.T, name, part string) string {
 	t.Helper()
-	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), "coord/queue/"+name+"/floor")
+	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), "coord/queue/"+name+"/floor/"+part)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestFloorFollowsTheHead(t *testing.T) {
 		}
 		done += len(ms)
 	}
-	f := floorOf(t, name)
+	f := floorOf(t, name, "r")
 	if f == "" {
 		t.Fatalf("no floor after %d claims", done)
 	}
@@ -146,7 +147,7 @@ func TestFloorNeverHidesAMessage(t *testing.T) {
 			t.Fatalf("claimed %q, want %q", got, want)
 		}
 	}
-	if f := floorOf(t, name); f <= line[0] {
+	if f := floorOf(t, name, "r"); f <= line[0] {
 		t.Fatalf("the floor (%q) was not raised past m-0000", f)
 	}
 	ds.Close() // its claim goes; a watching process puts m-0000 back
@@ -168,7 +169,7 @@ func TestFloorNeverHidesAMessage(t *testing.T) {
 			t.Fatalf("claimed %q, want %q", got, want)
 		}
 	}
-	if f := floorOf(t, name); f <= line[101] {
+	if f := floorOf(t, name, "r"); f <= line[101] {
 		t.Fatalf("the floor (%q) was not raised past m-0101", f)
 	}
 	if err := producer.Redrive(ctxT(t, 5*time.Second), m.ID); err != nil {
@@ -200,4 +201,86 @@ func TestFloorNeverHidesAMessage(t *testing.T) {
 		}
 	}
 	notClaimable(t, q, s, 200*time.Millisecond)
+}
+
+// TestDelayedFloor: the delayed range's floor follows its due messages as
+// they are claimed, and a Nack or a delayed Enqueue below it (its floor
+// raised by a process whose clock runs an hour ahead: with nothing due, a
+// claim raises it to its own now) lowers it, so their messages are
+// claimed when due, not hidden.
+func TestDelayedFloor(t *testing.T) {
+	t.Parallel()
+	name := qname(t, "floor-delayed")
+	q := queue.New(srv.Client(), name)
+	for i := 0; i < 300; i += queue.MaxBatch {
+		var es []queue.Entry
+		for j := i; j < min(300, i+queue.MaxBatch); j++ {
+			es = append(es, queue.Entry{Payload: []byte(fmt.Sprintf("d-%04d", j)), Options: []queue.EnqueueOption{queue.WithDelay(time.Millisecond)}})
+		}
+		if _, err := q.EnqueueBatch(ctxT(t, 5*time.Second), es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := srv.Client().Get(ctxT(t, 5*time.Second), "coord/queue/"+name+"/t/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil || len(resp.Kvs) != 300 {
+		t.Fatalf("%d delayed entries, %v; want 300", len(resp.Kvs), err)
+	}
+	var line []string
+	for _, kv := range resp.Kvs {
+		line = append(line, string(kv.Key))
+	}
+	s := newSession(t)
+	for range 250 {
+		take(t, q, s)
+	}
+	f := floorOf(t, name, "t")
+	if f == "" || f > line[250] {
+		t.Fatalf("delayed floor %q: want one at or below the next due entry %q", f, line[250])
+	}
+	if behind := 250 - indexOf(line, f); behind > 32+16 {
+		t.Fatalf("delayed floor %d messages behind the head after 250 claims, want at most %d", behind, 32+16)
+	}
+	for range 50 {
+		take(t, q, s)
+	}
+
+	ahead := func() {
+		t.Helper()
+		hour := fmt.Sprintf("%016x", time.Now().Add(time.Hour).UnixNano())
+		if _, err := srv.Client().Put(ctxT(t, 5*time.Second), "coord/queue/"+name+"/floor/t", "coord/queue/"+name+"/t/"+hour+"\x00"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A Nack, from another process, below a floor an hour ahead.
+	other := queue.New(etcdtest.NewTestClient(t, srv.Endpoints()), name)
+	enqueue(t, q, "n")
+	s2 := newSession(t)
+	m := claim(t, other, s2, 5*time.Second)
+	ahead()
+	// This process reads the head, and so learns of the floor, before the
+	// Nack: its next read begins there.
+	notClaimable(t, q, s, 100*time.Millisecond)
+	if err := m.Nack(ctxT(t, 5*time.Second), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(claim(t, q, s, 5*time.Second).Payload); got != "n" {
+		t.Fatalf("claimed %q, want the nacked n", got)
+	}
+	// A delayed Enqueue, from a third process, below it.
+	ahead()
+	notClaimable(t, q, s, 100*time.Millisecond)
+	third := queue.New(etcdtest.NewTestClient(t, srv.Endpoints()), name)
+	due := time.Now().Add(time.Millisecond)
+	if _, err := third.Enqueue(ctxT(t, 5*time.Second), []byte("e"), queue.WithDelay(time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	// Due by the time this process next claims: its head read must find
+	// it (the process's watch hands over only what falls due while a
+	// consumer waits).
+	for time.Now().Before(due.Add(10 * time.Millisecond)) {
+		time.Sleep(time.Millisecond) // waiting for a time to pass, not for an event
+	}
+	if got := take(t, q, s); got != "e" {
+		t.Fatalf("claimed %q, want the delayed e", got)
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coord-go/coord/internal/keys"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -34,11 +35,11 @@ type view struct {
 	nextDue int64 // unix ns of the earliest message not yet due, or of a look again; 0 if none
 	bounded bool  // the ready range read ended at the horizon: empty, it says nothing of what lies past it
 
-	// The floor of the ready range: from (the key its read began at, ""
-	// for the start of the range; no live ready key was below it then),
-	// and, for a view that is a read, at (the floor key's value then, ""
-	// if there was none).
-	from, at string
+	// The floors of the ready and delayed ranges: from (the keys their
+	// reads began at, "" for the start of the range; no live entry was
+	// below them then), and, for a view that is a read, at (the floor
+	// keys' values then, "" where there was none).
+	from, at floors
 	read     bool
 }
 
@@ -46,27 +47,38 @@ type view struct {
 // that order, and callers find their own operations after them.
 const headLen = 4
 
-// The floor is a key at or below every live ready entry (the queue's
-// floor key holds it): head reads and claim compares begin there instead
-// of at the start of the ready range. Below it lie only the entries of
-// messages already claimed, which etcd keeps in its index until it
-// compacts (one per message consumed since, every one visited by any read
-// or compare that covers it): without the floor, a queue's every claim
-// costs the server more the more it has consumed since the last
-// compaction.
+// A floor is a key at or below every live entry of the ready range, or of
+// the delayed range (the queue's floor keys, floor/r and floor/t, hold
+// them): head reads and claim compares begin there instead of at the
+// start of the range. Below it lie only the entries of messages already
+// claimed, which etcd keeps in its index until it compacts (one per
+// message consumed since, every one visited by any read or compare that
+// covers it): without the floors, a queue's every claim costs the server
+// more the more it has consumed since the last compaction.
 //
-// Every writer keeps the floor true. An Enqueue of a ready message
-// compares the floor against its entry and lowers it in the same Txn when
-// the entry is below it; what puts a claimed message back (a give-back,
-// a repair, a re-drive) deletes the floor, which then is the start of
-// the range again. Claims raise it, now and then, to the first ready
-// entry of their view: the claim Txn's compares prove that no entry
-// before that one has been made since the view, and the view that none
-// was live then.
+// Every writer keeps the floors true. An Enqueue, and a Nack, compares
+// the floor of its entry's range against the entry (lowering the floor
+// first, in a Txn of its own, when the entry is below it); what puts a
+// claimed message back (a give-back, a repair, a re-drive) deletes the
+// floor, which then is the start of the range again. Claims raise them,
+// now and then, to the first entry of their view: the claim Txn's
+// compares prove that no entry before that one has been made since the
+// view, and the view that none was live then.
+
+// floors are a ready floor and a delayed one, by fr and ft ("" for none).
+type floors [2]string
+
+const (
+	fr = iota // the ready range's floor
+	ft        // the delayed range's
+)
+
+// floorParts are the ranges' parts, by fr and ft.
+var floorParts = [2]string{partReady, partTimed}
 
 // floorEvery is how many messages a process claims between raises of the
-// floor: a raise is one small Put in a claim Txn; the entries it leaves
-// below it are the floorEvery or so claimed since the last.
+// floors: a raise is a small Put or two in a claim Txn; the entries it
+// leaves below them are the floorEvery or so claimed since the last.
 const floorEvery = 32
 
 // horizonKeys is how many ready messages a head read's range covers when
@@ -102,9 +114,9 @@ type horizon struct {
 
 	reads, wide int64 // head reads parsed, and those whose ready range held more than 2*horizonKeys (for tests)
 
-	floor      string // the floor key's value, as last read ("" for none)
-	floorRev   int64  // the revision it was read at
-	sinceRaise int    // messages claimed by the process since it last raised the floor
+	floor      floors   // the floor keys' values, as last read ("" for none)
+	floorRev   [2]int64 // the revisions they were read at
+	sinceRaise int      // messages claimed by the process since it last raised the floors
 }
 
 // emptyLooks is how many reads in a row may find nothing before the
@@ -112,11 +124,12 @@ type horizon struct {
 // range (the head moved to a worse priority, or past a pause in enqueues).
 const emptyLooks = 2
 
-// headPlan is one head read: where its ready range begins (the floor as
-// last read, "" for the start of the range) and ends.
+// headPlan is one head read: where its ranges begin (the floors as last
+// read) and where the ready range ends.
 type headPlan struct {
-	now        int64
-	floor, end string
+	now   int64
+	floor floors
+	end   string
 }
 
 func (q *Queue) headHorizon() *horizon {
@@ -131,7 +144,18 @@ func (q *Queue) headPlan(now int64) headPlan {
 	return headPlan{now: now, floor: h.floor, end: h.end}
 }
 
-func (q *Queue) floorKey() string { return q.sp.Single("floor") }
+// floorKey is the key of floor i (fr or ft).
+func (q *Queue) floorKey(i int) string { return q.sp.Key(partFloor, floorParts[i]) }
+
+// floorOfKey is the floor (fr or ft) of the range entry key is in, or -1.
+func (q *Queue) floorOfKey(key string) int {
+	for i, part := range floorParts {
+		if strings.HasPrefix(key, q.sp.Part(part)) {
+			return i
+		}
+	}
+	return -1
+}
 
 // The floor key holds the floor's entry key and a NUL (which no key of
 // the queue holds), so that etcd's compares, which know only =, !=, < and
@@ -142,14 +166,14 @@ func floorValue(k string) string { return k + "\x00" }
 func floorOf(val []byte) string { return strings.TrimSuffix(string(val), "\x00") }
 
 // raiseFloor reports whether a claim of n messages should raise the
-// floor, counting them. A claim Txn takes four ops a message: one that
-// would not fit the raise's Put leaves it to the next.
+// floors, counting them. A claim Txn takes four ops a message: one that
+// would not fit the raises' two Puts leaves them to the next.
 func (q *Queue) raiseFloor(n int) bool {
 	h := q.headHorizon()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.sinceRaise += n
-	if h.sinceRaise < floorEvery || 4*n+1 > q.txnOps() {
+	if h.sinceRaise < floorEvery || 4*n+2 > q.txnOps() {
 		return false
 	}
 	h.sinceRaise = 0
@@ -157,14 +181,14 @@ func (q *Queue) raiseFloor(n int) bool {
 }
 
 // claimLimit is how many messages a claim of up to n takes: one fewer
-// when a full Txn would leave no room for a raise of the floor that is
-// due (else a pool claiming full batches would never raise it).
+// when a full Txn would leave no room for a raise of the floors that is
+// due (else a pool claiming full batches would never raise them).
 func (q *Queue) claimLimit(n int) int {
 	h := q.headHorizon()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if n > 1 && h.sinceRaise >= floorEvery && 4*n+1 > q.txnOps() {
-		return min(n-1, (q.txnOps()-1)/4)
+	if n > 1 && h.sinceRaise >= floorEvery && 4*n+2 > q.txnOps() {
+		return min(n-1, (q.txnOps()-2)/4)
 	}
 	return n
 }
@@ -177,19 +201,70 @@ func (q *Queue) txnOps() int {
 	return DefaultMaxTxnOps
 }
 
-// cachedFloor is the floor as the process last read it.
-func (q *Queue) cachedFloor() string {
+// cachedFloors are the floors as the process last read them.
+func (q *Queue) cachedFloors() floors {
 	h := q.headHorizon()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.floor
 }
 
-// sawFloor records the floor's value as read at rev.
-func (h *horizon) sawFloor(at string, rev int64) {
-	if rev >= h.floorRev {
-		h.floor, h.floorRev = at, rev
+// sawFloor records floor i's value as read at rev.
+func (q *Queue) sawFloor(i int, at string, rev int64) {
+	h := q.headHorizon()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rev >= h.floorRev[i] {
+		h.floor[i], h.floorRev[i] = at, rev
 	}
+}
+
+// readFloors parses a read of the floor keys (floorsOp).
+func (q *Queue) readFloors(kvs []*mvccpb.KeyValue) floors {
+	var at floors
+	for _, kv := range kvs {
+		for i := range floorParts {
+			if string(kv.Key) == q.floorKey(i) {
+				at[i] = floorOf(kv.Value)
+			}
+		}
+	}
+	return at
+}
+
+// floorsOp reads both floor keys.
+func (q *Queue) floorsOp() clientv3.Op {
+	return clientv3.OpGet(q.sp.Part(partFloor), clientv3.WithPrefix())
+}
+
+// lowerFloor lowers floor i to key if it is above it, in a Txn of its
+// own, and returns the floor as it is then.
+func (q *Queue) lowerFloor(ctx context.Context, i int, key string) (string, error) {
+	fk := q.floorKey(i)
+	resp, err := q.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(fk), ">", floorValue(key))).
+		Then(clientv3.OpPut(fk, floorValue(key))).Else(clientv3.OpGet(fk)).Commit()
+	if err != nil {
+		return "", err
+	}
+	at := key
+	if !resp.Succeeded {
+		at = ""
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			at = floorOf(kvs[0].Value)
+		}
+	}
+	q.sawFloor(i, at, resp.Header.Revision)
+	return at, nil
+}
+
+// atOrAbove is the compare that floor i, believed to be at, is at or
+// below key: on the floor's value when there is one, else on its absence.
+func (q *Queue) atOrAbove(i int, at, key string) clientv3.Cmp {
+	fk := q.floorKey(i)
+	if at == "" {
+		return clientv3.Compare(clientv3.CreateRevision(fk), "=", 0)
+	}
+	return clientv3.Compare(clientv3.Value(fk), "<", floorValue(key)+"\x00") // floor ≤ key
 }
 
 // headOps are the plan's operations (headLen of them): ready entries from
@@ -197,38 +272,42 @@ func (h *horizon) sawFloor(at string, rev int64) {
 // payloads), the first one not yet due within dueHorizon, and the floor.
 func (q *Queue) headOps(p headPlan) []clientv3.Op {
 	r, t := q.sp.Part(partReady), q.sp.Part(partTimed)
-	readyFrom := r
-	if p.floor != "" {
-		readyFrom = p.floor
+	readyFrom, dueFrom := r, t
+	if p.floor[fr] != "" {
+		readyFrom = p.floor[fr]
 	}
 	readyEnd := keys.RangeEnd(r)
 	if p.end != "" {
 		readyEnd = p.end
 	}
 	dueEnd := t + encodeTime(p.now+1)
+	if p.floor[ft] != "" {
+		// (A floor past this process's now, raised by a process whose
+		// clock is ahead: nothing below it is live, so nothing is due.)
+		dueFrom = min(p.floor[ft], dueEnd)
+	}
 	return []clientv3.Op{
 		clientv3.OpGet(readyFrom, clientv3.WithRange(readyEnd), clientv3.WithLimit(window)),
-		clientv3.OpGet(t, clientv3.WithRange(dueEnd), clientv3.WithLimit(window)),
+		clientv3.OpGet(dueFrom, clientv3.WithRange(dueEnd), clientv3.WithLimit(window)),
 		clientv3.OpGet(dueEnd, clientv3.WithRange(t+encodeTime(p.now+int64(dueHorizon))), clientv3.WithLimit(1), clientv3.WithKeysOnly()),
-		clientv3.OpGet(q.floorKey()),
+		q.floorsOp(),
 	}
 }
 
 // parseView builds a view from the responses of headOps(p), and moves the
 // horizon by what they show.
 func (q *Queue) parseView(rev int64, p headPlan, rs []*pb.ResponseOp) *view {
-	at := ""
-	if kvs := rs[3].GetResponseRange().Kvs; len(kvs) > 0 {
-		at = floorOf(kvs[0].Value)
-	}
-	h := q.headHorizon()
-	h.mu.Lock()
-	h.sawFloor(at, rev)
-	h.mu.Unlock()
-	if p.floor != "" && (at == "" || at < p.floor) {
+	at := q.readFloors(rs[3].GetResponseRange().Kvs)
+	stale := false
+	for i := range floorParts {
+		q.sawFloor(i, at[i], rev)
 		// The floor went down (or away) since the process last read it:
-		// this read began too far in. An empty bounded view has the
-		// claimer read again, from the floor read just now.
+		// this read began too far in.
+		stale = stale || p.floor[i] != "" && (at[i] == "" || at[i] < p.floor[i])
+	}
+	if stale {
+		// An empty bounded view has the claimer read again, from the
+		// floors read just now.
 		return &view{rev: rev, now: p.now, bounded: true}
 	}
 	v := &view{rev: rev, now: p.now, bounded: p.end != "", from: p.floor, at: at, read: true}

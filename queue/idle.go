@@ -221,7 +221,7 @@ func (d *dispatcher) offer(c candidate, rev, now int64) {
 	// Its claim compares from the floor as the process last read it: an
 	// entry put below that since lowered or deleted the floor, and the
 	// claim fails and reads again.
-	w.ch <- wake{v: &view{rev: rev, now: now, cands: []candidate{c}, from: d.q.cachedFloor()}}
+	w.ch <- wake{v: &view{rev: rev, now: now, cands: []candidate{c}, from: d.q.cachedFloors()}}
 }
 
 // pass wakes one waiting consumer to read the head: a consumer that took
@@ -444,12 +444,12 @@ func (d *dispatcher) putBack(ctx context.Context, bs []broken) {
 	ops := func(b broken) []clientv3.Op {
 		return []clientv3.Op{clientv3.OpDelete(b.key), clientv3.OpPut(b.fl.from, string(b.fl.rec.encode()))}
 	}
-	// A ready entry put back may be below the floor: the floor goes, once
-	// per Txn (etcd refuses a Txn that names a key twice).
-	floor := clientv3.OpDelete(d.q.floorKey())
+	// An entry put back may be below its range's floor: the floors go,
+	// once per Txn (etcd refuses a Txn that names a key twice).
+	floor := []clientv3.Op{clientv3.OpDelete(d.q.floorKey(fr)), clientv3.OpDelete(d.q.floorKey(ft))}
 	for chunk := range slices.Chunk(bs, repairBatch) {
 		var cmps []clientv3.Cmp
-		then := []clientv3.Op{floor}
+		then := slices.Clone(floor)
 		for _, b := range chunk {
 			cmps, then = append(cmps, guard(b)...), append(then, ops(b)...)
 		}
@@ -461,7 +461,7 @@ func (d *dispatcher) putBack(ctx context.Context, bs []broken) {
 			continue
 		}
 		for _, b := range chunk {
-			if _, err := d.q.cli.Txn(ctx).If(guard(b)...).Then(append(ops(b), floor)...).Commit(); err != nil {
+			if _, err := d.q.cli.Txn(ctx).If(guard(b)...).Then(append(ops(b), floor...)...).Commit(); err != nil {
 				return
 			}
 		}

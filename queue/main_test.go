@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,7 +65,7 @@ func keysUnder(t *testing.T, name string) []string {
 	for _, kv := range resp.Kvs {
 		// The settings and the ready line's floor are the queue's own,
 		// one key each however long the queue grew.
-		if k := string(kv.Key); k != prefix+"config" && k != prefix+"floor" {
+		if k := string(kv.Key); k != prefix+"config" && !strings.HasPrefix(k, prefix+"floor/") {
 			out = append(out, string(kv.Key))
 		}
 	}

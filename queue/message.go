@@ -77,12 +77,25 @@ func (m *Message) inflightKey() string { return m.q.sp.Key(partInflight, m.ID) }
 // error leaves the message unsettled, so the call can be retried, and a
 // retry of an attempt that was in fact applied reports success.
 func (m *Message) settle(ctx context.Context, ops ...clientv3.Op) ([]*pb.ResponseOp, error) {
+	return m.settleIf(ctx, nil, ops...)
+}
+
+// settleIf is settle on the queue's own compares too: when they fail
+// (the claim still held), it returns hold.ErrCond and the claim stays.
+func (m *Message) settleIf(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) ([]*pb.ResponseOp, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.settled {
 		return nil, fmt.Errorf("queue %q: message %s: %w", m.q.sp.Name(), m.ID, ErrFinished)
 	}
-	rs, err := m.h.Release(ctx, append([]clientv3.Op{clientv3.OpDelete(m.inflightKey())}, ops...)...)
+	ops = append([]clientv3.Op{clientv3.OpDelete(m.inflightKey())}, ops...)
+	var rs []*pb.ResponseOp
+	var err error
+	if len(cmps) == 0 {
+		rs, err = m.h.Release(ctx, ops...)
+	} else {
+		rs, err = m.h.ReleaseIf(ctx, true, cmps, ops...)
+	}
 	if err == nil || errors.Is(err, ErrClaimLost) || errors.Is(err, ErrFinished) {
 		m.settled = true
 	}
@@ -227,8 +240,29 @@ func (m *Message) Nack(ctx context.Context, delay time.Duration, opts ...NackOpt
 	rec.lastErr = lastErr
 	due := time.Now().Add(delay).UnixNano()
 	nk := m.q.sp.Key(partTimed, encodeTime(due)+"-"+encodePriority(m.Priority)+"-"+m.ID)
-	if _, err := m.settle(ctx, clientv3.OpPut(nk, string(rec.encode()))); err != nil {
-		return err
+	// Fenced on the delayed range's floor being at or below the entry, as
+	// an Enqueue is (a floor raised past it by a process whose clock is
+	// ahead would hide it): lowered first when it is not.
+	at := m.q.cachedFloors()[ft]
+	for try := 0; ; try++ {
+		if at > nk {
+			if at, err = m.q.lowerFloor(ctx, ft, nk); err != nil {
+				return fmt.Errorf("queue %q: nack: %w", m.q.sp.Name(), err)
+			}
+		}
+		_, err := m.settleIf(ctx, []clientv3.Cmp{m.q.atOrAbove(ft, at, nk)}, clientv3.OpPut(nk, string(rec.encode())))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, hold.ErrCond) {
+			return err
+		}
+		if try == 8 {
+			return fmt.Errorf("queue %q: nack: the queue's floors kept moving; retry", m.q.sp.Name())
+		}
+		if at, err = m.q.lowerFloor(ctx, ft, nk); err != nil {
+			return fmt.Errorf("queue %q: nack: %w", m.q.sp.Name(), err)
+		}
 	}
 	m.s.Metrics().QueueEvent(m.q.sp.Name(), metrics.QueueNacked)
 	m.s.Logger().Debug("coord queue message nacked", "kind", keys.KindQueue, "name", m.q.sp.Name(), "id", m.ID, "attempt", m.Attempt, "delay", delay)
