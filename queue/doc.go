@@ -63,15 +63,13 @@
 //
 // etcd keeps deleted keys in its index until the history is compacted,
 // and visits them in any read or compare over their range: a queue's
-// consumed entries pile up in front of its head. So the queue keeps a
-// floor, one small key at or below its first ready entry, which claims
-// raise now and then and which anything that puts a message back below
-// it lowers or deletes; head reads and claim compares begin there, so
-// what a claim costs the server does not grow with the messages consumed
-// since the last compaction. (Delayed messages have no floor:
-// their due entries walk the delayed messages consumed since the last
-// compaction. Run etcd with --auto-compaction-retention, as Kubernetes
-// does, when a queue delays many.) etcd also counts every
+// consumed entries pile up in front of its head. So the queue keeps two
+// floors, small keys at or below its first ready entry and its first
+// delayed one, which claims raise now and then and which anything that
+// writes an entry below them lowers (an Enqueue, a Nack) or deletes (a
+// message put back); head reads and claim compares begin there, so what a
+// claim costs the server does not grow with the messages consumed since
+// the last compaction. etcd also counts every
 // key of a range it reads, whatever the limit (etcd's recipe Queue pays
 // for its whole backlog on every Dequeue), so a process's reads of the
 // head end at a horizon a few hundred ready messages in, placed again
