@@ -48,24 +48,21 @@ const handoffsMeasured = 300
 // LockBehind is a Mutex handoff (Unlock returned → the next Lock returns)
 // with n waiters queued behind in another process, against etcd's
 // concurrency.Mutex.
-func LockBehind(n int) Case {
-	return Case{
-		Primitive: "lock", Name: fmt.Sprintf("handoff, %d waiters behind", n), Etcd: "concurrency.Mutex",
-		Measured: "a handoff: from the holder's Unlock returning to the next waiter's Lock returning",
-		coord:    lineRunner(n, "coord", true),
-		etcd:     lineRunner(n, "etcd", true),
-	}
-}
+func LockBehind(n int) Case { return lockBehind(n, fmt.Sprintf("handoff, %d waiters behind", n), true) }
 
 // LockBehindHere is LockBehind with the n waiters parked in the measuring
 // process itself: its collector then scans their goroutines and clients
 // during every handoff measured.
 func LockBehindHere(n int) Case {
+	return lockBehind(n, fmt.Sprintf("handoff, %d waiters behind in this process", n), false)
+}
+
+func lockBehind(n int, name string, elsewhere bool) Case {
 	return Case{
-		Primitive: "lock", Name: fmt.Sprintf("handoff, %d waiters behind in this process", n), Etcd: "concurrency.Mutex",
+		Primitive: "lock", Name: name, Etcd: "concurrency.Mutex",
 		Measured: "a handoff: from the holder's Unlock returning to the next waiter's Lock returning",
-		coord:    lineRunner(n, "coord", false),
-		etcd:     lineRunner(n, "etcd", false),
+		coord:    lineRunner(n, "coord", elsewhere),
+		etcd:     lineRunner(n, "etcd", elsewhere),
 	}
 }
 
