@@ -401,7 +401,7 @@ func (q *Queue) commitAbove(ctx context.Context, low floors, cmps []clientv3.Cmp
 					return nil, q.wrapPutErr(err)
 				}
 			}
-			fcs = append(fcs, q.atOrAbove(i, at[i], k))
+			fcs = append(fcs, q.floorAtMost(i, at[i], k))
 		}
 		resp, err := q.cli.Txn(ctx).If(fcs...).Then(then...).Else(els...).Commit()
 		if err != nil {

@@ -257,9 +257,9 @@ func (q *Queue) lowerFloor(ctx context.Context, i int, key string) (string, erro
 	return at, nil
 }
 
-// atOrAbove is the compare that floor i, believed to be at, is at or
+// floorAtMost is the compare that floor i, believed to be at, is at or
 // below key: on the floor's value when there is one, else on its absence.
-func (q *Queue) atOrAbove(i int, at, key string) clientv3.Cmp {
+func (q *Queue) floorAtMost(i int, at, key string) clientv3.Cmp {
 	fk := q.floorKey(i)
 	if at == "" {
 		return clientv3.Compare(clientv3.CreateRevision(fk), "=", 0)

@@ -250,7 +250,7 @@ func (m *Message) Nack(ctx context.Context, delay time.Duration, opts ...NackOpt
 				return fmt.Errorf("queue %q: nack: %w", m.q.sp.Name(), err)
 			}
 		}
-		_, err := m.settleIf(ctx, []clientv3.Cmp{m.q.atOrAbove(ft, at, nk)}, clientv3.OpPut(nk, string(rec.encode())))
+		_, err := m.settleIf(ctx, []clientv3.Cmp{m.q.floorAtMost(ft, at, nk)}, clientv3.OpPut(nk, string(rec.encode())))
 		if err == nil {
 			break
 		}
