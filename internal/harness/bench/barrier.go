@@ -60,7 +60,7 @@ func wakeRunner(mk func(ctx context.Context, holder, waiter *clientv3.Client, pr
 		defer waiter.Close()
 		g := mk(ctx, holder, waiter, env.prefix("barrier"))
 		var lat benchutil.Latencies
-		return drive(1, d, 0, counter, &lat, func(int) error {
+		return drive(env, 1, d, 0, counter, &lat, func(int) error {
 			if err := g.hold(); err != nil {
 				return err
 			}
@@ -144,8 +144,7 @@ func roundRunner(n int, mk func(ctx context.Context, cli *clientv3.Client, prefi
 		var rounds atomic.Int64
 		total := max(10, int(d.Seconds()*100))
 		errs := make(chan error, n)
-		counter.Reset()
-		start := time.Now()
+		win := env.open(counter)
 		var wg sync.WaitGroup
 		for i, p := range parts {
 			wg.Go(func() {
@@ -173,13 +172,13 @@ func roundRunner(n int, mk func(ctx context.Context, cli *clientv3.Client, prefi
 		case <-time.After(d + 10*time.Second):
 			// Its goroutines are abandoned, blocked in a recipe call that
 			// takes no context.
-			return Result{Ops: int(rounds.Load()), Elapsed: time.Since(start), Note: fmt.Sprintf("hung after %d rounds", rounds.Load())}, nil
+			return Result{Ops: int(rounds.Load()), Elapsed: time.Since(win.start), Note: fmt.Sprintf("hung after %d rounds", rounds.Load())}, nil
 		}
 		close(errs)
 		for err := range errs {
 			return Result{}, err
 		}
-		res := Result{Ops: int(rounds.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+		res := win.result(int(rounds.Load()))
 		res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
 		return res, nil
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,9 +23,10 @@ type Result struct {
 	Elapsed time.Duration // wall time they took
 	P50     time.Duration // median latency of the measured step
 	P99     time.Duration
-	RPCs    int64  // RPCs sent by every participant's client
-	Bytes   int64  // bytes of read replies they received
-	Note    string // what went wrong on a side that could not finish ("hung after 10 rounds")
+	RPCs    int64   // RPCs sent by every participant's client
+	Bytes   int64   // bytes of read replies they received
+	Syncs   float64 // WAL fsyncs the server made meanwhile (first endpoint's member); NaN when its metrics could not be read
+	Note    string  // what went wrong on a side that could not finish ("hung after 10 rounds")
 }
 
 // BytesPerOp is how much each operation read, in bytes of replies.
@@ -39,6 +43,16 @@ func (r Result) OpsPerSec() float64 {
 		return 0
 	}
 	return float64(r.Ops) / r.Elapsed.Seconds()
+}
+
+// SyncsPerOp is how many durable writes (WAL fsyncs, each of which may
+// carry several writes) one operation cost the server; NaN when unknown.
+// It is what bounds a handoff: the floor makes one per step.
+func (r Result) SyncsPerOp() float64 {
+	if r.Ops == 0 {
+		return math.NaN()
+	}
+	return r.Syncs / float64(r.Ops)
 }
 
 // RPCsPerOp is the cost of one operation in etcd requests.
@@ -126,6 +140,66 @@ func (e *Env) clientsN(n int, c *etcdtest.Counter) ([]*clientv3.Client, error) {
 	return out, nil
 }
 
+// walFsyncs is the server's count of WAL fsyncs, in its metrics.
+const walFsyncs = "etcd_disk_wal_fsync_duration_seconds_count"
+
+// syncs reads how many WAL fsyncs the first endpoint's member has made,
+// from its /metrics (served on the client URL, embedded or not; an
+// embedded server reports its whole process's); NaN when it cannot.
+func (e *Env) syncs() float64 {
+	if len(e.endpoints) == 0 {
+		return math.NaN()
+	}
+	url := e.endpoints[0]
+	if !strings.Contains(url, "://") {
+		url = "http://" + url
+	}
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url + "/metrics")
+	if err != nil {
+		return math.NaN()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return math.NaN()
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, walFsyncs+" "); ok {
+			if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return n
+			}
+		}
+	}
+	return math.NaN()
+}
+
+// window is one side's measured stretch: opening it resets the
+// participants' RPC counter, notes the server's fsyncs and starts the
+// clock; result reads all three.
+type window struct {
+	c     *etcdtest.Counter
+	env   *Env
+	syncs float64
+	start time.Time
+}
+
+func (e *Env) open(c *etcdtest.Counter) *window {
+	c.Reset()
+	return &window{c: c, env: e, syncs: e.syncs(), start: time.Now()}
+}
+
+// result is what the window measured for ops operations, its clock
+// stopped now.
+func (w *window) result(ops int) Result {
+	return w.resultOver(ops, time.Since(w.start))
+}
+
+// resultOver is result with the elapsed time given.
+func (w *window) resultOver(ops int, el time.Duration) Result {
+	return Result{Ops: ops, Elapsed: el, RPCs: w.c.Total(), Bytes: w.c.Bytes(), Syncs: w.env.syncs() - w.syncs}
+}
+
 // prefix returns a key prefix of its own for one side of one case.
 func (e *Env) prefix(side string) string {
 	return fmt.Sprintf("%s%s-%d/", e.root, side, runSeq.Add(1))
@@ -181,16 +255,16 @@ func Run(ctx context.Context, endpoints []string, d time.Duration, cases []Case,
 
 // drive runs one goroutine per worker, each calling op until d has
 // passed, or until max operations were taken in all when max > 0. It
-// resets c first and reads it at the end, before anyone cleans up.
-func drive(workers int, d time.Duration, max int, c *etcdtest.Counter, lat *benchutil.Latencies, op func(w int) error) (Result, error) {
+// measures in a window of env over c, read at the end, before anyone
+// cleans up.
+func drive(env *Env, workers int, d time.Duration, max int, c *etcdtest.Counter, lat *benchutil.Latencies, op func(w int) error) (Result, error) {
 	var (
-		taken   atomic.Int64
-		failed  atomic.Pointer[error]
-		wg      sync.WaitGroup
-		start   = time.Now()
-		stopped = start.Add(d)
+		taken  atomic.Int64
+		failed atomic.Pointer[error]
+		wg     sync.WaitGroup
 	)
-	c.Reset()
+	win := env.open(c)
+	stopped := win.start.Add(d)
 	for w := range workers {
 		wg.Go(func() {
 			for failed.Load() == nil && time.Now().Before(stopped) {
@@ -206,7 +280,7 @@ func drive(workers int, d time.Duration, max int, c *etcdtest.Counter, lat *benc
 		})
 	}
 	wg.Wait()
-	res := Result{Ops: int(taken.Load()), Elapsed: time.Since(start), RPCs: c.Total(), Bytes: c.Bytes()}
+	res := win.result(int(taken.Load()))
 	if e := failed.Load(); e != nil {
 		return res, *e
 	}
@@ -217,7 +291,8 @@ func drive(workers int, d time.Duration, max int, c *etcdtest.Counter, lat *benc
 }
 
 // Table writes rows as one markdown table. When the floor row is among
-// them, every handoff row also says what fraction of the floor it runs at.
+// them, every handoff row also says what fraction of the floor it runs at;
+// the fsync columns say why (the floor makes one per step).
 func Table(w io.Writer, rows []Row) {
 	var floor float64
 	for _, r := range rows {
@@ -225,8 +300,8 @@ func Table(w io.Writer, rows []Row) {
 			floor = r.Coord.OpsPerSec()
 		}
 	}
-	fmt.Fprintln(w, "| primitive | case | vs etcd | coord ops/s | etcd ops/s | coord/etcd | of floor | coord p50 / p99 ms | etcd p50 / p99 ms | coord RPCs/op | etcd RPCs/op |")
-	fmt.Fprintln(w, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| primitive | case | vs etcd | coord ops/s | etcd ops/s | coord/etcd | of floor | coord p50 / p99 ms | etcd p50 / p99 ms | coord RPCs/op | etcd RPCs/op | coord fsyncs/op | etcd fsyncs/op |")
+	fmt.Fprintln(w, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rows {
 		ratio, of := "-", "-"
 		if e := r.Etcd.OpsPerSec(); e > 0 {
@@ -235,9 +310,9 @@ func Table(w io.Writer, rows []Row) {
 		if floor > 0 && r.Primitive != floorPrimitive {
 			of = fmt.Sprintf("%.2f", r.Coord.OpsPerSec()/floor)
 		}
-		etcdOps, etcdMS, etcdRPCs, vs := "-", "-", "-", r.Case.Etcd
+		etcdOps, etcdMS, etcdRPCs, etcdSyncs, vs := "-", "-", "-", "-", r.Case.Etcd
 		if r.etcd != nil {
-			etcdOps, etcdMS, etcdRPCs = fmt.Sprintf("%.0f", r.Etcd.OpsPerSec()), ms(r.Etcd), fmt.Sprintf("%.2f", r.Etcd.RPCsPerOp())
+			etcdOps, etcdMS, etcdRPCs, etcdSyncs = fmt.Sprintf("%.0f", r.Etcd.OpsPerSec()), ms(r.Etcd), fmt.Sprintf("%.2f", r.Etcd.RPCsPerOp()), syncs(r.Etcd)
 		}
 		if vs == "" {
 			vs = "-"
@@ -245,9 +320,9 @@ func Table(w io.Writer, rows []Row) {
 		if r.Etcd.Note != "" {
 			etcdOps, ratio = r.Etcd.Note, "-"
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.2f | %s |\n",
+		fmt.Fprintf(w, "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.2f | %s | %s | %s |\n",
 			r.Primitive, r.Name, vs, r.Coord.OpsPerSec(), etcdOps, ratio, of,
-			ms(r.Coord), etcdMS, r.Coord.RPCsPerOp(), etcdRPCs)
+			ms(r.Coord), etcdMS, r.Coord.RPCsPerOp(), etcdRPCs, syncs(r.Coord), etcdSyncs)
 	}
 }
 
@@ -264,6 +339,14 @@ func Notes(w io.Writer, rows []Row) {
 	}
 	fmt.Fprintln(w, "\nLatency columns measure:")
 	fmt.Fprintln(w, strings.Join(lines, "\n"))
+}
+
+// syncs is a result's fsyncs per operation, "-" when unknown.
+func syncs(r Result) string {
+	if s := r.SyncsPerOp(); !math.IsNaN(s) {
+		return fmt.Sprintf("%.2f", s)
+	}
+	return "-"
 }
 
 func ms(r Result) string {

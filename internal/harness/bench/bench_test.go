@@ -74,3 +74,24 @@ func TestScalingCasesRun(t *testing.T) {
 	bench.Table(&b, rows)
 	t.Log("\n" + b.String())
 }
+
+// TestFloorSyncs checks the fsync count on an fsynced server: a floor step
+// waits for its one write before the next is made, so the server makes
+// exactly one fsync per step, and the column that explains every row's
+// distance from the floor reads what the server did.
+func TestFloorSyncs(t *testing.T) {
+	srv := etcdtest.NewServer(t)
+	rows, err := bench.Run(context.Background(), srv.Endpoints(), 300*time.Millisecond, []bench.Case{bench.Floor(), bench.Lock(2)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := rows[0].Coord.SyncsPerOp(); s < 0.95 || s > 1.1 {
+		t.Errorf("floor: %.2f fsyncs per step (%+v), want 1", s, rows[0].Coord)
+	}
+	// A contended cycle writes twice (the enqueue, the release): one
+	// fsync each unless the server happens to batch them, never less
+	// than one per cycle.
+	if s := rows[1].Coord.SyncsPerOp(); s < 1 || s > 2.5 {
+		t.Errorf("lock, 2 contenders: %.2f fsyncs per cycle (%+v), want 1 to 2", s, rows[1].Coord)
+	}
+}

@@ -160,8 +160,7 @@ func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
 			case <-runCtx.Done():
 				return
 			}
-			counter.Reset()
-			start := time.Now()
+			win := env.open(counter)
 			t := time.NewTimer(d)
 			defer t.Stop()
 			select {
@@ -177,7 +176,7 @@ func handoffRunner(n int, mk candidateMaker, revoke bool) runner {
 				return
 			case <-time.After(time.Minute):
 			}
-			res = Result{Ops: int(handoffs.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+			res = win.result(int(handoffs.Load()))
 			cancel()
 		})
 		for _, c := range cs {
@@ -314,9 +313,8 @@ func transferRunner(n int, resign bool) runner {
 		waitLine(ctx, ob, n)
 		var lat benchutil.Latencies
 		ops := 0
-		counter.Reset()
-		t0 := time.Now()
-		for time.Since(t0) < d {
+		win := env.open(counter)
+		for time.Since(win.start) < d {
 			if resign {
 				st, err := wait("")
 				if err != nil {
@@ -348,7 +346,7 @@ func transferRunner(n int, resign bool) runner {
 			lat.Add(st.at.Sub(call))
 			ops++
 		}
-		res := Result{Ops: ops, Elapsed: time.Since(t0), RPCs: counter.Total(), Bytes: counter.Bytes()}
+		res := win.result(ops)
 		res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
 		return res, nil
 	}

@@ -45,15 +45,14 @@ func pingPong(ctx context.Context, env *Env, d time.Duration) (Result, error) {
 		}
 	}
 	var lat benchutil.Latencies
-	counter.Reset()
-	start := time.Now()
+	win := env.open(counter)
 	steps := 0
 	turn := 0
 	last := time.Now()
 	if _, err := clis[turn].Put(ctx, key, "0"); err != nil {
 		return Result{}, err
 	}
-	for time.Since(start) < d {
+	for time.Since(win.start) < d {
 		other := 1 - turn
 		// The other player waits for the write of the player whose turn it
 		// was, then writes itself.
@@ -80,7 +79,7 @@ func pingPong(ctx context.Context, env *Env, d time.Duration) (Result, error) {
 			return Result{}, err
 		}
 	}
-	res := Result{Ops: steps, Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+	res := win.result(steps)
 	res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
 	return res, nil
 }

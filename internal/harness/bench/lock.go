@@ -110,7 +110,7 @@ func acquireRunner(n int, mk contender) runner {
 			acqs[i] = a
 		}
 		var lat benchutil.Latencies
-		return drive(n, d, 0, counter, &lat, func(w int) error {
+		return drive(env, n, d, 0, counter, &lat, func(w int) error {
 			t0 := time.Now()
 			release, err := acqs[w](ctx)
 			if err != nil {

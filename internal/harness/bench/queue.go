@@ -28,7 +28,7 @@ func Enqueue() Case {
 			}
 			q := queue.New(cli, "bench", queue.WithPrefix(env.prefix("queue")))
 			var lat benchutil.Latencies
-			return drive(1, d, 0, counter, &lat, func(int) error {
+			return drive(env, 1, d, 0, counter, &lat, func(int) error {
 				defer lat.Since(time.Now())
 				_, err := q.Enqueue(ctx, []byte(payload))
 				return err
@@ -49,7 +49,7 @@ func recipeEnqueue(producers int) runner {
 		}
 		q := recipe.NewQueue(cli, env.prefix("recipe")+"bench")
 		var lat benchutil.Latencies
-		return drive(producers, d, 0, counter, &lat, func(int) error {
+		return drive(env, producers, d, 0, counter, &lat, func(int) error {
 			defer lat.Since(time.Now())
 			return q.Enqueue(payload)
 		})
@@ -113,7 +113,7 @@ func Claim(consumers int) Case {
 				defer ss[i].Close()
 			}
 			var lat benchutil.Latencies
-			return drive(consumers, d, n, counter, &lat, func(w int) error {
+			return drive(env, consumers, d, n, counter, &lat, func(w int) error {
 				defer lat.Since(time.Now())
 				m, err := qs[w].Claim(ctx, ss[w])
 				if err != nil {
@@ -145,7 +145,7 @@ func Claim(consumers int) Case {
 			var lat benchutil.Latencies
 			// drive takes at most n operations of n items, so no Dequeue
 			// ever finds the queue empty.
-			return drive(consumers, d, n, counter, &lat, func(w int) error {
+			return drive(env, consumers, d, n, counter, &lat, func(w int) error {
 				defer lat.Since(time.Now())
 				_, err := qs[w].Dequeue()
 				return err

@@ -42,7 +42,7 @@ func RateLimit(n int, limit int64) Case {
 				ls[i] = ratelimit.New(s, "bench", lim, burst, ratelimit.WithClockSkew(0))
 			}
 			var lat benchutil.Latencies
-			return drive(4*n, d, 0, counter, &lat, func(w int) error {
+			return drive(env, 4*n, d, 0, counter, &lat, func(w int) error {
 				defer lat.Since(time.Now())
 				return ls[w%n].Wait(ctx)
 			})
@@ -59,7 +59,7 @@ func RateLimit(n int, limit int64) Case {
 				ls[i] = NewNaive(cli, key, lim, burst, nil, nil)
 			}
 			var lat benchutil.Latencies
-			return drive(4*n, d, 0, counter, &lat, func(w int) error {
+			return drive(env, 4*n, d, 0, counter, &lat, func(w int) error {
 				defer lat.Since(time.Now())
 				return ls[w%n].Wait(ctx)
 			})

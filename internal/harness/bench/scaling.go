@@ -41,9 +41,13 @@ func ScalingCases(lengths ...int) []Case {
 	return cs
 }
 
-// handoffsMeasured is how many handoffs a line case measures: the line
-// behind is never shorter than its length less this.
-const handoffsMeasured = 300
+// handoffsMeasured is how many handoffs a line case measures in a run of
+// d: 1,000 at the default 2 s, so that its p99 is the tenth-worst handoff
+// and not one stall; fewer in short runs (50 at least). The parked waiters
+// are behind every one of them.
+func handoffsMeasured(d time.Duration) int {
+	return min(1000, max(50, int(500*d.Seconds())))
+}
 
 // LockBehind is a Mutex handoff (Unlock returned → the next Lock returns)
 // with n waiters queued behind in another process, against etcd's
@@ -111,7 +115,7 @@ func etcdLineLocker(ctx context.Context, cli *clientv3.Client, prefix string) (f
 }
 
 // lineRunner measures handoffs at the head of a line of n. A holder takes
-// the lock; handoffsMeasured+1 measured waiters queue behind it (on two
+// the lock; handoffsMeasured(d)+1 measured waiters queue behind it (on two
 // counted clients), then n parked waiters behind them (on clients of their
 // own, not counted; in a child process when elsewhere). The holder lets
 // go, and each measured waiter, once it holds the lock, records the time
@@ -125,7 +129,7 @@ func lineRunner(n int, side string, elsewhere bool) runner {
 		counter := etcdtest.NewCounter()
 		// The measured waiters: m of them on two counted clients, queued
 		// first, handing the lock on one after another.
-		m := handoffsMeasured + 1
+		m := handoffsMeasured(d) + 1
 		var mkOn [2]func() lineLocker
 		for i := range mkOn {
 			cli, err := env.client(counter)
@@ -215,8 +219,7 @@ func lineRunner(n int, side string, elsewhere bool) runner {
 				return Result{}, err
 			}
 		}
-		counter.Reset()
-		start := time.Now()
+		win := env.open(counter)
 		released.Store(time.Now().UnixNano())
 		if err := head.unlock(ctx); err != nil {
 			return Result{}, err
@@ -226,7 +229,7 @@ func lineRunner(n int, side string, elsewhere bool) runner {
 		case <-time.After(d + time.Minute):
 			return Result{}, fmt.Errorf("line: %d of %d handoffs", handoffs.Load(), m-1)
 		}
-		res := Result{Ops: int(handoffs.Load()), Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+		res := win.result(int(handoffs.Load()))
 		unpark()
 		wg.Wait()
 		if e := failed.Load(); e != nil {
@@ -296,7 +299,7 @@ func SemaphoreInLine(n int) Case {
 				return Result{}, err
 			}
 			var lat benchutil.Latencies
-			return drive(1, d, 0, counter, &lat, func(int) error {
+			return drive(env, 1, d, 0, counter, &lat, func(int) error {
 				t0 := time.Now()
 				p, err := sem.Acquire(ctx, 1)
 				if err != nil {
@@ -362,7 +365,7 @@ func ClaimInFlight(n int) Case {
 			}
 			defer s.Close()
 			var lat benchutil.Latencies
-			return drive(1, d, backlog, counter, &lat, func(int) error {
+			return drive(env, 1, d, backlog, counter, &lat, func(int) error {
 				defer lat.Since(time.Now())
 				m, err := q.Claim(ctx, s)
 				if err != nil {
@@ -418,7 +421,7 @@ func IdleConsumers(n int) Case {
 			}
 			defer wg.Wait()
 			defer stop()
-			return idleRound(ctx, d, counter, func() error { _, err := pq.Enqueue(ctx, []byte(payload)); return err }, acked)
+			return idleRound(ctx, env, d, counter, func() error { _, err := pq.Enqueue(ctx, []byte(payload)); return err }, acked)
 		},
 		etcd: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
 			prefix := env.prefix("recipe") + "bench"
@@ -446,7 +449,7 @@ func IdleConsumers(n int) Case {
 					}
 				})
 			}
-			res, err := idleRound(ctx, d, counter, func() error { return pq.Enqueue(payload) }, acked)
+			res, err := idleRound(ctx, env, d, counter, func() error { return pq.Enqueue(payload) }, acked)
 			// The recipe's Dequeue takes no context, and crashes on a
 			// closed client: wake every waiter with one last item each.
 			stop.Store(true)
@@ -461,14 +464,13 @@ func IdleConsumers(n int) Case {
 
 // idleRound enqueues one message at a time until d passes, waiting for
 // each to be taken.
-func idleRound(ctx context.Context, d time.Duration, counter *etcdtest.Counter, enqueue func() error, acked <-chan struct{}) (Result, error) {
+func idleRound(ctx context.Context, env *Env, d time.Duration, counter *etcdtest.Counter, enqueue func() error, acked <-chan struct{}) (Result, error) {
 	// Let the consumers reach their wait before counting.
 	time.Sleep(200 * time.Millisecond) // a warm-up, not a synchronization: nothing is measured yet
 	var lat benchutil.Latencies
-	counter.Reset()
-	start := time.Now()
+	win := env.open(counter)
 	ops := 0
-	for time.Since(start) < d {
+	for time.Since(win.start) < d {
 		t0 := time.Now()
 		if err := enqueue(); err != nil {
 			return Result{}, err
@@ -483,7 +485,7 @@ func idleRound(ctx context.Context, d time.Duration, counter *etcdtest.Counter, 
 		lat.Since(t0)
 		ops++
 	}
-	res := Result{Ops: ops, Elapsed: time.Since(start), RPCs: counter.Total(), Bytes: counter.Bytes()}
+	res := win.result(ops)
 	res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
 	return res, nil
 }

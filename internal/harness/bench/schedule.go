@@ -95,13 +95,14 @@ func scheduleRunner(n int, replica ticker) runner {
 		mu.Lock()
 		measuring = true
 		mu.Unlock()
-		counter.Reset()
+		win := env.open(counter)
 		sleepUntil(ctx, start.Add(d-interval/2))
-		rpcs, bytes := counter.Total(), counter.Bytes()
 		mu.Lock()
 		measuring = false
 		ops := len(runs)
 		mu.Unlock()
+		res := win.resultOver(ops, d)
+		res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
 		cancel()
 		wg.Wait()
 		close(errs)
@@ -110,7 +111,7 @@ func scheduleRunner(n int, replica ticker) runner {
 				return Result{}, err
 			}
 		}
-		return Result{Ops: ops, Elapsed: d, P50: lat.Percentile(50), P99: lat.Percentile(99), RPCs: rpcs, Bytes: bytes}, nil
+		return res, nil
 	}
 }
 

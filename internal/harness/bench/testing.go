@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"math"
 	"os"
 	"testing"
 	"time"
@@ -21,7 +22,8 @@ func duration() time.Duration {
 // Benchmark runs cases as sub-benchmarks, coord's side and etcd's side by
 // side ("<case>/coord", "<case>/etcd"), each once for COORD_BENCH_DURATION
 // (default 2 s) on one fsynced embedded server shared by the whole test
-// binary. It reports ops/s, p50-ms, p99-ms, rpcs/op and bytes/op; ns/op
+// binary. It reports ops/s, p50-ms, p99-ms, rpcs/op, bytes/op and
+// fsyncs/op (the server's WAL fsyncs per operation); ns/op
 // is the wall time of the whole run and means nothing here. The package
 // benchmarks of coord are thin wrappers over it, so `go test -bench` and
 // `coord bench` measure the same code.
@@ -56,6 +58,9 @@ func Benchmark(b *testing.B, cases ...Case) {
 				b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
 				b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
 				b.ReportMetric(res.RPCsPerOp(), "rpcs/op")
+				if s := res.SyncsPerOp(); !math.IsNaN(s) {
+					b.ReportMetric(s, "fsyncs/op")
+				}
 				b.ReportMetric(res.BytesPerOp(), "bytes/op")
 			})
 		}

@@ -31,7 +31,7 @@ func EnqueueBatch(size, producers int) Case {
 				batch[i] = queue.Entry{Payload: []byte(payload)}
 			}
 			var lat benchutil.Latencies
-			res, err := drive(producers, d, 0, counter, &lat, func(int) error {
+			res, err := drive(env, producers, d, 0, counter, &lat, func(int) error {
 				defer lat.Since(time.Now())
 				_, err := q.EnqueueBatch(ctx, batch)
 				return err
@@ -83,19 +83,18 @@ func Consume(workers, batch int) Case {
 			var lat benchutil.Latencies
 			cctx, stop := context.WithTimeout(ctx, d)
 			defer stop()
-			counter.Reset()
-			start := time.Now()
+			win := env.open(counter)
 			err = q.Consume(cctx, s, func(ctx context.Context, m *queue.Message) error {
 				lat.Since(m.Claimed)
 				handled.Add(1)
 				return nil
 			}, queue.WithWorkers(workers), queue.WithBatch(batch))
-			el := time.Since(start)
+			res := win.result(int(handled.Load()))
 			if err != nil && cctx.Err() == nil {
 				return Result{}, err
 			}
-			return Result{Ops: int(handled.Load()), Elapsed: el, RPCs: counter.Total(), Bytes: counter.Bytes(),
-				P50: lat.Percentile(50), P99: lat.Percentile(99)}, nil
+			res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
+			return res, nil
 		},
 		etcd: Claim(workers).etcd,
 	}
