@@ -372,11 +372,10 @@ func (q *Queue) enqueue(ctx context.Context, entries []Entry) ([]string, error) 
 }
 
 // commitAbove commits an enqueue Txn whose lowest entries are low (by
-// range, "" for none), keeping each range's floor at or below its entry:
-// the Txn compares the floors, as the process last read them, with low,
-// after lowering a floor to its entry first if it was above. When a floor
-// was not what the process thought (the Txn failed with every key of
-// absent free), it tries again with the floors the failed Txn read.
+// range, "" for none), keeping each range's floor at or below its entry
+// (belowFloors). When a floor was not what the process thought (the Txn
+// failed with every key of absent free), it tries again with the floors
+// the failed Txn read.
 func (q *Queue) commitAbove(ctx context.Context, low floors, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
 	if low == (floors{}) {
 		resp, err := q.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
@@ -386,43 +385,31 @@ func (q *Queue) commitAbove(ctx context.Context, low floors, cmps []clientv3.Cmp
 		return resp, nil
 	}
 	els = append(els[:len(els):len(els)], q.floorsOp())
-	at := q.cachedFloors()
-	for try := 0; ; try++ {
-		fcs := cmps[:len(cmps):len(cmps)]
-		for i, k := range low {
-			if k == "" {
-				continue
-			}
-			if at[i] > k {
-				// Lower it first, in a Txn of its own (a lower floor is
-				// never wrong, and the batch may fill its Txn's ops).
-				var err error
-				if at[i], err = q.lowerFloor(ctx, i, k); err != nil {
-					return nil, q.wrapPutErr(err)
-				}
-			}
-			fcs = append(fcs, q.floorAtMost(i, at[i], k))
-		}
-		resp, err := q.cli.Txn(ctx).If(fcs...).Then(then...).Else(els...).Commit()
+	var resp *clientv3.TxnResponse
+	err := q.belowFloors(ctx, "enqueue", low, func(fcs []clientv3.Cmp) (bool, *floors, error) {
+		var err error
+		resp, err = q.cli.Txn(ctx).If(append(cmps[:len(cmps):len(cmps)], fcs...)...).Then(then...).Else(els...).Commit()
 		if err != nil {
-			return nil, q.wrapPutErr(err)
+			return false, nil, q.wrapPutErr(err)
 		}
 		if resp.Succeeded {
-			return resp, nil
+			return false, nil, nil
 		}
 		for _, r := range resp.Responses[:len(els)-1] {
 			if len(r.GetResponseRange().Kvs) > 0 {
-				return resp, nil // a key in use: the caller says which
+				return false, nil, nil // a key in use: the caller says which
 			}
 		}
-		at = q.readFloors(resp.Responses[len(els)-1].GetResponseRange().Kvs)
+		at := q.readFloors(resp.Responses[len(els)-1].GetResponseRange().Kvs)
 		for i := range at {
 			q.sawFloor(i, at[i], resp.Header.Revision)
 		}
-		if try == 8 {
-			return nil, fmt.Errorf("queue %q: enqueue: the queue's floors kept moving; retry", q.sp.Name())
-		}
+		return true, &at, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return resp, nil
 }
 
 func (q *Queue) wrapPutErr(err error) error {

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coord-go/coord/internal/etcderr"
 	"github.com/coord-go/coord/internal/keys"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -255,6 +257,45 @@ func (q *Queue) lowerFloor(ctx context.Context, i int, key string) (string, erro
 	}
 	q.sawFloor(i, at, resp.Header.Revision)
 	return at, nil
+}
+
+// belowFloors runs write, a Txn that puts low[i] (its lowest entry in
+// range i; "" for none) fenced on each such floor being at or below its
+// entry, as the process believes the floors to be. A floor believed above
+// its entry is lowered first, in a Txn of its own (a lower floor is never
+// wrong, and write may fill its own Txn's ops). write gets the compares,
+// and reports whether they failed and, when its Txn read them, the floors
+// as they are then (when it did not, each floor is lowered again, which
+// reads it). Enqueue and Nack, the two writes that can land below a
+// floor, go through it. what names the operation in errors; write's own
+// errors are returned as they are.
+func (q *Queue) belowFloors(ctx context.Context, what string, low floors, write func(fcs []clientv3.Cmp) (failed bool, now *floors, err error)) error {
+	at, known := q.cachedFloors(), true
+	for try := 0; ; try++ {
+		var fcs []clientv3.Cmp
+		for i, k := range low {
+			if k == "" {
+				continue
+			}
+			if !known || at[i] > k {
+				var err error
+				if at[i], err = q.lowerFloor(ctx, i, k); err != nil {
+					return fmt.Errorf("queue %q: %s: %w", q.sp.Name(), what, etcderr.WrapNoSpace(err))
+				}
+			}
+			fcs = append(fcs, q.floorAtMost(i, at[i], k))
+		}
+		failed, now, err := write(fcs)
+		if err != nil || !failed {
+			return err
+		}
+		if try == 8 {
+			return fmt.Errorf("queue %q: %s: the queue's floors kept moving; retry", q.sp.Name(), what)
+		}
+		if known = now != nil; known {
+			at = *now
+		}
+	}
 }
 
 // floorAtMost is the compare that floor i, believed to be at, is at or

@@ -243,26 +243,17 @@ func (m *Message) Nack(ctx context.Context, delay time.Duration, opts ...NackOpt
 	// Fenced on the delayed range's floor being at or below the entry, as
 	// an Enqueue is (a floor raised past it by a process whose clock is
 	// ahead would hide it): lowered first when it is not.
-	at := m.q.cachedFloors()[ft]
-	for try := 0; ; try++ {
-		if at > nk {
-			if at, err = m.q.lowerFloor(ctx, ft, nk); err != nil {
-				return fmt.Errorf("queue %q: nack: %w", m.q.sp.Name(), err)
-			}
+	var low floors
+	low[ft] = nk
+	err = m.q.belowFloors(ctx, "nack", low, func(fcs []clientv3.Cmp) (bool, *floors, error) {
+		_, err := m.settleIf(ctx, fcs, clientv3.OpPut(nk, string(rec.encode())))
+		if errors.Is(err, hold.ErrCond) {
+			return true, nil, nil
 		}
-		_, err := m.settleIf(ctx, []clientv3.Cmp{m.q.floorAtMost(ft, at, nk)}, clientv3.OpPut(nk, string(rec.encode())))
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, hold.ErrCond) {
-			return err
-		}
-		if try == 8 {
-			return fmt.Errorf("queue %q: nack: the queue's floors kept moving; retry", m.q.sp.Name())
-		}
-		if at, err = m.q.lowerFloor(ctx, ft, nk); err != nil {
-			return fmt.Errorf("queue %q: nack: %w", m.q.sp.Name(), err)
-		}
+		return false, nil, err
+	})
+	if err != nil {
+		return err
 	}
 	m.s.Metrics().QueueEvent(m.q.sp.Name(), metrics.QueueNacked)
 	m.s.Logger().Debug("coord queue message nacked", "kind", keys.KindQueue, "name", m.q.sp.Name(), "id", m.ID, "attempt", m.Attempt, "delay", delay)
