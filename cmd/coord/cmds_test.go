@@ -56,8 +56,8 @@ func TestBenchShort(t *testing.T) {
 	}
 	for _, r := range rows {
 		cells := strings.Split(strings.Trim(r, "|"), "|")
-		if len(cells) != 11 {
-			t.Fatalf("row %q has %d cells, want 11", r, len(cells))
+		if len(cells) != 13 {
+			t.Fatalf("row %q has %d cells, want 13", r, len(cells))
 		}
 		for _, i := range []int{3, 4} { // coord and etcd ops/s
 			if v, err := strconv.ParseFloat(strings.TrimSpace(cells[i]), 64); err != nil || v <= 0 {
