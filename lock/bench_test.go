@@ -20,3 +20,10 @@ func BenchmarkMutex(b *testing.B) {
 func BenchmarkMutexHandoffLine(b *testing.B) {
 	bench.Benchmark(b, bench.LockBehind(0), bench.LockBehind(1000), bench.LockBehind(10000), bench.LockBehindHere(10000))
 }
+
+// BenchmarkMutexHandoffInterleaved is BenchmarkMutexHandoffLine's three
+// lengths set up at once and taking turns, one handoff each in rotation,
+// so that the ratios between lengths come from one run on one disk.
+func BenchmarkMutexHandoffInterleaved(b *testing.B) {
+	bench.BenchmarkLines(b, 0, 1000, 10000)
+}

@@ -154,8 +154,13 @@ func (e *Env) syncs() float64 {
 	if !strings.Contains(url, "://") {
 		url = "http://" + url
 	}
+	req, err := http.NewRequest(http.MethodGet, url+"/metrics", nil)
+	if err != nil {
+		return math.NaN()
+	}
+	req.Close = true // no idle connection left behind to leak
 	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url + "/metrics")
+	resp, err := c.Do(req)
 	if err != nil {
 		return math.NaN()
 	}

@@ -95,3 +95,37 @@ func TestFloorSyncs(t *testing.T) {
 		t.Errorf("lock, 2 contenders: %.2f fsyncs per cycle (%+v), want 1 to 2", s, rows[1].Coord)
 	}
 }
+
+// TestInterleavedLines runs the interleaved line benchmark at small
+// lengths: every line made its measured handoffs, each one a single RPC
+// (coord's holder's Delete), and every key is gone afterwards.
+func TestInterleavedLines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("several seconds of setup")
+	}
+	srv := etcdtest.NewServer(t, etcdtest.WithoutFsync())
+	for _, side := range []string{"coord", "etcd"} {
+		res, err := bench.InterleavedLines(context.Background(), srv.Endpoints(), side, []int{0, 20}, 100*time.Millisecond)
+		if err != nil {
+			t.Fatalf("%s: %v", side, err)
+		}
+		if len(res) != 2 {
+			t.Fatalf("%s: %d results for 2 lengths", side, len(res))
+		}
+		for i, r := range res {
+			if r.Ops != 50 || r.P50 <= 0 || r.P99 < r.P50 || r.Elapsed <= 0 {
+				t.Errorf("%s, line %d: %+v", side, i, r)
+			}
+			if side == "coord" && (r.RPCsPerOp() < 1 || r.RPCsPerOp() > 1.1) {
+				t.Errorf("coord, line %d: %.2f RPCs per handoff, want 1", i, r.RPCsPerOp())
+			}
+		}
+	}
+	resp, err := srv.Client().Get(context.Background(), "coord-bench/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Errorf("%d keys left under coord-bench/", resp.Count)
+	}
+}

@@ -121,143 +121,108 @@ func etcdLineLocker(ctx context.Context, cli *clientv3.Client, prefix string) (f
 		}, nil
 }
 
-// lineRunner measures handoffs at the head of a line of n. A holder takes
-// the lock; handoffsWarming(d)+handoffsMeasured(d)+1 waiters queue behind
-// it (on two counted clients), then n parked waiters behind them (on
-// clients of their own, not counted; in a child process when elsewhere).
-// The holder lets go, and each waiter, once it holds the lock, unlocks at
+// lineRunner measures handoffs at the head of a line of n (see openLine):
+// the holder lets go, and each waiter, once it holds the lock, unlocks at
 // once; past the warming ones, each records the time since the previous
-// Unlock returned, and the window counts them: every measured handoff
+// Unlock started, and the window counts them: every measured handoff
 // happens with all n parked waiters still behind. Then the parked waiters
 // give up.
 func lineRunner(n int, side string, elsewhere bool) runner {
-	mk := lineMakers[side]
 	return func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
-		prefix := env.prefix("line")
-		counter := etcdtest.NewCounter()
-		// The measured waiters: m of them on two counted clients, queued
-		// first, handing the lock on one after another.
-		warm := handoffsWarming(d)
-		m := warm + handoffsMeasured(d) + 1
-		var mkOn [2]func() lineLocker
-		for i := range mkOn {
-			cli, err := env.client(counter)
-			if err != nil {
-				return Result{}, err
-			}
-			mkl, closeS, err := mk(ctx, cli, prefix)
-			if err != nil {
-				return Result{}, err
-			}
-			defer closeS()
-			mkOn[i] = mkl
-		}
-		admin, err := env.client(nil)
+		l, err := openLine(ctx, env, side, n, handoffsWarming(d), handoffsMeasured(d), elsewhere, false)
 		if err != nil {
 			return Result{}, err
 		}
-		head := mkOn[0]()
-		if err := head.lock(ctx); err != nil {
+		close(l.gate)
+		if err := l.await(l.warmed, d); err != nil {
+			l.close()
 			return Result{}, err
 		}
-		parkCtx, unpark := context.WithCancel(ctx)
-		defer unpark()
-		var (
-			lat      benchutil.Latencies
-			released atomic.Int64
-			handoffs atomic.Int64
-			failed   atomic.Pointer[error]
-			warmed   = make(chan struct{})
-			done     = make(chan struct{})
-			wg       sync.WaitGroup
-		)
-		queued := func(want int) error {
-			for deadline := time.Now().Add(5*time.Minute + d); ; {
-				resp, err := admin.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		win, from := env.open(l.counter), l.handoffs.Load()
+		if err := l.await(l.done, d); err != nil {
+			l.close()
+			return Result{}, err
+		}
+		res := win.result(int(l.handoffs.Load() - from))
+		if err := l.close(); err != nil {
+			return Result{}, err
+		}
+		return l.result(res), nil
+	}
+}
+
+// InterleavedLines measures lock handoffs on lines of every length given,
+// all set up at once (parked waiters in child processes) and taking turns:
+// one handoff on each line in a rotating order, round after round, so that
+// the server's disk, which drifts by a third over minutes on a small
+// machine, weighs on every length alike. A line's handoffs happen while
+// the others stand still, their holders waiting for a turn. Every line
+// makes handoffsWarming(d) turns first, then handoffsMeasured(d) measured
+// ones; the results are in the order of lengths. Syncs is the server's
+// fsyncs over all lines' measured handoffs, shared out evenly (the lines
+// take turns on one server, so its count cannot be split by line).
+func InterleavedLines(ctx context.Context, endpoints []string, side string, lengths []int, d time.Duration) ([]Result, error) {
+	env := &Env{endpoints: endpoints, root: fmt.Sprintf("coord-bench/%d/", time.Now().UnixNano())}
+	defer env.close()
+	lines := make([]*line, 0, len(lengths))
+	closeAll := func() (first error) {
+		for _, l := range lines {
+			if err := l.close(); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	for _, n := range lengths {
+		l, err := openLine(ctx, env, side, n, handoffsWarming(d), handoffsMeasured(d), true, true)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		lines = append(lines, l)
+	}
+	rounds := func(k int, el []time.Duration) error {
+		for r := range k {
+			for j := range lines {
+				i := (r + j) % len(lines)
+				t, err := lines[i].turn()
 				if err != nil {
 					return err
 				}
-				if int(resp.Count) >= want {
-					return nil
+				if el != nil {
+					el[i] += t
 				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("line: %d of %d queued", resp.Count, want)
-				}
-				time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
 			}
 		}
-		for i := 1; i < m; i++ {
-			l := mkOn[i%2]()
-			wg.Go(func() {
-				if err := l.lock(ctx); err != nil {
-					failed.Store(&err)
-					return
-				}
-				i := handoffs.Add(1)
-				if r := released.Load(); r != 0 && i > int64(warm) {
-					lat.Add(time.Duration(time.Now().UnixNano() - r))
-				}
-				switch i {
-				case int64(warm):
-					close(warmed)
-				case int64(m - 1):
-					close(done)
-				}
-				released.Store(time.Now().UnixNano())
-				if err := l.unlock(context.Background()); err != nil {
-					failed.Store(&err)
-				}
-			})
-		}
-		if err := queued(m); err != nil {
-			return Result{}, err
-		}
-		// The parked waiters, on clients of their own, behind every
-		// measured one.
-		switch {
-		case n > 0 && elsewhere:
-			stop, err := parkElsewhere(env, prefix, n, side)
-			if err != nil {
-				return Result{}, err
-			}
-			defer stop()
-		case n > 0:
-			closeAll, err := parkOn(parkCtx, env.endpoints, prefix, n, mk)
-			if err != nil {
-				return Result{}, err
-			}
-			defer func() { unpark(); closeAll() }()
-		}
-		if n > 0 {
-			if err := queued(m + n); err != nil {
-				return Result{}, err
-			}
-		}
-		released.Store(time.Now().UnixNano())
-		if err := head.unlock(ctx); err != nil {
-			return Result{}, err
-		}
-		var win *window
-		var from int64
-		for _, c := range []chan struct{}{warmed, done} {
-			select {
-			case <-c:
-			case <-time.After(d + time.Minute):
-				return Result{}, fmt.Errorf("line: %d of %d handoffs", handoffs.Load(), m-1)
-			}
-			if win == nil {
-				win, from = env.open(counter), handoffs.Load()
-			}
-		}
-		res := win.result(int(handoffs.Load() - from))
-		unpark()
-		wg.Wait()
-		if e := failed.Load(); e != nil {
-			return Result{}, *e
-		}
-		res.P50, res.P99 = lat.Percentile(50), lat.Percentile(99)
-		return res, nil
+		return nil
 	}
+	if err := rounds(handoffsWarming(d), nil); err != nil {
+		closeAll()
+		return nil, err
+	}
+	wins := make([]*window, len(lines))
+	for i, l := range lines {
+		wins[i] = env.open(l.counter)
+	}
+	el := make([]time.Duration, len(lines))
+	if err := rounds(handoffsMeasured(d), el); err != nil {
+		closeAll()
+		return nil, err
+	}
+	out := make([]Result, len(lines))
+	for i, l := range lines {
+		out[i] = l.result(wins[i].resultOver(handoffsMeasured(d), el[i]))
+	}
+	// Every window saw every line's fsyncs from its opening: the first
+	// window's count, spread over all the lines' handoffs, is the average.
+	all := out[0].Syncs
+	for i := range out {
+		out[i].Syncs = all / float64(len(lines))
+	}
+	if err := closeAll(); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // SemaphoreInLine is an uncontended Acquire and Release (free permits)

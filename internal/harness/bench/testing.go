@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"testing"
@@ -64,5 +65,43 @@ func Benchmark(b *testing.B, cases ...Case) {
 				b.ReportMetric(res.BytesPerOp(), "bytes/op")
 			})
 		}
+	}
+}
+
+// BenchmarkLines runs InterleavedLines for coord's Mutex and for etcd's
+// concurrency.Mutex ("coord", "etcd"), one run each on the shared server,
+// and reports each length's p50 and p99 ("p50-ms-at-1000"), RPCs per
+// handoff ("rpcs/op-at-1000"), and each length's p50 and p99 over those
+// of the first length given ("p50-ratio-at-1000"): the numbers the
+// cost-does-not-grow-with-the-line target is judged by, from one run.
+func BenchmarkLines(b *testing.B, lengths ...int) {
+	benchSrv, err := etcdtest.Shared()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, side := range []string{"coord", "etcd"} {
+		b.Run(side, func(b *testing.B) {
+			var res []Result
+			for b.Loop() {
+				var err error
+				res, err = InterleavedLines(context.Background(), benchSrv.Endpoints(), side, lengths, duration())
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i, n := range lengths {
+				r := res[i]
+				b.ReportMetric(float64(r.P50.Microseconds())/1000, fmt.Sprintf("p50-ms-at-%d", n))
+				b.ReportMetric(float64(r.P99.Microseconds())/1000, fmt.Sprintf("p99-ms-at-%d", n))
+				b.ReportMetric(r.RPCsPerOp(), fmt.Sprintf("rpcs/op-at-%d", n))
+				if i > 0 {
+					b.ReportMetric(float64(r.P50)/float64(res[0].P50), fmt.Sprintf("p50-ratio-at-%d", n))
+					b.ReportMetric(float64(r.P99)/float64(res[0].P99), fmt.Sprintf("p99-ratio-at-%d", n))
+				}
+			}
+			if s := res[0].SyncsPerOp(); !math.IsNaN(s) {
+				b.ReportMetric(s, "fsyncs/op")
+			}
+		})
 	}
 }
