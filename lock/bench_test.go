@@ -25,5 +25,5 @@ func BenchmarkMutexHandoffLine(b *testing.B) {
 // lengths set up at once and taking turns, one handoff each in rotation,
 // so that the ratios between lengths come from one run on one disk.
 func BenchmarkMutexHandoffInterleaved(b *testing.B) {
-	bench.BenchmarkLines(b, 0, 1000, 10000)
+	bench.BenchmarkLines(b, []bench.Line{bench.LockLine("coord"), bench.LockLine("etcd")}, 0, 1000, 10000)
 }

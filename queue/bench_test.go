@@ -30,3 +30,10 @@ func BenchmarkQueueLine(b *testing.B) {
 	bench.Benchmark(b, bench.ClaimInFlight(0), bench.ClaimInFlight(1000), bench.ClaimInFlight(10000),
 		bench.IdleConsumers(1), bench.IdleConsumers(4), bench.IdleConsumers(16))
 }
+
+// BenchmarkQueueLineInterleaved is BenchmarkQueueLine's claim lengths set
+// up at once and taking turns, one Claim + Ack each in rotation, so that
+// the ratios between lengths come from one run on one disk.
+func BenchmarkQueueLineInterleaved(b *testing.B) {
+	bench.BenchmarkLines(b, []bench.Line{bench.ClaimLine()}, 0, 1000, 10000)
+}

@@ -17,3 +17,10 @@ func BenchmarkSemaphore(b *testing.B) {
 func BenchmarkSemaphoreLine(b *testing.B) {
 	bench.Benchmark(b, bench.SemaphoreInLine(0), bench.SemaphoreInLine(1000), bench.SemaphoreInLine(10000))
 }
+
+// BenchmarkSemaphoreLineInterleaved is BenchmarkSemaphoreLine's three
+// lengths set up at once and taking turns, one Acquire each in rotation,
+// so that the ratios between lengths come from one run on one disk.
+func BenchmarkSemaphoreLineInterleaved(b *testing.B) {
+	bench.BenchmarkLines(b, []bench.Line{bench.SemaphoreLine()}, 0, 1000, 10000)
+}

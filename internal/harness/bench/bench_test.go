@@ -96,28 +96,38 @@ func TestFloorSyncs(t *testing.T) {
 	}
 }
 
-// TestInterleavedLines runs the interleaved line benchmark at small
-// lengths: every line made its measured handoffs, each one a single RPC
-// (coord's holder's Delete), and every key is gone afterwards.
-func TestInterleavedLines(t *testing.T) {
+// TestInterleaved runs each interleaved line at small lengths: every
+// length made its measured operations at a flat RPC count (a coord
+// handoff is the holder's one Delete; an Acquire + Release and a Claim +
+// Ack are two Txns), and every key is gone afterwards.
+func TestInterleaved(t *testing.T) {
 	if testing.Short() {
 		t.Skip("several seconds of setup")
 	}
 	srv := etcdtest.NewServer(t, etcdtest.WithoutFsync())
-	for _, side := range []string{"coord", "etcd"} {
-		res, err := bench.InterleavedLines(context.Background(), srv.Endpoints(), side, []int{0, 20}, 100*time.Millisecond)
+	for _, c := range []struct {
+		line bench.Line
+		rpcs float64 // 0: not checked
+	}{
+		{bench.LockLine("coord"), 1},
+		{bench.LockLine("etcd"), 0},
+		{bench.SemaphoreLine(), 2},
+		{bench.ClaimLine(), 2},
+	} {
+		name := c.line.Primitive + "/" + c.line.Side
+		res, err := bench.Interleaved(context.Background(), srv.Endpoints(), c.line, []int{0, 20}, 100*time.Millisecond)
 		if err != nil {
-			t.Fatalf("%s: %v", side, err)
+			t.Fatalf("%s: %v", name, err)
 		}
 		if len(res) != 2 {
-			t.Fatalf("%s: %d results for 2 lengths", side, len(res))
+			t.Fatalf("%s: %d results for 2 lengths", name, len(res))
 		}
 		for i, r := range res {
 			if r.Ops != 50 || r.P50 <= 0 || r.P99 < r.P50 || r.Elapsed <= 0 {
-				t.Errorf("%s, line %d: %+v", side, i, r)
+				t.Errorf("%s, length %d: %+v", name, i, r)
 			}
-			if side == "coord" && (r.RPCsPerOp() < 1 || r.RPCsPerOp() > 1.1) {
-				t.Errorf("coord, line %d: %.2f RPCs per handoff, want 1", i, r.RPCsPerOp())
+			if c.rpcs > 0 && (r.RPCsPerOp() < c.rpcs || r.RPCsPerOp() > c.rpcs*1.1) {
+				t.Errorf("%s, length %d: %.2f RPCs per operation, want %.0f", name, i, r.RPCsPerOp(), c.rpcs)
 			}
 		}
 	}

@@ -28,7 +28,7 @@ type line struct {
 	handoffs atomic.Int64
 	failed   atomic.Pointer[error]
 	gate     chan struct{}
-	took     chan struct{} // one send per handoff, when one turn at a time
+	took     chan time.Duration // each handoff's latency, when one turn at a time
 	warmed   chan struct{} // closed at the warm-th handoff
 	done     chan struct{} // closed at the last one
 	wg       sync.WaitGroup
@@ -50,7 +50,7 @@ func openLine(ctx context.Context, env *Env, side string, n, warm, measured int,
 		gate: make(chan struct{}), warmed: make(chan struct{}), done: make(chan struct{}), unpark: unpark,
 	}
 	if turns {
-		l.took = make(chan struct{}, 1)
+		l.took = make(chan time.Duration, 1)
 	}
 	defer func() {
 		if err != nil {
@@ -101,9 +101,10 @@ func openLine(ctx context.Context, env *Env, side string, n, warm, measured int,
 				l.failed.Store(&err)
 				return
 			}
+			took := time.Duration(time.Now().UnixNano() - l.released.Load())
 			i := l.handoffs.Add(1)
 			if i > l.warm {
-				l.lat.Add(time.Duration(time.Now().UnixNano() - l.released.Load()))
+				l.lat.Add(took)
 			}
 			switch i {
 			case l.warm:
@@ -112,7 +113,7 @@ func openLine(ctx context.Context, env *Env, side string, n, warm, measured int,
 				close(l.done)
 			}
 			select {
-			case l.took <- struct{}{}: // nil when the line runs free
+			case l.took <- took: // nil when the line runs free
 			default:
 			}
 			l.hold(w)
@@ -153,13 +154,13 @@ func (l *line) hold(w lineLocker) {
 }
 
 // turn makes one handoff: the holder unlocks and the next waiter takes
-// the lock. It returns how long that took, as the driver saw it.
-func (l *line) turn() (time.Duration, error) {
-	start := time.Now()
+// the lock. It returns the handoff's latency, from the holder's Unlock
+// starting to the next Lock returning.
+func (l *line) turn(context.Context) (time.Duration, error) {
 	l.gate <- struct{}{}
 	select {
-	case <-l.took:
-		return time.Since(start), nil
+	case took := <-l.took:
+		return took, nil
 	case <-time.After(time.Minute):
 		if e := l.failed.Load(); e != nil {
 			return 0, *e

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,73 +152,144 @@ func lineRunner(n int, side string, elsewhere bool) runner {
 	}
 }
 
-// InterleavedLines measures lock handoffs on lines of every length given,
-// all set up at once (parked waiters in child processes) and taking turns:
-// one handoff on each line in a rotating order, round after round, so that
-// the server's disk, which drifts by a third over minutes on a small
-// machine, weighs on every length alike. A line's handoffs happen while
-// the others stand still, their holders waiting for a turn. Every line
-// makes handoffsWarming(d) turns first, then handoffsMeasured(d) measured
-// ones; the results are in the order of lengths. Syncs is the server's
-// fsyncs over all lines' measured handoffs, shared out evenly (the lines
-// take turns on one server, so its count cannot be split by line).
-func InterleavedLines(ctx context.Context, endpoints []string, side string, lengths []int, d time.Duration) ([]Result, error) {
+// stage is one length of a scaling case, set up to make its measured
+// operation one at a time, for as long as it was set up for.
+type stage struct {
+	counter *etcdtest.Counter                                // the measured participants' RPCs
+	ops     int                                              // how many operations it is set up for; 0 for no limit
+	op      func(ctx context.Context) (time.Duration, error) // one operation, and its latency
+	close   func() error
+}
+
+// stageMaker sets up a stage with a line of n under env, for ops
+// operations.
+type stageMaker func(ctx context.Context, env *Env, n, ops int) (*stage, error)
+
+// stageRunner is a case's side that sets up a stage of length n and makes
+// its operation one after another for d (or its ops).
+func stageRunner(n int, mk stageMaker, ops func(d time.Duration) int) runner {
+	return func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
+		st, err := mk(ctx, env, n, ops(d))
+		if err != nil {
+			return Result{}, err
+		}
+		var lat benchutil.Latencies
+		res, err := drive(env, 1, d, st.ops, st.counter, &lat, func(int) error {
+			t, err := st.op(ctx)
+			lat.Add(t)
+			return err
+		})
+		if cerr := st.close(); err == nil {
+			err = cerr
+		}
+		return res, err
+	}
+}
+
+// A Line is a scaling case that Interleaved measures at several lengths
+// at once.
+type Line struct {
+	Primitive string // "lock"
+	Name      string // what is measured, and what the length counts: "handoff, by waiters behind"
+	Side      string // "coord", "etcd"
+	open      stageMaker
+}
+
+// LockLine is a Mutex handoff with waiters behind (parked in child
+// processes), on side's Mutex ("coord", or "etcd" for concurrency.Mutex).
+func LockLine(side string) Line {
+	return Line{Primitive: "lock", Name: "handoff, by waiters behind", Side: side,
+		open: func(ctx context.Context, env *Env, n, ops int) (*stage, error) {
+			l, err := openLine(ctx, env, side, n, 0, ops, true, true)
+			if err != nil {
+				return nil, err
+			}
+			return &stage{counter: l.counter, ops: ops, op: l.turn, close: l.close}, nil
+		}}
+}
+
+// SemaphoreLine is an Acquire with free permits, by permits held in line.
+func SemaphoreLine() Line {
+	return Line{Primitive: "semaphore", Name: "acquire with free permits, by permits in line", Side: "coord", open: semaphoreStage}
+}
+
+// ClaimLine is a Claim + Ack by one consumer, by claims in flight.
+func ClaimLine() Line {
+	return Line{Primitive: "queue", Name: "claim + ack, by claims in flight", Side: "coord", open: claimStage}
+}
+
+// Interleaved measures line's operation at every length given, all set up
+// at once and taking turns: one operation on each length in a rotating
+// order, round after round, so that the server's disk, which drifts by a
+// third over minutes on a small machine, weighs on every length alike.
+// One length's operation runs while the others stand still (a lock line's
+// holder waiting for its turn). Every length makes handoffsWarming(d)
+// operations first, then handoffsMeasured(d) measured ones; the results
+// are in the order of lengths. Syncs is the server's fsyncs over all
+// lengths' measured operations, shared out evenly (they take turns on one
+// server, so its count cannot be split by length).
+func Interleaved(ctx context.Context, endpoints []string, line Line, lengths []int, d time.Duration) ([]Result, error) {
 	env := &Env{endpoints: endpoints, root: fmt.Sprintf("coord-bench/%d/", time.Now().UnixNano())}
 	defer env.close()
-	lines := make([]*line, 0, len(lengths))
+	warm, measured := handoffsWarming(d), handoffsMeasured(d)
+	var stages []*stage
 	closeAll := func() (first error) {
-		for _, l := range lines {
-			if err := l.close(); err != nil && first == nil {
+		for _, st := range stages {
+			if err := st.close(); err != nil && first == nil {
 				first = err
 			}
 		}
 		return first
 	}
 	for _, n := range lengths {
-		l, err := openLine(ctx, env, side, n, handoffsWarming(d), handoffsMeasured(d), true, true)
+		st, err := line.open(ctx, env, n, warm+measured)
 		if err != nil {
 			closeAll()
 			return nil, err
 		}
-		lines = append(lines, l)
+		stages = append(stages, st)
 	}
-	rounds := func(k int, el []time.Duration) error {
+	lat := make([]benchutil.Latencies, len(stages))
+	el := make([]time.Duration, len(stages))
+	rounds := func(k int, measuring bool) error {
 		for r := range k {
-			for j := range lines {
-				i := (r + j) % len(lines)
-				t, err := lines[i].turn()
+			for j := range stages {
+				i := (r + j) % len(stages)
+				t0 := time.Now()
+				t, err := stages[i].op(ctx)
 				if err != nil {
 					return err
 				}
-				if el != nil {
-					el[i] += t
+				if measuring {
+					el[i] += time.Since(t0)
+					lat[i].Add(t)
 				}
 			}
 		}
 		return nil
 	}
-	if err := rounds(handoffsWarming(d), nil); err != nil {
+	if err := rounds(warm, false); err != nil {
 		closeAll()
 		return nil, err
 	}
-	wins := make([]*window, len(lines))
-	for i, l := range lines {
-		wins[i] = env.open(l.counter)
+	wins := make([]*window, len(stages))
+	for i, st := range stages {
+		wins[i] = env.open(st.counter)
 	}
-	el := make([]time.Duration, len(lines))
-	if err := rounds(handoffsMeasured(d), el); err != nil {
+	if err := rounds(measured, true); err != nil {
 		closeAll()
 		return nil, err
 	}
-	out := make([]Result, len(lines))
-	for i, l := range lines {
-		out[i] = l.result(wins[i].resultOver(handoffsMeasured(d), el[i]))
+	out := make([]Result, len(stages))
+	for i := range stages {
+		out[i] = wins[i].resultOver(measured, el[i])
+		out[i].P50, out[i].P99 = lat[i].Percentile(50), lat[i].Percentile(99)
 	}
-	// Every window saw every line's fsyncs from its opening: the first
-	// window's count, spread over all the lines' handoffs, is the average.
+	// Every window saw every length's fsyncs from its opening: the first
+	// window's count, spread over all of them, is the average.
 	all := out[0].Syncs
 	for i := range out {
-		out[i].Syncs = all / float64(len(lines))
+		out[i].Syncs = all / float64(len(out))
 	}
 	if err := closeAll(); err != nil {
 		return nil, err
@@ -232,69 +304,84 @@ func SemaphoreInLine(n int) Case {
 	return Case{
 		Primitive: "semaphore", Name: fmt.Sprintf("acquire with free permits, %d permits in line", n),
 		Measured: "Acquire, from the call to holding the permit (then Release)",
-		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
-			prefix := env.prefix("sem")
-			capacity := int64(n + 1000)
-			// The holders: n permits on 8 other clients, held throughout.
-			per := (n + 7) / 8
-			var fill sync.WaitGroup
-			var ferr atomic.Pointer[error]
-			for c := 0; c < 8 && c*per < n; c++ {
-				cli, err := env.client(nil)
-				if err != nil {
-					return Result{}, err
-				}
-				s, err := coordSession(ctx, cli, prefix)
-				if err != nil {
-					return Result{}, err
-				}
-				defer s.Close()
-				sem := semaphore.New(s, "line", capacity)
-				for g := 0; g < 16; g++ {
-					fill.Go(func() {
-						for k := g; k < per && c*per+k < n; k += 16 {
-							if _, err := sem.Acquire(ctx, 1); err != nil {
-								ferr.Store(&err)
-								return
-							}
-						}
-					})
-				}
-			}
-			fill.Wait()
-			if e := ferr.Load(); e != nil {
-				return Result{}, *e
-			}
-			counter := etcdtest.NewCounter()
-			cli, err := env.client(counter)
-			if err != nil {
-				return Result{}, err
-			}
-			s, err := coordSession(ctx, cli, prefix)
-			if err != nil {
-				return Result{}, err
-			}
-			defer s.Close()
-			sem := semaphore.New(s, "line", capacity)
-			// One round first: a new process's first Acquire on a long line
-			// loads the line once; the steady cost is what is measured.
-			if p, err := sem.Acquire(ctx, 1); err != nil {
-				return Result{}, err
-			} else if err := p.Release(ctx); err != nil {
-				return Result{}, err
-			}
-			var lat benchutil.Latencies
-			return drive(env, 1, d, 0, counter, &lat, func(int) error {
-				t0 := time.Now()
-				p, err := sem.Acquire(ctx, 1)
-				if err != nil {
-					return err
-				}
-				lat.Since(t0)
-				return p.Release(ctx)
-			})
-		},
+		coord:    stageRunner(n, semaphoreStage, func(time.Duration) int { return 0 }),
 	}
+}
+
+// semaphoreStage holds n permits of a semaphore on 8 other clients, and
+// measures Acquire (then Release) on a counted client of its own.
+func semaphoreStage(ctx context.Context, env *Env, n, _ int) (st *stage, err error) {
+	prefix := env.prefix("sem")
+	capacity := int64(n + 1000)
+	var closers []func()
+	closeAll := func() error {
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+		return nil
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	// The holders: n permits on 8 other clients, held throughout.
+	per := (n + 7) / 8
+	var filled sync.WaitGroup
+	var ferr atomic.Pointer[error]
+	for c := 0; c < 8 && c*per < n; c++ {
+		cli, err := env.client(nil)
+		if err != nil {
+			return nil, err
+		}
+		s, err := coordSession(ctx, cli, prefix)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() { s.Close() })
+		sem := semaphore.New(s, "line", capacity)
+		for g := 0; g < 16; g++ {
+			filled.Go(func() {
+				for k := g; k < per && c*per+k < n; k += 16 {
+					if _, err := sem.Acquire(ctx, 1); err != nil {
+						ferr.Store(&err)
+						return
+					}
+				}
+			})
+		}
+	}
+	filled.Wait()
+	if e := ferr.Load(); e != nil {
+		return nil, *e
+	}
+	counter := etcdtest.NewCounter()
+	cli, err := env.client(counter)
+	if err != nil {
+		return nil, err
+	}
+	s, err := coordSession(ctx, cli, prefix)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { s.Close() })
+	sem := semaphore.New(s, "line", capacity)
+	// One round first: a new process's first Acquire on a long line loads
+	// the line once; the steady cost is what is measured.
+	if p, err := sem.Acquire(ctx, 1); err != nil {
+		return nil, err
+	} else if err := p.Release(ctx); err != nil {
+		return nil, err
+	}
+	return &stage{counter: counter, close: closeAll, op: func(ctx context.Context) (time.Duration, error) {
+		t0 := time.Now()
+		p, err := sem.Acquire(ctx, 1)
+		if err != nil {
+			return 0, err
+		}
+		took := time.Since(t0)
+		return took, p.Release(ctx)
+	}}, nil
 }
 
 // ClaimInFlight is claim + ack by one consumer with n other messages
@@ -304,62 +391,69 @@ func ClaimInFlight(n int) Case {
 	return Case{
 		Primitive: "queue", Name: fmt.Sprintf("claim + ack, %d claims in flight", n),
 		Measured: "Claim + Ack by one consumer",
-		coord: func(ctx context.Context, env *Env, d time.Duration) (Result, error) {
-			prefix := env.prefix("queue")
-			filler, err := env.client(nil)
-			if err != nil {
-				return Result{}, err
-			}
-			fq := queue.New(filler, "bench", queue.WithPrefix(prefix))
-			big := make([]byte, 4<<10)
-			// The in-flight messages, claimed first (priority -1) by a
-			// holder that never acks them.
-			if err := fill(n, func() error { _, err := fq.Enqueue(ctx, big, queue.WithPriority(-1)); return err }); err != nil {
-				return Result{}, err
-			}
-			hs, err := coordSession(ctx, filler, prefix)
-			if err != nil {
-				return Result{}, err
-			}
-			defer hs.Close()
-			var claimers sync.WaitGroup
-			var cerr atomic.Pointer[error]
-			var taken atomic.Int64
-			for range 16 {
-				claimers.Go(func() {
-					for taken.Add(1) <= int64(n) {
-						if _, err := fq.Claim(ctx, hs); err != nil {
-							cerr.Store(&err)
-							return
-						}
-					}
-				})
-			}
-			claimers.Wait()
-			if e := cerr.Load(); e != nil {
-				return Result{}, *e
-			}
-			backlog := backlog(d)
-			if err := fill(backlog, func() error { _, err := fq.Enqueue(ctx, []byte(payload)); return err }); err != nil {
-				return Result{}, err
-			}
-			counter := etcdtest.NewCounter()
-			q, s, err := countedConsumer(ctx, env, prefix, counter)
-			if err != nil {
-				return Result{}, err
-			}
-			defer s.Close()
-			var lat benchutil.Latencies
-			return drive(env, 1, d, backlog, counter, &lat, func(int) error {
-				defer lat.Since(time.Now())
-				m, err := q.Claim(ctx, s)
-				if err != nil {
-					return err
-				}
-				return m.Ack(ctx)
-			})
-		},
+		coord:    stageRunner(n, claimStage, backlog),
 	}
+}
+
+// claimStage has n messages claimed and held by another session, ops
+// ready ones behind them, and measures Claim + Ack by a counted consumer
+// of its own.
+func claimStage(ctx context.Context, env *Env, n, ops int) (*stage, error) {
+	prefix := env.prefix("queue")
+	filler, err := env.client(nil)
+	if err != nil {
+		return nil, err
+	}
+	fq := queue.New(filler, "bench", queue.WithPrefix(prefix))
+	big := make([]byte, 4<<10)
+	// The in-flight messages, claimed first (priority -1) by a holder that
+	// never acks them.
+	if err := fill(n, func() error { _, err := fq.Enqueue(ctx, big, queue.WithPriority(-1)); return err }); err != nil {
+		return nil, err
+	}
+	hs, err := coordSession(ctx, filler, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var claimers sync.WaitGroup
+	var cerr atomic.Pointer[error]
+	var taken atomic.Int64
+	for range 16 {
+		claimers.Go(func() {
+			for taken.Add(1) <= int64(n) {
+				if _, err := fq.Claim(ctx, hs); err != nil {
+					cerr.Store(&err)
+					return
+				}
+			}
+		})
+	}
+	claimers.Wait()
+	if e := cerr.Load(); e != nil {
+		hs.Close()
+		return nil, *e
+	}
+	if err := fill(ops, func() error { _, err := fq.Enqueue(ctx, []byte(payload)); return err }); err != nil {
+		hs.Close()
+		return nil, err
+	}
+	counter := etcdtest.NewCounter()
+	q, s, err := countedConsumer(ctx, env, prefix, counter)
+	if err != nil {
+		hs.Close()
+		return nil, err
+	}
+	return &stage{counter: counter, ops: ops,
+		close: func() error { s.Close(); hs.Close(); return nil },
+		op: func(ctx context.Context) (time.Duration, error) {
+			t0 := time.Now()
+			m, err := q.Claim(ctx, s)
+			if err != nil {
+				return 0, err
+			}
+			err = m.Ack(ctx)
+			return time.Since(t0), err
+		}}, nil
 }
 
 // IdleConsumers is what one message costs with n consumers waiting in one

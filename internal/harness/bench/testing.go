@@ -68,23 +68,23 @@ func Benchmark(b *testing.B, cases ...Case) {
 	}
 }
 
-// BenchmarkLines runs InterleavedLines for coord's Mutex and for etcd's
-// concurrency.Mutex ("coord", "etcd"), one run each on the shared server,
-// and reports each length's p50 and p99 ("p50-ms-at-1000"), RPCs per
-// handoff ("rpcs/op-at-1000"), and each length's p50 and p99 over those
-// of the first length given ("p50-ratio-at-1000"): the numbers the
-// cost-does-not-grow-with-the-line target is judged by, from one run.
-func BenchmarkLines(b *testing.B, lengths ...int) {
+// BenchmarkLines runs Interleaved for each line ("<primitive>/<side>"),
+// one run each on the shared server, and reports each length's p50 and
+// p99 ("p50-ms-at-1000"), RPCs per operation ("rpcs/op-at-1000"), and each
+// length's p50 and p99 over those of the first length given
+// ("p50-ratio-at-1000"): the numbers the cost-does-not-grow-with-the-line
+// target is judged by, from one run.
+func BenchmarkLines(b *testing.B, lines []Line, lengths ...int) {
 	benchSrv, err := etcdtest.Shared()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, side := range []string{"coord", "etcd"} {
-		b.Run(side, func(b *testing.B) {
+	for _, line := range lines {
+		b.Run(line.Primitive+"/"+line.Side, func(b *testing.B) {
 			var res []Result
 			for b.Loop() {
 				var err error
-				res, err = InterleavedLines(context.Background(), benchSrv.Endpoints(), side, lengths, duration())
+				res, err = Interleaved(context.Background(), benchSrv.Endpoints(), line, lengths, duration())
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -94,6 +94,7 @@ func BenchmarkLines(b *testing.B, lengths ...int) {
 				b.ReportMetric(float64(r.P50.Microseconds())/1000, fmt.Sprintf("p50-ms-at-%d", n))
 				b.ReportMetric(float64(r.P99.Microseconds())/1000, fmt.Sprintf("p99-ms-at-%d", n))
 				b.ReportMetric(r.RPCsPerOp(), fmt.Sprintf("rpcs/op-at-%d", n))
+				b.ReportMetric(r.BytesPerOp(), fmt.Sprintf("bytes/op-at-%d", n))
 				if i > 0 {
 					b.ReportMetric(float64(r.P50)/float64(res[0].P50), fmt.Sprintf("p50-ratio-at-%d", n))
 					b.ReportMetric(float64(r.P99)/float64(res[0].P99), fmt.Sprintf("p99-ratio-at-%d", n))
