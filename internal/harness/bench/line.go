@@ -29,8 +29,8 @@ type line struct {
 	failed   atomic.Pointer[error]
 	gate     chan struct{}
 	took     chan time.Duration // each handoff's latency, when one turn at a time
-	warmed   chan struct{} // closed at the warm-th handoff
-	done     chan struct{} // closed at the last one
+	warmed   chan struct{}      // closed at the warm-th handoff
+	done     chan struct{}      // closed at the last one
 	wg       sync.WaitGroup
 	closers  []func()
 	unpark   context.CancelFunc
