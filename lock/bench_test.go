@@ -27,3 +27,10 @@ func BenchmarkMutexHandoffLine(b *testing.B) {
 func BenchmarkMutexHandoffInterleaved(b *testing.B) {
 	bench.BenchmarkLines(b, []bench.Line{bench.LockLine("coord"), bench.LockLine("etcd")}, 0, 1000, 10000)
 }
+
+// BenchmarkMutexOfFloor is the contended Mutex and the floor in
+// alternating rounds, so that "of floor" compares the same minutes of the
+// disk.
+func BenchmarkMutexOfFloor(b *testing.B) {
+	bench.BenchmarkOfFloor(b, bench.Lock(4), bench.Lock(16), bench.Election(4), bench.Semaphore(4, 16))
+}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"math"
 	"os"
 	"testing"
@@ -104,5 +105,73 @@ func BenchmarkLines(b *testing.B, lines []Line, lengths ...int) {
 				b.ReportMetric(s, "fsyncs/op")
 			}
 		})
+	}
+}
+
+// Alternate runs the coord side of each case in turn, rounds times for
+// d/rounds each, starting each round one case further on, and sums each
+// case's rounds: with the floor among the cases, every rate is then set
+// against a floor measured over the same minutes of a drifting disk, not
+// once before them. The sums carry no latencies (percentiles of separate
+// rounds do not add up).
+func Alternate(ctx context.Context, endpoints []string, cases []Case, rounds int, d time.Duration) ([]Row, error) {
+	root := fmt.Sprintf("coord-bench/%d/", time.Now().UnixNano())
+	rows := make([]Row, len(cases))
+	for i, c := range cases {
+		rows[i].Case = c
+	}
+	for r := range rounds {
+		for k := range cases {
+			i := (r + k) % len(cases)
+			env := &Env{endpoints: endpoints, root: root}
+			res, err := cases[i].coord(ctx, env, d/time.Duration(rounds))
+			env.close()
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", cases[i].Primitive, cases[i].Name, err)
+			}
+			sum := &rows[i].Coord
+			sum.Ops += res.Ops
+			sum.Elapsed += res.Elapsed
+			sum.RPCs += res.RPCs
+			sum.Bytes += res.Bytes
+			sum.Syncs += res.Syncs
+		}
+	}
+	return rows, nil
+}
+
+// BenchmarkOfFloor runs Alternate over the floor and cases (6 rounds of
+// COORD_BENCH_DURATION/6 each) on the shared server, and reports each
+// case's ops/s, its fraction of the floor's rate over the same rounds
+// ("of-floor"), and its RPCs and fsyncs per operation.
+func BenchmarkOfFloor(b *testing.B, cases ...Case) {
+	benchSrv, err := etcdtest.Shared()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rows []Row
+	for b.Loop() {
+		rows, err = Alternate(context.Background(), benchSrv.Endpoints(), append([]Case{Floor()}, cases...), 6, duration())
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	floor := rows[0].Coord.OpsPerSec()
+	b.ReportMetric(floor, "floor-ops/s")
+	for _, r := range rows[1:] {
+		slug := strings.Map(func(c rune) rune {
+			switch {
+			case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+				return c
+			case c == ' ':
+				return '-'
+			}
+			return -1
+		}, r.Primitive+" "+r.Name)
+		b.ReportMetric(r.Coord.OpsPerSec(), "ops/s-"+slug)
+		b.ReportMetric(r.Coord.OpsPerSec()/floor, "of-floor-"+slug)
+		if s := r.Coord.SyncsPerOp(); !math.IsNaN(s) {
+			b.ReportMetric(s, "fsyncs/op-"+slug)
+		}
 	}
 }
