@@ -3,9 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
-	"strings"
 	"math"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
